@@ -1,0 +1,1 @@
+//! Authoritative GeoDNS for the Skein service name.

@@ -1,0 +1,2 @@
+//! The Skein media node.
+pub mod rtmp;

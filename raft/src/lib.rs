@@ -1,0 +1,1 @@
+//! Cluster state through Raft (filled by the cluster work).
