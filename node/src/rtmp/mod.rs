@@ -1,1 +1,3 @@
 //! RTMP protocol, sans-IO.
+pub mod amf0;
+pub mod chunk;
