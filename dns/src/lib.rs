@@ -1,1 +1,14 @@
-//! Authoritative GeoDNS for the Skein service name.
+//! Skein GeoDNS: an authoritative DNS server that answers the service name with healthy,
+//! load-aware edge addresses of the client's nearest region.
+//!
+//! The query path ([`answer::respond`]) is pure: bytes in, bytes out, over an immutable
+//! [`answer::Snapshot`]. Health probes, cluster watching and config reloads build new snapshots;
+//! the socket drivers in [`server`] only move bytes.
+
+pub mod answer;
+pub mod automap;
+pub mod config;
+pub mod ecs;
+pub mod geo;
+pub mod wire;
+pub mod zone;

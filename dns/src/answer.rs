@@ -1,0 +1,385 @@
+//! The query path, sans IO: bytes in, bytes out. Parses the query, looks the name up in the
+//! zones, locates the client (ECS or source address), asks the Automap plan for addresses and
+//! writes the response (with TC when it does not fit the UDP payload).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::automap::{Family, Plan, RegionView, Rng};
+use crate::config::Config;
+use crate::geo::{GeoDb, Hit, Location};
+use crate::wire::{
+    self, Owner, ParseError, QNAME_OFFSET, Query, Rcode, ResponseHeader, ResponseWriter, rtype,
+};
+use crate::zone::{Lookup, RrSet, Zone, Zones};
+
+/// How the query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the rate limiter decided for this client (UDP only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Pass,
+    /// Answer with an empty truncated response so a real client retries over TCP.
+    Slip,
+}
+
+/// Everything a query needs, swapped atomically on any change.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub zones: Arc<Zones>,
+    pub geo: Option<Arc<GeoDb>>,
+    pub plan: Plan,
+    continent: HashMap<[u8; 2], usize>,
+    country: HashMap<[u8; 2], usize>,
+    /// Most specific first.
+    subnets: Vec<(IpNet, usize)>,
+    default_region: Option<usize>,
+    ttl: u32,
+}
+
+impl Snapshot {
+    /// Combines zone data, the geo database, the current region state and the policy. Overrides
+    /// naming regions that do not exist (e.g. not yet announced by the cluster) are skipped.
+    pub fn new(
+        zones: Arc<Zones>,
+        geo: Option<Arc<GeoDb>>,
+        regions: &[RegionView],
+        config: &Config,
+    ) -> Snapshot {
+        let plan = Plan::build(regions, &config.answer);
+        let code = |s: &str| -> Option<[u8; 2]> {
+            let b = s.as_bytes();
+            (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+        };
+        let o = &config.geo.overrides;
+        let continent = o
+            .continent
+            .iter()
+            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
+            .collect();
+        let country = o
+            .country
+            .iter()
+            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
+            .collect();
+        let mut subnets: Vec<(IpNet, usize)> = o
+            .subnet
+            .iter()
+            .filter_map(|(k, v)| Some((k.trunc(), plan.region_index(v)?)))
+            .collect();
+        subnets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        let default_region = match &config.geo.default_region {
+            Some(name) => plan.region_index(name),
+            None => (plan.region_count() > 0).then_some(0),
+        };
+        Snapshot {
+            zones,
+            geo,
+            plan,
+            continent,
+            country,
+            subnets,
+            default_region,
+            ttl: config.answer.ttl,
+        }
+    }
+}
+
+/// Per-worker mutable state: the output buffer, the RNG and a cache of decoded locations.
+pub struct Scratch {
+    pub out: Vec<u8>,
+    rng: Rng,
+    geo_cache: HashMap<Hit, Option<Location>>,
+    /// Identity of the geo database the cache belongs to.
+    cache_owner: usize,
+}
+
+const GEO_CACHE_MAX: usize = 65_536;
+
+impl Scratch {
+    pub fn new(seed: u64) -> Self {
+        Scratch {
+            out: Vec::with_capacity(4096),
+            rng: Rng::new(seed),
+            geo_cache: HashMap::new(),
+            cache_owner: 0,
+        }
+    }
+}
+
+/// What happened, for metrics and logs. `send` false means: send nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub send: bool,
+    pub rcode: Rcode,
+    pub qtype: u16,
+    /// Region whose addresses were answered.
+    pub region: Option<usize>,
+    pub truncated: bool,
+}
+
+/// Handles one query packet; the response (if any) is left in `scratch.out`.
+pub fn respond(
+    snap: &Snapshot,
+    scratch: &mut Scratch,
+    packet: &[u8],
+    client: SocketAddr,
+    transport: Transport,
+    limit: Limit,
+) -> Outcome {
+    let q = match wire::parse_query(packet) {
+        Ok(q) => q,
+        Err(ParseError::Drop) => {
+            return Outcome {
+                send: false,
+                rcode: Rcode::FormErr,
+                qtype: 0,
+                region: None,
+                truncated: false,
+            };
+        }
+        Err(ParseError::FormErr { id, opcode, rd }) | Err(ParseError::NotImp { id, opcode, rd }) => {
+            let rcode = if opcode == 0 {
+                Rcode::FormErr
+            } else {
+                Rcode::NotImp
+            };
+            let header = ResponseHeader {
+                id,
+                opcode,
+                authoritative: false,
+                truncated: false,
+                recursion_desired: rd,
+                checking_disabled: false,
+                rcode,
+            };
+            ResponseWriter::new(&mut scratch.out, header, &[]).finish();
+            return Outcome {
+                send: true,
+                rcode,
+                qtype: 0,
+                region: None,
+                truncated: false,
+            };
+        }
+    };
+    let mut outcome = Outcome {
+        send: true,
+        rcode: Rcode::NoError,
+        qtype: q.qtype,
+        region: None,
+        truncated: false,
+    };
+    if limit == Limit::Slip {
+        write_truncated(&q, scratch);
+        outcome.truncated = true;
+        return outcome;
+    }
+    let client_subnet = q.edns.and_then(|e| e.client_subnet);
+    let mut scope = 0u8;
+    let mut authoritative = true;
+    let body = if q.edns.is_some_and(|e| e.version > 0) {
+        outcome.rcode = Rcode::BadVers;
+        authoritative = false;
+        Body::Empty
+    } else if q.qclass != wire::CLASS_IN || matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
+        outcome.rcode = Rcode::Refused;
+        authoritative = false;
+        Body::Empty
+    } else {
+        match snap.zones.lookup(&q.qname, q.qtype) {
+            Lookup::Refused => {
+                outcome.rcode = Rcode::Refused;
+                authoritative = false;
+                Body::Empty
+            }
+            Lookup::NxDomain(zone) => {
+                outcome.rcode = Rcode::NxDomain;
+                Body::Negative(zone)
+            }
+            Lookup::NoData(zone) => Body::Negative(zone),
+            Lookup::Records(zone, set) => Body::Set(zone, set),
+            Lookup::Service(zone) => {
+                let family = if q.qtype == rtype::AAAA {
+                    Family::V6
+                } else {
+                    Family::V4
+                };
+                let ecs = client_subnet.filter(|cs| cs.source_prefix > 0);
+                let (who, who_prefix) = match ecs {
+                    Some(cs) => (cs.addr, cs.source_prefix),
+                    None => (client.ip().to_canonical(), 0),
+                };
+                let (home, matched) = locate(snap, scratch, who);
+                if ecs.is_some() {
+                    scope = matched;
+                }
+                let choice = home.map(|h| {
+                    let hash = client_hash(who, who_prefix);
+                    snap.plan.choose(h, family, hash, &mut scratch.rng)
+                });
+                outcome.region = choice.as_ref().and_then(|c| c.region);
+                match choice {
+                    Some(c) if !c.addrs.is_empty() => Body::Addrs(c.addrs),
+                    _ => Body::Negative(zone),
+                }
+            }
+        }
+    };
+    let header = ResponseHeader {
+        id: q.id,
+        opcode: 0,
+        authoritative,
+        truncated: false,
+        recursion_desired: q.recursion_desired,
+        checking_disabled: q.checking_disabled,
+        rcode: outcome.rcode,
+    };
+    let mut w = ResponseWriter::new(&mut scratch.out, header, q.question);
+    match body {
+        Body::Empty => {}
+        Body::Negative(zone) => {
+            w.section(1);
+            let apex_at = QNAME_OFFSET + (q.qname.as_bytes().len() - zone.apex.len()) as u16;
+            for rdata in &zone.soa.rdatas {
+                w.record(Owner::Pointer(apex_at), rtype::SOA, zone.negative_ttl, rdata);
+            }
+        }
+        Body::Set(zone, set) => {
+            write_set(&mut w, Owner::Pointer(QNAME_OFFSET), set);
+            if set.rtype == rtype::NS && q.qname.as_bytes() == zone.apex.as_slice() {
+                w.section(2);
+                for (name, sets) in &zone.glue {
+                    for s in sets {
+                        write_set(&mut w, Owner::Name(name), s);
+                    }
+                }
+            }
+        }
+        Body::Addrs(addrs) => {
+            for a in &addrs {
+                match a {
+                    IpAddr::V4(v4) => {
+                        w.record(Owner::Pointer(QNAME_OFFSET), rtype::A, snap.ttl, &v4.octets())
+                    }
+                    IpAddr::V6(v6) => {
+                        w.record(Owner::Pointer(QNAME_OFFSET), rtype::AAAA, snap.ttl, &v6.octets())
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = q.edns {
+        // ECS is echoed only when the answer was tailored or is authoritative data.
+        let cs = if outcome.rcode == Rcode::Refused || outcome.rcode == Rcode::BadVers {
+            None
+        } else {
+            client_subnet.map(|c| c.with_scope(scope))
+        };
+        w.opt(outcome.rcode, e.dnssec_ok, cs.as_ref());
+    }
+    w.finish();
+    if transport == Transport::Udp {
+        let limit = q
+            .edns
+            .map_or(512, |e| e.udp_payload.clamp(512, wire::MAX_UDP_PAYLOAD));
+        if scratch.out.len() > usize::from(limit) {
+            write_truncated(&q, scratch);
+            outcome.truncated = true;
+        }
+    }
+    outcome
+}
+
+enum Body<'z> {
+    Empty,
+    Negative(&'z Zone),
+    Set(&'z Zone, &'z RrSet),
+    Addrs(Vec<IpAddr>),
+}
+
+fn write_set(w: &mut ResponseWriter<'_>, owner: Owner<'_>, set: &RrSet) {
+    for rdata in &set.rdatas {
+        w.record(owner, set.rtype, set.ttl, rdata);
+    }
+}
+
+/// An empty response with TC set: question and OPT only.
+fn write_truncated(q: &Query<'_>, scratch: &mut Scratch) {
+    let header = ResponseHeader {
+        id: q.id,
+        opcode: 0,
+        authoritative: true,
+        truncated: true,
+        recursion_desired: q.recursion_desired,
+        checking_disabled: q.checking_disabled,
+        rcode: Rcode::NoError,
+    };
+    let mut w = ResponseWriter::new(&mut scratch.out, header, q.question);
+    if let Some(e) = q.edns {
+        w.opt(Rcode::NoError, e.dnssec_ok, None);
+    }
+    w.finish();
+}
+
+/// Home region of an address and the prefix length of the network that decided it.
+fn locate(snap: &Snapshot, scratch: &mut Scratch, ip: IpAddr) -> (Option<usize>, u8) {
+    if let Some((net, region)) = snap.subnets.iter().find(|(n, _)| n.contains(&ip)) {
+        return (Some(*region), net.prefix_len());
+    }
+    let Some(geo) = &snap.geo else {
+        return (snap.default_region, 0);
+    };
+    let Some(hit) = geo.find(ip) else {
+        return (snap.default_region, 0);
+    };
+    let owner = Arc::as_ptr(geo) as usize;
+    if scratch.cache_owner != owner || scratch.geo_cache.len() >= GEO_CACHE_MAX {
+        scratch.geo_cache.clear();
+        scratch.cache_owner = owner;
+    }
+    let loc = *scratch
+        .geo_cache
+        .entry(hit)
+        .or_insert_with(|| geo.decode(ip, hit));
+    let Some(loc) = loc else {
+        return (snap.default_region, hit.prefix_len);
+    };
+    let region = loc
+        .country
+        .and_then(|c| snap.country.get(&c))
+        .or_else(|| loc.continent.and_then(|c| snap.continent.get(&c)))
+        .copied()
+        .or_else(|| snap.plan.nearest(loc.lat, loc.lon))
+        .or(snap.default_region);
+    (region, hit.prefix_len)
+}
+
+/// A stable hash of the client's network (/24 or /56, or the ECS prefix if shorter), so one
+/// client network keeps its spill region.
+fn client_hash(ip: IpAddr, prefix: u8) -> u64 {
+    let net = match ip {
+        IpAddr::V4(_) => IpNet::new(ip, if prefix > 0 { prefix.min(24) } else { 24 }),
+        IpAddr::V6(_) => IpNet::new(ip, if prefix > 0 { prefix.min(56) } else { 56 }),
+    };
+    let bytes: [u8; 16] = match net.map(|n| n.network()) {
+        Ok(IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
+        Ok(IpAddr::V6(a)) => a.octets(),
+        Err(_) => [0; 16],
+    };
+    // FNV-1a, then a SplitMix finaliser to spread the bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Rng::new(h).next_u64()
+}

@@ -1,0 +1,361 @@
+//! Zone data: SOA, NS with glue, static records and the service names, pre-encoded to wire
+//! form at load time so the query path only copies bytes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use crate::config::{Config, StaticRecord, ZoneConfig, relative_name};
+use crate::wire::{self, rtype};
+
+/// Records of one type at one name, RDATA already in wire form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrSet {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdatas: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    rrsets: Vec<RrSet>,
+    service: bool,
+}
+
+/// One zone we are authoritative for.
+#[derive(Debug)]
+pub struct Zone {
+    /// Apex, lowercased wire form.
+    pub apex: Vec<u8>,
+    pub soa: RrSet,
+    pub ns: RrSet,
+    /// TTL for the SOA in negative answers (RFC 2308: min of SOA TTL and MINIMUM).
+    pub negative_ttl: u32,
+    /// In-zone NS names with their A/AAAA glue.
+    pub glue: Vec<(Vec<u8>, Vec<RrSet>)>,
+}
+
+/// What the zone data says about a question.
+#[derive(Debug)]
+pub enum Lookup<'z> {
+    /// Not inside any of our zones.
+    Refused,
+    NxDomain(&'z Zone),
+    NoData(&'z Zone),
+    /// Static data (including SOA and NS at the apex; CNAME for any type).
+    Records(&'z Zone, &'z RrSet),
+    /// A service name asked for A, AAAA or ANY: the answer comes from the geo/load logic.
+    Service(&'z Zone),
+}
+
+/// All zones.
+#[derive(Debug, Default)]
+pub struct Zones {
+    zones: Vec<Zone>,
+    apex_index: HashMap<Vec<u8>, usize>,
+    nodes: HashMap<Vec<u8>, Node>,
+}
+
+impl Zones {
+    pub fn build(config: &Config) -> Result<Zones, String> {
+        let mut zones = Zones::default();
+        for z in &config.zones {
+            zones.add_zone(z)?;
+        }
+        Ok(zones)
+    }
+
+    fn add_zone(&mut self, z: &ZoneConfig) -> Result<(), String> {
+        let apex = wire::name_from_str(&z.origin)?;
+        let first_ns = z
+            .ns
+            .first()
+            .ok_or_else(|| format!("zone {}: no NS", z.origin))?;
+        let mname = wire::name_from_str(z.soa.mname.as_deref().unwrap_or(&first_ns.name))?;
+        let rname = wire::name_from_str(&z.soa.rname)?;
+        let mut soa_rdata = mname;
+        soa_rdata.extend_from_slice(&rname);
+        for v in [
+            z.soa.serial,
+            z.soa.refresh,
+            z.soa.retry,
+            z.soa.expire,
+            z.soa.minimum,
+        ] {
+            soa_rdata.extend_from_slice(&v.to_be_bytes());
+        }
+        let soa = RrSet {
+            rtype: rtype::SOA,
+            ttl: z.soa.ttl,
+            rdatas: vec![soa_rdata],
+        };
+        let mut ns = RrSet {
+            rtype: rtype::NS,
+            ttl: z.ns_ttl,
+            rdatas: Vec::new(),
+        };
+        let mut glue = Vec::new();
+        let zone_idx = self.zones.len();
+        self.apex_index.insert(apex.clone(), zone_idx);
+        self.node(&apex, &apex).rrsets.push(soa.clone());
+        for n in &z.ns {
+            let name = wire::name_from_str(&n.name)?;
+            ns.rdatas.push(name.clone());
+            if wire::is_subdomain(&name, &apex) {
+                let sets = address_rrsets(&n.addrs, z.ns_ttl);
+                let node = self.node(&name, &apex);
+                for s in &sets {
+                    if !node.rrsets.iter().any(|r| r.rtype == s.rtype) {
+                        node.rrsets.push(s.clone());
+                    }
+                }
+                glue.push((name, sets));
+            }
+        }
+        self.node(&apex, &apex).rrsets.push(ns.clone());
+        for s in &z.services {
+            let name = relative_name(s, &z.origin)?;
+            self.node(&name, &apex).service = true;
+        }
+        for r in &z.records {
+            let (owner, rtype_, rdata) = static_rdata(r, &z.origin)?;
+            if !wire::is_subdomain(&owner, &apex) {
+                return Err(format!("record {} is not inside {}", r.name, z.origin));
+            }
+            let node = self.node(&owner, &apex);
+            match node.rrsets.iter_mut().find(|s| s.rtype == rtype_) {
+                Some(set) => {
+                    if owner == apex && (rtype_ == rtype::SOA || rtype_ == rtype::NS) {
+                        return Err(format!(
+                            "record {} {}: SOA and NS at the apex come from [zones.soa] and [zones.ns]",
+                            r.name, r.rtype
+                        ));
+                    }
+                    set.ttl = set.ttl.min(r.ttl);
+                    set.rdatas.push(rdata);
+                }
+                None => node.rrsets.push(RrSet {
+                    rtype: rtype_,
+                    ttl: r.ttl,
+                    rdatas: vec![rdata],
+                }),
+            }
+        }
+        for (name, node) in &self.nodes {
+            if !wire::is_subdomain(name, &apex) {
+                continue;
+            }
+            let has_cname = node.rrsets.iter().any(|s| s.rtype == rtype::CNAME);
+            if has_cname && (node.rrsets.len() > 1 || node.service) {
+                return Err(format!(
+                    "{}: a CNAME cannot coexist with other data",
+                    wire::name_to_string(name)
+                ));
+            }
+            if node.service
+                && node
+                    .rrsets
+                    .iter()
+                    .any(|s| s.rtype == rtype::A || s.rtype == rtype::AAAA)
+            {
+                return Err(format!(
+                    "{}: a service name cannot also have static A/AAAA records",
+                    wire::name_to_string(name)
+                ));
+            }
+        }
+        self.zones.push(Zone {
+            apex,
+            negative_ttl: z.soa.ttl.min(z.soa.minimum),
+            soa,
+            ns,
+            glue,
+        });
+        Ok(())
+    }
+
+    /// The node for `name`, created with every empty non-terminal between it and the apex.
+    fn node(&mut self, name: &[u8], apex: &[u8]) -> &mut Node {
+        let mut pos = 0usize;
+        while name.len() - pos > apex.len() {
+            pos += usize::from(name[pos]) + 1;
+            self.nodes.entry(name[pos..].to_vec()).or_default();
+        }
+        self.nodes.entry(name.to_vec()).or_default()
+    }
+
+    /// Resolves a question against the zone data.
+    pub fn lookup(&self, qname: &wire::LowerName, qtype: u16) -> Lookup<'_> {
+        let name = qname.as_bytes();
+        let Some(zone) = qname
+            .label_starts()
+            .find_map(|i| self.apex_index.get(&name[i..]))
+            .and_then(|&i| self.zones.get(i))
+        else {
+            return Lookup::Refused;
+        };
+        let Some(node) = self.nodes.get(name) else {
+            return Lookup::NxDomain(zone);
+        };
+        if node.service && matches!(qtype, rtype::A | rtype::AAAA | rtype::ANY) {
+            return Lookup::Service(zone);
+        }
+        let found = if qtype == rtype::ANY {
+            // RFC 8482: answer ANY with one RRset.
+            node.rrsets.first()
+        } else {
+            node.rrsets
+                .iter()
+                .find(|s| s.rtype == qtype)
+                .or_else(|| node.rrsets.iter().find(|s| s.rtype == rtype::CNAME))
+        };
+        match found {
+            Some(set) => Lookup::Records(zone, set),
+            None => Lookup::NoData(zone),
+        }
+    }
+
+    /// Is this name a service name of some zone (used by tests and check-config output)?
+    pub fn service_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.service)
+            .map(|(k, _)| wire::name_to_string(k))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn address_rrsets(addrs: &[IpAddr], ttl: u32) -> Vec<RrSet> {
+    let mut v4 = RrSet {
+        rtype: rtype::A,
+        ttl,
+        rdatas: Vec::new(),
+    };
+    let mut v6 = RrSet {
+        rtype: rtype::AAAA,
+        ttl,
+        rdatas: Vec::new(),
+    };
+    for a in addrs {
+        match a {
+            IpAddr::V4(a) => v4.rdatas.push(a.octets().to_vec()),
+            IpAddr::V6(a) => v6.rdatas.push(a.octets().to_vec()),
+        }
+    }
+    [v4, v6]
+        .into_iter()
+        .filter(|s| !s.rdatas.is_empty())
+        .collect()
+}
+
+/// Parses a static record to (owner, type, RDATA wire bytes) using hickory-proto's
+/// presentation-format parser.
+pub fn static_rdata(r: &StaticRecord, origin: &str) -> Result<(Vec<u8>, u16, Vec<u8>), String> {
+    let owner = relative_name(&r.name, origin).map_err(|e| format!("name: {e}"))?;
+    let rt = RecordType::from_str(&r.rtype.to_ascii_uppercase())
+        .map_err(|e| format!("type {:?}: {e}", r.rtype))?;
+    if matches!(rt, RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR) {
+        return Err(format!("type {} cannot be a static record", r.rtype));
+    }
+    let rdata = RData::try_from_str(rt, &r.data).map_err(|e| format!("data {:?}: {e}", r.data))?;
+    let mut buf = Vec::new();
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    rdata
+        .emit(&mut enc)
+        .map_err(|e| format!("data {:?}: {e}", r.data))?;
+    Ok((owner, u16::from(rt), buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zones() -> Zones {
+        let c = Config::parse(
+            r#"
+            [[zones]]
+            origin = "example.com"
+            services = ["live", "pub.live"]
+            soa = { rname = "hostmaster.example.com", minimum = 30 }
+            ns = [{ name = "ns1.example.com", addrs = ["127.0.0.53", "::1"] },
+                  { name = "ns.other.net" }]
+            records = [
+              { name = "www", type = "CNAME", data = "live.example.com." },
+              { name = "@", type = "TXT", data = "\"hello\"" },
+              { name = "a.b.deep", type = "MX", data = "10 mail.example.com." },
+            ]
+            "#,
+        )
+        .unwrap();
+        Zones::build(&c).unwrap()
+    }
+
+    fn name(s: &str) -> wire::LowerName {
+        let mut p = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend(wire::name_from_str(s).unwrap());
+        p.extend([0, 1, 0, 1]);
+        wire::parse_query(&p).unwrap().qname
+    }
+
+    #[test]
+    fn lookups() {
+        let z = zones();
+        assert!(matches!(z.lookup(&name("example.org"), rtype::A), Lookup::Refused));
+        assert!(matches!(z.lookup(&name("com"), rtype::A), Lookup::Refused));
+        assert!(matches!(z.lookup(&name("live.example.com"), rtype::A), Lookup::Service(_)));
+        assert!(matches!(z.lookup(&name("pub.live.example.com"), rtype::AAAA), Lookup::Service(_)));
+        assert!(matches!(z.lookup(&name("live.example.com"), rtype::MX), Lookup::NoData(_)));
+        assert!(matches!(z.lookup(&name("nope.example.com"), rtype::A), Lookup::NxDomain(_)));
+        // empty non-terminal
+        assert!(matches!(z.lookup(&name("deep.example.com"), rtype::A), Lookup::NoData(_)));
+        assert!(matches!(z.lookup(&name("b.deep.example.com"), rtype::A), Lookup::NoData(_)));
+        match z.lookup(&name("example.com"), rtype::SOA) {
+            Lookup::Records(zone, set) => {
+                assert_eq!(set.rtype, rtype::SOA);
+                assert_eq!(zone.negative_ttl, 30);
+                assert_eq!(zone.glue.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        match z.lookup(&name("www.example.com"), rtype::A) {
+            Lookup::Records(_, set) => assert_eq!(set.rtype, rtype::CNAME),
+            other => panic!("{other:?}"),
+        }
+        match z.lookup(&name("ns1.example.com"), rtype::AAAA) {
+            Lookup::Records(_, set) => assert_eq!(set.rdatas[0].len(), 16),
+            other => panic!("{other:?}"),
+        }
+        match z.lookup(&name("example.com"), rtype::ANY) {
+            Lookup::Records(_, set) => assert_eq!(set.rtype, rtype::SOA),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn static_rdata_is_uncompressed_wire() {
+        let r = StaticRecord {
+            name: "x".into(),
+            rtype: "mx".into(),
+            ttl: 1,
+            data: "10 mail.example.com.".into(),
+        };
+        let (owner, t, rdata) = static_rdata(&r, "example.com").unwrap();
+        assert_eq!(owner, wire::name_from_str("x.example.com").unwrap());
+        assert_eq!(t, rtype::MX);
+        let mut want = vec![0, 10];
+        want.extend(wire::name_from_str("mail.example.com").unwrap());
+        assert_eq!(rdata, want);
+        let bad = StaticRecord {
+            data: "not-a-number mail.".into(),
+            ..r
+        };
+        assert!(static_rdata(&bad, "example.com").is_err());
+    }
+}
