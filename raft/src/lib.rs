@@ -1,1 +1,4 @@
-//! Cluster state through Raft (filled by the cluster work).
+//! Skein cluster control plane: membership, regions, origin pool and voters through Raft.
+pub mod ring;
+pub mod state;
+pub mod types;

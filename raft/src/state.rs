@@ -1,0 +1,477 @@
+//! The replicated state machine: [`ClusterState`] and the [`Command`]s that change it.
+//!
+//! `apply` is pure and deterministic: every input (including the clock) comes from the command,
+//! so every node that applies the same log ends with the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{
+    NodeHealth, NodeId, NodeInfo, OriginSlot, OriginState, PublicAddrs, Region, Roles, Settings,
+    TokenRecord,
+};
+
+/// Everything the cluster agrees on. Published after every applied batch through
+/// [`crate::Cluster::state`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Set by the bootstrap entry; identifies the cluster.
+    pub cluster_id: Option<Uuid>,
+    /// Next id handed out by `RegisterNode`; only ever grows.
+    pub next_node_id: NodeId,
+    /// Registered nodes.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Regions by name.
+    pub regions: BTreeMap<String, Region>,
+    /// The origin pool.
+    pub origins: BTreeMap<NodeId, OriginSlot>,
+    /// Raft voters, mirrored from the last applied membership entry.
+    pub voters: BTreeSet<NodeId>,
+    /// Raft learners, mirrored from the last applied membership entry.
+    pub learners: BTreeSet<NodeId>,
+    /// Cluster-wide settings.
+    pub settings: Settings,
+    /// Join tokens by id.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Cluster CA certificate (PEM).
+    pub ca_cert_pem: String,
+    /// Cluster CA private key (PEM). Replicated so that any leader can sign a joining node's
+    /// certificate; every member is equally trusted with it.
+    pub(crate) ca_key_pem: String,
+}
+
+/// A change to the cluster state. Applied in log order on every node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// First entry of a new cluster.
+    Bootstrap {
+        /// New cluster id.
+        cluster_id: Uuid,
+        /// CA certificate (PEM).
+        ca_cert_pem: String,
+        /// CA private key (PEM).
+        ca_key_pem: String,
+        /// Initial settings.
+        settings: Settings,
+    },
+    /// Adds a node, or updates it if its uuid is known (same id back).
+    RegisterNode {
+        /// Identity kept on the node's disk.
+        uuid: Uuid,
+        /// Display name.
+        name: String,
+        /// Region name; created if unknown.
+        region: String,
+        /// Internal QUIC address.
+        internal_addr: SocketAddr,
+        /// Public addresses.
+        public: PublicAddrs,
+        /// Allowed roles.
+        roles: Roles,
+    },
+    /// Commits a health change observed by the leader.
+    SetNodeHealth {
+        /// Node.
+        node: NodeId,
+        /// New health.
+        health: NodeHealth,
+    },
+    /// Changes what a node may do; a node that may no longer be an origin leaves the pool.
+    SetRoles {
+        /// Node.
+        node: NodeId,
+        /// New roles.
+        roles: Roles,
+    },
+    /// Puts a node into the origin pool as active (or re-activates a draining one).
+    PromoteOrigin {
+        /// Node.
+        node: NodeId,
+        /// Leader clock, unix ms.
+        now_ms: u64,
+    },
+    /// Takes an origin out of the ring while its streams move away.
+    DrainOrigin {
+        /// Node.
+        node: NodeId,
+        /// Leader clock, unix ms.
+        now_ms: u64,
+    },
+    /// Removes a node from the origin pool.
+    DemoteOrigin {
+        /// Node.
+        node: NodeId,
+    },
+    /// Sets the wanted pool size.
+    SetOriginTarget {
+        /// Wanted number of active origins.
+        target: usize,
+    },
+    /// Replaces all settings.
+    SetSettings(Settings),
+    /// Adds or replaces a region.
+    UpsertRegion(Region),
+    /// Removes a node for good (its id is never reused).
+    RemoveNode {
+        /// Node.
+        node: NodeId,
+    },
+    /// Stores a join token; expired tokens are dropped at the same time.
+    CreateToken {
+        /// Token record (only the hash of the secret).
+        token: TokenRecord,
+        /// Leader clock, unix ms.
+        now_ms: u64,
+    },
+    /// Deletes a join token.
+    RevokeToken {
+        /// Token id.
+        id: String,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Bootstrap { cluster_id, .. } => write!(f, "bootstrap cluster {cluster_id}"),
+            Command::RegisterNode {
+                uuid, name, region, ..
+            } => write!(f, "register node {name} ({uuid}) in {region}"),
+            Command::SetNodeHealth { node, health } => write!(f, "node {node} is {health:?}"),
+            Command::SetRoles { node, roles } => write!(f, "node {node} roles {roles}"),
+            Command::PromoteOrigin { node, .. } => write!(f, "promote node {node} to origin"),
+            Command::DrainOrigin { node, .. } => write!(f, "drain origin {node}"),
+            Command::DemoteOrigin { node } => write!(f, "demote origin {node}"),
+            Command::SetOriginTarget { target } => write!(f, "origin target {target}"),
+            Command::SetSettings(_) => f.write_str("set settings"),
+            Command::UpsertRegion(r) => write!(f, "region {}", r.name),
+            Command::RemoveNode { node } => write!(f, "remove node {node}"),
+            Command::CreateToken { token, .. } => write!(f, "create token {}", token.id),
+            Command::RevokeToken { id } => write!(f, "revoke token {id}"),
+        }
+    }
+}
+
+/// Outcome of applying a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied (also the response to blank and membership entries).
+    Ok,
+    /// `RegisterNode` result.
+    Registered {
+        /// Allocated (or existing) id.
+        id: NodeId,
+        /// `false` when the uuid was already registered.
+        created: bool,
+    },
+    /// Not applied; the state is unchanged.
+    Rejected(String),
+}
+
+impl ClusterState {
+    /// Applies one command logged at `index`. Deterministic; never panics.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::Bootstrap {
+                cluster_id,
+                ca_cert_pem,
+                ca_key_pem,
+                settings,
+            } => {
+                if self.cluster_id.is_some() {
+                    return reject("cluster already bootstrapped");
+                }
+                self.cluster_id = Some(*cluster_id);
+                self.ca_cert_pem.clone_from(ca_cert_pem);
+                self.ca_key_pem.clone_from(ca_key_pem);
+                self.settings = settings.clone();
+                self.next_node_id = self.next_node_id.max(1);
+                CommandResult::Ok
+            }
+            Command::RegisterNode {
+                uuid,
+                name,
+                region,
+                internal_addr,
+                public,
+                roles,
+            } => {
+                self.regions
+                    .entry(region.clone())
+                    .or_insert_with(|| Region {
+                        name: region.clone(),
+                        lat: None,
+                        lon: None,
+                        vips: Vec::new(),
+                    });
+                if let Some(node) = self.nodes.values_mut().find(|n| n.uuid == *uuid) {
+                    node.name.clone_from(name);
+                    node.region.clone_from(region);
+                    node.internal_addr = *internal_addr;
+                    node.public = *public;
+                    node.roles = *roles;
+                    return CommandResult::Registered {
+                        id: node.id,
+                        created: false,
+                    };
+                }
+                let id = self.next_node_id.max(1);
+                self.next_node_id = id + 1;
+                self.nodes.insert(
+                    id,
+                    NodeInfo {
+                        id,
+                        uuid: *uuid,
+                        name: name.clone(),
+                        region: region.clone(),
+                        internal_addr: *internal_addr,
+                        public: *public,
+                        roles: *roles,
+                        health: NodeHealth::Up,
+                        joined_index: index,
+                    },
+                );
+                CommandResult::Registered { id, created: true }
+            }
+            Command::SetNodeHealth { node, health } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.health = *health;
+                    CommandResult::Ok
+                }
+                None => unknown(*node),
+            },
+            Command::SetRoles { node, roles } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.roles = *roles;
+                    if !roles.origin {
+                        self.origins.remove(node);
+                    }
+                    CommandResult::Ok
+                }
+                None => unknown(*node),
+            },
+            Command::PromoteOrigin { node, now_ms } => match self.nodes.get(node) {
+                Some(n) if !n.roles.origin => reject(format!("node {node} may not be an origin")),
+                Some(_) => {
+                    let slot = OriginSlot {
+                        state: OriginState::Active,
+                        since_index: index,
+                        since_ms: *now_ms,
+                    };
+                    match self.origins.get_mut(node) {
+                        Some(s) if s.state == OriginState::Active => {}
+                        Some(s) => *s = slot,
+                        None => {
+                            self.origins.insert(*node, slot);
+                        }
+                    }
+                    CommandResult::Ok
+                }
+                None => unknown(*node),
+            },
+            Command::DrainOrigin { node, now_ms } => match self.origins.get_mut(node) {
+                Some(s) => {
+                    if s.state == OriginState::Active {
+                        *s = OriginSlot {
+                            state: OriginState::Draining,
+                            since_index: index,
+                            since_ms: *now_ms,
+                        };
+                    }
+                    CommandResult::Ok
+                }
+                None => reject(format!("node {node} is not an origin")),
+            },
+            Command::DemoteOrigin { node } => match self.origins.remove(node) {
+                Some(_) => CommandResult::Ok,
+                None => reject(format!("node {node} is not an origin")),
+            },
+            Command::SetOriginTarget { target } => {
+                self.settings.origin_target = *target;
+                CommandResult::Ok
+            }
+            Command::SetSettings(settings) => {
+                if !(settings.balance_epsilon > 0.0) {
+                    return reject("balance_epsilon must be > 0");
+                }
+                self.settings = settings.clone();
+                CommandResult::Ok
+            }
+            Command::UpsertRegion(region) => {
+                self.regions.insert(region.name.clone(), region.clone());
+                CommandResult::Ok
+            }
+            Command::RemoveNode { node } => match self.nodes.remove(node) {
+                Some(_) => {
+                    self.origins.remove(node);
+                    CommandResult::Ok
+                }
+                None => unknown(*node),
+            },
+            Command::CreateToken { token, now_ms } => {
+                self.tokens.retain(|_, t| t.expires_at_ms > *now_ms);
+                if self.tokens.contains_key(&token.id) {
+                    return reject(format!("token id {} exists", token.id));
+                }
+                self.tokens.insert(token.id.clone(), token.clone());
+                CommandResult::Ok
+            }
+            Command::RevokeToken { id } => match self.tokens.remove(id) {
+                Some(_) => CommandResult::Ok,
+                None => reject(format!("no token {id}")),
+            },
+        }
+    }
+
+    /// Mirrors a membership entry into `voters` / `learners`.
+    pub(crate) fn set_membership(&mut self, voters: BTreeSet<NodeId>, learners: BTreeSet<NodeId>) {
+        self.voters = voters;
+        self.learners = learners;
+    }
+
+    /// Active origins whose committed health is up: the pool every edge starts routing with
+    /// (then subtracts the origins it sees dead itself).
+    pub fn live_origins(&self) -> Vec<NodeId> {
+        self.origins
+            .iter()
+            .filter(|(id, slot)| {
+                slot.state == OriginState::Active
+                    && self
+                        .nodes
+                        .get(id)
+                        .is_some_and(|n| n.health == NodeHealth::Up)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The node registered with `uuid`, if any.
+    pub fn node_by_uuid(&self, uuid: &Uuid) -> Option<&NodeInfo> {
+        self.nodes.values().find(|n| n.uuid == *uuid)
+    }
+}
+
+fn reject(msg: impl Into<String>) -> CommandResult {
+    CommandResult::Rejected(msg.into())
+}
+
+fn unknown(node: NodeId) -> CommandResult {
+    reject(format!("unknown node {node}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 3, 1], port))
+    }
+
+    fn register(uuid: Uuid, region: &str) -> Command {
+        Command::RegisterNode {
+            uuid,
+            name: format!("n-{uuid}"),
+            region: region.into(),
+            internal_addr: addr(7000),
+            public: PublicAddrs {
+                rtmp: addr(1935),
+                http: addr(8080),
+            },
+            roles: Roles::default(),
+        }
+    }
+
+    #[test]
+    fn register_is_idempotent_by_uuid_and_ids_are_never_reused() {
+        let mut s = ClusterState::default();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        assert_eq!(
+            s.apply(1, &register(a, "eu")),
+            CommandResult::Registered { id: 1, created: true }
+        );
+        assert_eq!(
+            s.apply(2, &register(a, "us")),
+            CommandResult::Registered { id: 1, created: false }
+        );
+        assert_eq!(s.nodes[&1].region, "us");
+        assert_eq!(
+            s.apply(3, &register(b, "eu")),
+            CommandResult::Registered { id: 2, created: true }
+        );
+        assert_eq!(s.apply(4, &Command::RemoveNode { node: 2 }), CommandResult::Ok);
+        // Same uuid after removal: a new id, never 2 again.
+        assert_eq!(
+            s.apply(5, &register(b, "eu")),
+            CommandResult::Registered { id: 3, created: true }
+        );
+        assert!(s.regions.contains_key("eu") && s.regions.contains_key("us"));
+    }
+
+    #[test]
+    fn origin_lifecycle() {
+        let mut s = ClusterState::default();
+        s.apply(1, &register(Uuid::new_v4(), "eu"));
+        assert_eq!(
+            s.apply(2, &Command::PromoteOrigin { node: 1, now_ms: 10 }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.live_origins(), vec![1]);
+        s.apply(3, &Command::SetNodeHealth { node: 1, health: NodeHealth::Down });
+        assert!(s.live_origins().is_empty());
+        s.apply(4, &Command::SetNodeHealth { node: 1, health: NodeHealth::Up });
+        s.apply(5, &Command::DrainOrigin { node: 1, now_ms: 20 });
+        assert!(s.live_origins().is_empty());
+        assert_eq!(s.origins[&1].state, OriginState::Draining);
+        s.apply(6, &Command::DemoteOrigin { node: 1 });
+        assert!(s.origins.is_empty());
+        assert!(matches!(
+            s.apply(7, &Command::PromoteOrigin { node: 9, now_ms: 0 }),
+            CommandResult::Rejected(_)
+        ));
+        s.apply(8, &Command::SetRoles { node: 1, roles: Roles { edge: true, origin: false } });
+        assert!(matches!(
+            s.apply(9, &Command::PromoteOrigin { node: 1, now_ms: 0 }),
+            CommandResult::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn tokens_expire_on_create_and_can_be_revoked() {
+        let mut s = ClusterState::default();
+        let tok = |id: &str, exp| TokenRecord {
+            id: id.into(),
+            secret_sha256: "00".into(),
+            expires_at_ms: exp,
+            created_by: None,
+        };
+        s.apply(1, &Command::CreateToken { token: tok("aaaaaa", 100), now_ms: 0 });
+        s.apply(2, &Command::CreateToken { token: tok("bbbbbb", 1000), now_ms: 200 });
+        assert!(!s.tokens.contains_key("aaaaaa"));
+        assert!(s.tokens.contains_key("bbbbbb"));
+        assert_eq!(s.apply(3, &Command::RevokeToken { id: "bbbbbb".into() }), CommandResult::Ok);
+        assert!(s.tokens.is_empty());
+    }
+
+    #[test]
+    fn same_log_same_state() {
+        let cmds = [
+            register(Uuid::from_u128(1), "eu"),
+            register(Uuid::from_u128(2), "us"),
+            Command::PromoteOrigin { node: 2, now_ms: 5 },
+            Command::SetOriginTarget { target: 3 },
+        ];
+        let run = || {
+            let mut s = ClusterState::default();
+            for (i, c) in cmds.iter().enumerate() {
+                s.apply(i as u64 + 1, c);
+            }
+            serde_json::to_string(&s).unwrap_or_default()
+        };
+        assert_eq!(run(), run());
+    }
+}
