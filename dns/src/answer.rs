@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use ipnet::IpNet;
 
 use crate::automap::{Family, Plan, RegionView, Rng};
-use crate::config::Config;
+use crate::config::{Config, RateLimitConfig};
 use crate::geo::{GeoDb, Hit, Location};
 use crate::wire::{
     self, Owner, ParseError, QNAME_OFFSET, Query, Rcode, ResponseHeader, ResponseWriter, rtype,
@@ -43,6 +44,10 @@ pub struct Snapshot {
     subnets: Vec<(IpNet, usize)>,
     default_region: Option<usize>,
     ttl: u32,
+    /// Rate limiting in force (UDP workers rebuild their limiter when it changes).
+    pub rate_limit: RateLimitConfig,
+    /// Answer counters by plan region index (filled in by the control loop).
+    pub region_answers: Vec<Arc<AtomicU64>>,
 }
 
 impl Snapshot {
@@ -89,6 +94,8 @@ impl Snapshot {
             subnets,
             default_region,
             ttl: config.answer.ttl,
+            rate_limit: config.rate_limit.clone(),
+            region_answers: Vec::new(),
         }
     }
 }

@@ -217,7 +217,7 @@ pub struct Overrides {
     pub subnet: BTreeMap<IpNet, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub interval_ms: u64,
@@ -266,7 +266,7 @@ impl Default for AnswerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Responses per second per client /24 (IPv4) or /56 (IPv6); 0 disables rate limiting.

@@ -1,0 +1,231 @@
+//! Membership from the cluster: poll `GET /api/v1/cluster` on the seeds, turn regions and
+//! edge nodes into region configs, keep the last copy on disk.
+//!
+//! Consumed shape (extra fields ignored):
+//! `{"regions":[{"name","lat","lon","vips":[ip]}],
+//!   "nodes":[{"name","region","roles":["edge"],"public_addr":{"rtmp":"ip:port","http":"ip:port"}}]}`
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::config::{EdgeConfig, RegionConfig, validate_region};
+use crate::http;
+
+#[derive(Debug, Deserialize)]
+struct ClusterDoc {
+    #[serde(default)]
+    regions: Vec<ClusterRegion>,
+    #[serde(default)]
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterRegion {
+    name: String,
+    lat: f64,
+    lon: f64,
+    #[serde(default)]
+    vips: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterNode {
+    name: String,
+    region: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    public_addr: Option<PublicAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PublicAddr {
+    rtmp: Option<String>,
+    http: Option<String>,
+}
+
+/// Parses the cluster document into regions with their edges. Nodes that are not edges, have
+/// no usable public address, or name an unknown region are skipped (with a reason).
+pub fn parse_membership(body: &[u8]) -> Result<(Vec<RegionConfig>, Vec<String>), String> {
+    let doc: ClusterDoc =
+        serde_json::from_slice(body).map_err(|e| format!("cluster JSON: {e}"))?;
+    let mut skipped = Vec::new();
+    let mut regions: Vec<RegionConfig> = Vec::new();
+    for r in doc.regions {
+        let mut vips = Vec::new();
+        for v in &r.vips {
+            match v.parse() {
+                Ok(ip) => vips.push(ip),
+                Err(_) => skipped.push(format!("region {}: VIP {v:?} is not an IP", r.name)),
+            }
+        }
+        let region = RegionConfig {
+            name: r.name,
+            lat: r.lat,
+            lon: r.lon,
+            vips,
+            edges: Vec::new(),
+        };
+        match validate_region(&region) {
+            Ok(()) if !regions.iter().any(|x| x.name == region.name) => regions.push(region),
+            Ok(()) => skipped.push(format!("region {}: listed twice", region.name)),
+            Err((f, m)) => skipped.push(format!("region {}: {f}: {m}", region.name)),
+        }
+    }
+    for n in doc.nodes {
+        if !n.roles.iter().any(|r| r == "edge") {
+            continue;
+        }
+        let Some(region) = regions.iter_mut().find(|r| r.name == n.region) else {
+            skipped.push(format!("node {}: unknown region {:?}", n.name, n.region));
+            continue;
+        };
+        let addr = |a: Option<&String>| a.and_then(|s| s.parse::<SocketAddr>().ok());
+        let (Some(rtmp), Some(web)) = (
+            addr(n.public_addr.as_ref().and_then(|p| p.rtmp.as_ref())),
+            addr(n.public_addr.as_ref().and_then(|p| p.http.as_ref())),
+        ) else {
+            skipped.push(format!("node {}: public_addr.rtmp/http missing or not ip:port", n.name));
+            continue;
+        };
+        region.edges.push(EdgeConfig {
+            name: n.name,
+            addrs: vec![rtmp.ip()],
+            probe_addr: None,
+            rtmp_port: rtmp.port(),
+            http_port: web.port(),
+            max_connections: None,
+            max_egress_bps: None,
+        });
+    }
+    Ok((regions, skipped))
+}
+
+/// Reads the cached membership, if any.
+pub fn load_cache(path: &Path) -> Option<Vec<RegionConfig>> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cluster cache");
+            None
+        }
+    }
+}
+
+/// Writes the membership atomically (temp file + rename).
+pub fn save_cache(path: &Path, regions: &[RegionConfig]) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(regions).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(tmp, path)
+}
+
+fn resolve(seed: &str) -> Option<SocketAddr> {
+    let seed = seed.trim_start_matches("http://").trim_end_matches('/');
+    seed.to_socket_addrs().ok()?.next()
+}
+
+/// What the watcher reports.
+#[derive(Debug)]
+pub enum Update {
+    Membership(Vec<RegionConfig>),
+    Error(String),
+}
+
+/// Polls the seeds forever; sends a membership whenever it differs from the last one.
+pub async fn watch(
+    seeds: Vec<String>,
+    interval: Duration,
+    cache: std::path::PathBuf,
+    mut last: Option<Vec<RegionConfig>>,
+    tx: mpsc::Sender<Update>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut errors = Vec::new();
+        let mut got = None;
+        for seed in &seeds {
+            let Some(addr) = resolve(seed) else {
+                errors.push(format!("{seed}: cannot resolve"));
+                continue;
+            };
+            match http::get(addr, "/api/v1/cluster").await {
+                Ok(r) if r.status == 200 => match parse_membership(&r.body) {
+                    Ok((regions, skipped)) => {
+                        for s in skipped {
+                            tracing::debug!(seed = %seed, "cluster: skipped {s}");
+                        }
+                        got = Some(regions);
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{seed}: {e}")),
+                },
+                Ok(r) => errors.push(format!("{seed}: HTTP {}", r.status)),
+                Err(e) => errors.push(e),
+            }
+        }
+        let update = match got {
+            Some(regions) if last.as_ref() != Some(&regions) => {
+                if let Err(e) = save_cache(&cache, &regions) {
+                    tracing::warn!(path = %cache.display(), error = %e, "cannot write cluster cache");
+                }
+                last = Some(regions.clone());
+                Update::Membership(regions)
+            }
+            Some(_) => continue,
+            None => Update::Error(errors.join("; ")),
+        };
+        if tx.send(update).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tolerantly() {
+        let body = br#"{
+          "regions":[{"name":"a","lat":50.1,"lon":8.7,"vips":["127.0.1.100"],"extra":true},
+                     {"name":"b","lat":38.9,"lon":-77.0}],
+          "nodes":[
+            {"id":1,"name":"edge-a1","region":"a","roles":["edge"],
+             "public_addr":{"rtmp":"127.0.1.1:1935","http":"127.0.1.1:8080"},"health":"up"},
+            {"id":2,"name":"origin-1","region":"a","roles":["origin"],
+             "public_addr":{"rtmp":"127.0.1.9:1935","http":"127.0.1.9:8080"}},
+            {"id":3,"name":"edge-x","region":"zz","roles":["edge"],
+             "public_addr":{"rtmp":"127.0.9.1:1935","http":"127.0.9.1:8080"}},
+            {"id":4,"name":"edge-b1","region":"b","roles":["edge","voter"],
+             "public_addr":{"rtmp":"127.0.2.1:1936","http":"127.0.2.1:8081"}}
+          ],
+          "origins":[1]}"#;
+        let (regions, skipped) = parse_membership(body).unwrap();
+        assert_eq!(regions.len(), 2);
+        assert_eq!(regions[0].vips, vec!["127.0.1.100".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(regions[0].edges.len(), 1);
+        assert_eq!(regions[1].edges[0].rtmp_port, 1936);
+        assert_eq!(regions[1].edges[0].http_port, 8081);
+        assert_eq!(skipped.len(), 1);
+        assert!(parse_membership(b"[]").is_err());
+    }
+
+    #[test]
+    fn cache_round_trip() {
+        let path = std::env::temp_dir().join(format!("skein-dns-cache-{}.json", std::process::id()));
+        let (regions, _) = parse_membership(
+            br#"{"regions":[{"name":"a","lat":1,"lon":2}],"nodes":[]}"#,
+        )
+        .unwrap();
+        save_cache(&path, &regions).unwrap();
+        assert_eq!(load_cache(&path), Some(regions));
+        std::fs::remove_file(path).ok();
+    }
+}
