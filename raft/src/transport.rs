@@ -1,0 +1,284 @@
+//! The internal QUIC endpoint: mutual TLS from the cluster CA, one ALPN per purpose.
+//!
+//! Client certificates are *optional* at the TLS layer only because a joining node has none
+//! yet; after the handshake every connection that is not `skein-join/1` must carry a verified
+//! cluster certificate or it is closed before any stream is accepted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ClusterError;
+use crate::pki::{self, SERVER_NAME};
+use crate::types::NodeId;
+
+/// ALPN of Raft RPC and control messages (heartbeats, forwarded writes, status).
+pub const ALPN_RAFT: &[u8] = b"skein-raft/1";
+/// ALPN of the join handshake: the only one reachable without a cluster certificate.
+pub const ALPN_JOIN: &[u8] = b"skein-join/1";
+/// ALPN of media relay streams between nodes.
+pub const ALPN_RELAY: &[u8] = b"skein-relay/1";
+
+/// Largest message accepted on a control stream (snapshots included).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// Application close code for connections without a cluster certificate.
+pub(crate) const CLOSE_NO_CERT: u32 = 0x5c01;
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Tls(e.to_string())
+}
+
+fn transport_config() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))));
+    Arc::new(t)
+}
+
+/// A node's TLS material, PEM.
+#[derive(Clone)]
+pub(crate) struct NodeTls {
+    pub(crate) ca_cert_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+}
+
+impl NodeTls {
+    fn roots(&self) -> Result<RootCertStore, ClusterError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(pki::cert_der(&self.ca_cert_pem)?).map_err(tls)?;
+        Ok(roots)
+    }
+
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
+        Ok(vec![pki::cert_der(&self.cert_pem)?, pki::cert_der(&self.ca_cert_pem)?])
+    }
+
+    fn server_config(&self) -> Result<ServerConfig, ClusterError> {
+        let p = provider();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(tls)?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(p)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain()?, pki::key_der(&self.key_pem)?)
+            .map_err(tls)?;
+        cfg.alpn_protocols = vec![ALPN_RAFT.to_vec(), ALPN_JOIN.to_vec(), ALPN_RELAY.to_vec()];
+        let mut sc = ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(cfg).map_err(tls)?));
+        sc.transport_config(transport_config());
+        Ok(sc)
+    }
+
+    fn client_config(&self, alpn: &[u8]) -> Result<ClientConfig, ClusterError> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain()?, pki::key_der(&self.key_pem)?)
+            .map_err(tls)?;
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        let mut cc = ClientConfig::new(Arc::new(QuicClientConfig::try_from(cfg).map_err(tls)?));
+        cc.transport_config(transport_config());
+        Ok(cc)
+    }
+}
+
+/// Verifies a seed by the pinned CA hash: some certificate of the presented chain must hash to
+/// the pin, and that certificate must have signed the leaf.
+#[derive(Debug)]
+pub(crate) struct PinnedCaVerifier {
+    pinned: [u8; 32],
+    provider: Arc<CryptoProvider>,
+    /// Hash of what the seed presented when it did not match, for the error message.
+    pub(crate) mismatch: Mutex<Option<String>>,
+}
+
+impl PinnedCaVerifier {
+    pub(crate) fn new(pinned: [u8; 32]) -> Arc<Self> {
+        Arc::new(PinnedCaVerifier {
+            pinned,
+            provider: provider(),
+            mismatch: Mutex::new(None),
+        })
+    }
+
+    /// Client config for the join ALPN, without client certificate.
+    pub(crate) fn client_config(self: &Arc<Self>) -> Result<ClientConfig, ClusterError> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![ALPN_JOIN.to_vec()];
+        let mut cc = ClientConfig::new(Arc::new(QuicClientConfig::try_from(cfg).map_err(tls)?));
+        cc.transport_config(transport_config());
+        Ok(cc)
+    }
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates
+            .iter()
+            .find(|c| Sha256::digest(c.as_ref()).as_slice() == self.pinned)
+        else {
+            let presented = intermediates
+                .last()
+                .map(|c| pki::ca_hash(c.as_ref()))
+                .unwrap_or_else(|| "(no CA in chain)".into());
+            *self.mismatch.lock() = Some(presented.clone());
+            return Err(rustls::Error::General(format!("CA hash {presented} does not match the pin")));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The node's QUIC endpoint and its outgoing connection cache (one per peer and ALPN).
+pub(crate) struct Transport {
+    pub(crate) endpoint: Endpoint,
+    raft: ClientConfig,
+    relay: ClientConfig,
+    conns: Mutex<HashMap<(SocketAddr, &'static [u8]), Connection>>,
+}
+
+impl Transport {
+    pub(crate) fn bind(addr: SocketAddr, tls: &NodeTls) -> Result<Transport, ClusterError> {
+        let endpoint = Endpoint::server(tls.server_config()?, addr)
+            .map_err(|e| ClusterError::Transport(format!("bind {addr}: {e}")))?;
+        Ok(Transport {
+            endpoint,
+            raft: tls.client_config(ALPN_RAFT)?,
+            relay: tls.client_config(ALPN_RELAY)?,
+            conns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A live connection to `addr` for `alpn` (raft or relay), reused across calls.
+    pub(crate) async fn connection(
+        &self,
+        addr: SocketAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, ClusterError> {
+        if let Some(c) = self.conns.lock().get(&(addr, alpn))
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let cfg = if alpn == ALPN_RELAY { &self.relay } else { &self.raft };
+        let conn = self
+            .endpoint
+            .connect_with(cfg.clone(), addr, SERVER_NAME)
+            .map_err(|e| ClusterError::Transport(format!("connect {addr}: {e}")))?
+            .await
+            .map_err(|e| ClusterError::Transport(format!("connect {addr}: {e}")))?;
+        self.conns.lock().insert((addr, alpn), conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a cached connection after a failure so the next call redials.
+    pub(crate) fn forget(&self, addr: SocketAddr, alpn: &'static [u8]) {
+        self.conns.lock().remove(&(addr, alpn));
+    }
+}
+
+/// Node id from the verified client certificate of an accepted connection.
+pub(crate) fn peer_node_id(conn: &Connection) -> Option<NodeId> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    pki::node_id_from_cert(certs.first()?.as_ref())
+}
+
+/// Negotiated ALPN of a connection.
+pub(crate) fn alpn_of(conn: &Connection) -> Option<Vec<u8>> {
+    let data = conn.handshake_data()?;
+    data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+/// One request/response exchange on a fresh bi-stream: JSON body, ended by FIN.
+pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    conn: &Connection,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, ClusterError> {
+    let work = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(terr)?;
+        write_msg(&mut send, req).await?;
+        read_msg(&mut recv).await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ClusterError::Transport(format!("no answer within {timeout:?}")))?
+}
+
+pub(crate) async fn write_msg<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<(), ClusterError> {
+    let bytes = serde_json::to_vec(msg).map_err(|e| ClusterError::Transport(e.to_string()))?;
+    send.write_all(&bytes).await.map_err(terr)?;
+    send.finish().map_err(terr)?;
+    Ok(())
+}
+
+pub(crate) async fn read_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<T, ClusterError> {
+    let bytes = recv.read_to_end(MAX_MESSAGE).await.map_err(terr)?;
+    serde_json::from_slice(&bytes).map_err(|e| ClusterError::Transport(format!("bad message: {e}")))
+}
+
+fn terr(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Transport(e.to_string())
+}
