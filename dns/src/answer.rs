@@ -153,7 +153,8 @@ pub fn respond(
                 truncated: false,
             };
         }
-        Err(ParseError::FormErr { id, opcode, rd }) | Err(ParseError::NotImp { id, opcode, rd }) => {
+        Err(ParseError::FormErr { id, opcode, rd })
+        | Err(ParseError::NotImp { id, opcode, rd }) => {
             let rcode = if opcode == 0 {
                 Rcode::FormErr
             } else {
@@ -257,7 +258,12 @@ pub fn respond(
             w.section(1);
             let apex_at = QNAME_OFFSET + (q.qname.as_bytes().len() - zone.apex.len()) as u16;
             for rdata in &zone.soa.rdatas {
-                w.record(Owner::Pointer(apex_at), rtype::SOA, zone.negative_ttl, rdata);
+                w.record(
+                    Owner::Pointer(apex_at),
+                    rtype::SOA,
+                    zone.negative_ttl,
+                    rdata,
+                );
             }
         }
         Body::Set(zone, set) => {
@@ -274,12 +280,18 @@ pub fn respond(
         Body::Addrs(addrs) => {
             for a in &addrs {
                 match a {
-                    IpAddr::V4(v4) => {
-                        w.record(Owner::Pointer(QNAME_OFFSET), rtype::A, snap.ttl, &v4.octets())
-                    }
-                    IpAddr::V6(v6) => {
-                        w.record(Owner::Pointer(QNAME_OFFSET), rtype::AAAA, snap.ttl, &v6.octets())
-                    }
+                    IpAddr::V4(v4) => w.record(
+                        Owner::Pointer(QNAME_OFFSET),
+                        rtype::A,
+                        snap.ttl,
+                        &v4.octets(),
+                    ),
+                    IpAddr::V6(v6) => w.record(
+                        Owner::Pointer(QNAME_OFFSET),
+                        rtype::AAAA,
+                        snap.ttl,
+                        &v6.octets(),
+                    ),
                 }
             }
         }

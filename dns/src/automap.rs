@@ -455,7 +455,10 @@ mod tests {
         let mut drain = edge("e", "127.0.1.1", EdgeState::Up, 0);
         drain.load.as_mut().unwrap().draining = true;
         assert_eq!(drain.weight(0.85), 0.0);
-        assert_eq!(edge("e", "127.0.1.1", EdgeState::Unknown, 0).weight(0.85), 0.0);
+        assert_eq!(
+            edge("e", "127.0.1.1", EdgeState::Unknown, 0).weight(0.85),
+            0.0
+        );
         assert_eq!(edge("e", "127.0.1.1", EdgeState::Down, 0).weight(0.85), 0.0);
     }
 
@@ -478,7 +481,10 @@ mod tests {
             let c = plan.choose(0, Family::V4, 1, &mut rng);
             assert_eq!(c.region, Some(0));
             assert_eq!(c.addrs.len(), 2);
-            assert!(!c.addrs.contains(&"127.0.1.3".parse().unwrap()), "over high water");
+            assert!(
+                !c.addrs.contains(&"127.0.1.3".parse().unwrap()),
+                "over high water"
+            );
             assert_ne!(c.addrs[0], c.addrs[1]);
             if c.addrs[0] == "127.0.1.1".parse::<IpAddr>().unwrap() {
                 first_a1 += 1;
@@ -492,10 +498,25 @@ mod tests {
     #[test]
     fn failed_region_spills_in_proportion_to_spare_capacity() {
         let r = vec![
-            region("a", 50.0, 8.0, vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)]),
+            region(
+                "a",
+                50.0,
+                8.0,
+                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
+            ),
             // b is nearest to a, but has little spare capacity
-            region("b", 48.0, 2.0, vec![edge("b1", "127.0.2.1", EdgeState::Up, 65)]),
-            region("c", 40.0, -74.0, vec![edge("c1", "127.0.3.1", EdgeState::Up, 5)]),
+            region(
+                "b",
+                48.0,
+                2.0,
+                vec![edge("b1", "127.0.2.1", EdgeState::Up, 65)],
+            ),
+            region(
+                "c",
+                40.0,
+                -74.0,
+                vec![edge("c1", "127.0.3.1", EdgeState::Up, 5)],
+            ),
         ];
         let plan = Plan::build(&r, &policy());
         let mut rng = Rng::new(1);
@@ -522,10 +543,20 @@ mod tests {
 
     #[test]
     fn full_region_spills_too_and_vips_replace_edges() {
-        let mut b = region("b", 48.0, 2.0, vec![edge("b1", "127.0.2.1", EdgeState::Up, 10)]);
+        let mut b = region(
+            "b",
+            48.0,
+            2.0,
+            vec![edge("b1", "127.0.2.1", EdgeState::Up, 10)],
+        );
         b.vips = vec!["127.0.2.100".parse().unwrap()];
         let r = vec![
-            region("a", 50.0, 8.0, vec![edge("a1", "127.0.1.1", EdgeState::Up, 99)]),
+            region(
+                "a",
+                50.0,
+                8.0,
+                vec![edge("a1", "127.0.1.1", EdgeState::Up, 99)],
+            ),
             b,
         ];
         let plan = Plan::build(&r, &policy());
@@ -537,7 +568,12 @@ mod tests {
     #[test]
     fn nothing_available_least_bad_or_fail_closed() {
         let r = vec![
-            region("a", 50.0, 8.0, vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)]),
+            region(
+                "a",
+                50.0,
+                8.0,
+                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
+            ),
             region(
                 "b",
                 40.0,
@@ -561,7 +597,12 @@ mod tests {
                 ..policy()
             },
         );
-        assert!(closed.choose(0, Family::V4, 0, &mut Rng::new(1)).addrs.is_empty());
+        assert!(
+            closed
+                .choose(0, Family::V4, 0, &mut Rng::new(1))
+                .addrs
+                .is_empty()
+        );
     }
 
     #[test]

@@ -50,8 +50,7 @@ struct PublicAddr {
 /// Parses the cluster document into regions with their edges. Nodes that are not edges, have
 /// no usable public address, or name an unknown region are skipped (with a reason).
 pub fn parse_membership(body: &[u8]) -> Result<(Vec<RegionConfig>, Vec<String>), String> {
-    let doc: ClusterDoc =
-        serde_json::from_slice(body).map_err(|e| format!("cluster JSON: {e}"))?;
+    let doc: ClusterDoc = serde_json::from_slice(body).map_err(|e| format!("cluster JSON: {e}"))?;
     let mut skipped = Vec::new();
     let mut regions: Vec<RegionConfig> = Vec::new();
     for r in doc.regions {
@@ -88,7 +87,10 @@ pub fn parse_membership(body: &[u8]) -> Result<(Vec<RegionConfig>, Vec<String>),
             addr(n.public_addr.as_ref().and_then(|p| p.rtmp.as_ref())),
             addr(n.public_addr.as_ref().and_then(|p| p.http.as_ref())),
         ) else {
-            skipped.push(format!("node {}: public_addr.rtmp/http missing or not ip:port", n.name));
+            skipped.push(format!(
+                "node {}: public_addr.rtmp/http missing or not ip:port",
+                n.name
+            ));
             continue;
         };
         region.edges.push(EdgeConfig {
@@ -209,7 +211,10 @@ mod tests {
           "origins":[1]}"#;
         let (regions, skipped) = parse_membership(body).unwrap();
         assert_eq!(regions.len(), 2);
-        assert_eq!(regions[0].vips, vec!["127.0.1.100".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            regions[0].vips,
+            vec!["127.0.1.100".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(regions[0].edges.len(), 1);
         assert_eq!(regions[1].edges[0].rtmp_port, 1936);
         assert_eq!(regions[1].edges[0].http_port, 8081);
@@ -219,11 +224,10 @@ mod tests {
 
     #[test]
     fn cache_round_trip() {
-        let path = std::env::temp_dir().join(format!("skein-dns-cache-{}.json", std::process::id()));
-        let (regions, _) = parse_membership(
-            br#"{"regions":[{"name":"a","lat":1,"lon":2}],"nodes":[]}"#,
-        )
-        .unwrap();
+        let path =
+            std::env::temp_dir().join(format!("skein-dns-cache-{}.json", std::process::id()));
+        let (regions, _) =
+            parse_membership(br#"{"regions":[{"name":"a","lat":1,"lon":2}],"nodes":[]}"#).unwrap();
         save_cache(&path, &regions).unwrap();
         assert_eq!(load_cache(&path), Some(regions));
         std::fs::remove_file(path).ok();

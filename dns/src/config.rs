@@ -333,8 +333,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let mut config = Config::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut config =
+            Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
@@ -377,7 +377,10 @@ impl Config {
             let f = |name: &str| format!("zones[{i}].{name}");
             let apex = wire::name_from_str(&z.origin).map_err(|m| err(f("origin"), m))?;
             if apexes.contains(&apex) {
-                return Err(err(f("origin"), format!("zone {} is defined twice", z.origin)));
+                return Err(err(
+                    f("origin"),
+                    format!("zone {} is defined twice", z.origin),
+                ));
             }
             apexes.push(apex.clone());
             if z.ns.is_empty() {

@@ -95,7 +95,11 @@ pub struct Control {
 
 impl Control {
     /// Builds the first snapshot (every edge unknown) so the drivers can start answering.
-    pub fn new(loaded: Loaded, membership: Membership, shared_metrics: Arc<crate::metrics::Metrics>) -> (Control, Arc<Shared>) {
+    pub fn new(
+        loaded: Loaded,
+        membership: Membership,
+        shared_metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Control, Arc<Shared>) {
         let regions = match &membership {
             Membership::Static => loaded.config.regions.clone(),
             Membership::Cluster { .. } => match cluster::load_cache(&loaded.config.cluster.cache) {
@@ -111,7 +115,12 @@ impl Control {
             },
         };
         let views = views(&regions, &HashMap::new());
-        let snap = Snapshot::new(loaded.zones.clone(), loaded.geo.clone(), &views, &loaded.config);
+        let snap = Snapshot::new(
+            loaded.zones.clone(),
+            loaded.geo.clone(),
+            &views,
+            &loaded.config,
+        );
         let shared = Arc::new(Shared::new(snap, shared_metrics));
         let (tx, rx) = mpsc::channel(1024);
         let control = Control {
@@ -129,7 +138,11 @@ impl Control {
 
     /// Runs forever.
     pub async fn run(mut self, config_path: PathBuf) {
-        tokio::spawn(watch_config(config_path, self.tx.clone(), self.shared.clone()));
+        tokio::spawn(watch_config(
+            config_path,
+            self.tx.clone(),
+            self.shared.clone(),
+        ));
         if let Membership::Cluster { seeds } = &self.membership {
             let (ctx, mut crx) = mpsc::channel(16);
             let c = &self.loaded.config.cluster;
@@ -186,7 +199,9 @@ impl Control {
                 if let Some(state) = rt.tracker.observe(r.result, h.fall, h.rise) {
                     self.shared.metrics.event(Event::Transition);
                     match state {
-                        EdgeState::Up => tracing::info!(region = %key.region, edge = %key.name, "edge up"),
+                        EdgeState::Up => {
+                            tracing::info!(region = %key.region, edge = %key.name, "edge up")
+                        }
                         _ => tracing::warn!(
                             region = %key.region, edge = %key.name, state = state.as_str(),
                             error = err.as_deref().unwrap_or(""), "edge {}", state.as_str()
@@ -275,8 +290,11 @@ impl Control {
     }
 
     fn publish(&mut self) {
-        let trackers: HashMap<EdgeKey, &Tracker> =
-            self.edges.iter().map(|(k, v)| (k.clone(), &v.tracker)).collect();
+        let trackers: HashMap<EdgeKey, &Tracker> = self
+            .edges
+            .iter()
+            .map(|(k, v)| (k.clone(), &v.tracker))
+            .collect();
         let views = views(&self.regions, &trackers);
         let mut snap = Snapshot::new(
             self.loaded.zones.clone(),

@@ -184,8 +184,8 @@ impl GeoDb {
         let country = code2(raw.country.and_then(|c| c.iso_code))
             .or_else(|| code2(raw.country_code))
             .or_else(|| code2(raw.registered_country.and_then(|c| c.iso_code)));
-        let continent = code2(raw.continent.and_then(|c| c.code))
-            .or_else(|| country.and_then(continent_of));
+        let continent =
+            code2(raw.continent.and_then(|c| c.code)).or_else(|| country.and_then(continent_of));
         Some(Location {
             lat,
             lon,
@@ -209,12 +209,27 @@ pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 /// MaxMind uses them.
 pub fn continent_of(country: [u8; 2]) -> Option<[u8; 2]> {
     const TABLE: &[(&str, &str)] = &[
-        ("AF", "DZ AO BJ BW BF BI CV CM CF TD KM CD CG CI DJ EG GQ ER SZ ET GA GM GH GN GW KE LS LR LY MG MW ML MR MU YT MA MZ NA NE NG RE RW SH ST SN SC SL SO ZA SS SD TZ TG TN UG EH ZM ZW"),
+        (
+            "AF",
+            "DZ AO BJ BW BF BI CV CM CF TD KM CD CG CI DJ EG GQ ER SZ ET GA GM GH GN GW KE LS LR LY MG MW ML MR MU YT MA MZ NA NE NG RE RW SH ST SN SC SL SO ZA SS SD TZ TG TN UG EH ZM ZW",
+        ),
         ("AN", "AQ BV GS HM TF"),
-        ("AS", "AF AM AZ BH BD BT IO BN KH CN CX CC CY GE HK IN ID IR IQ IL JP JO KZ KW KG LA LB MO MY MV MN MM NP KP OM PK PS PH QA SA SG KR LK SY TW TJ TH TL TR TM AE UZ VN YE"),
-        ("EU", "AX AL AD AT BY BE BA BG HR CZ DK EE FO FI FR DE GI GR GG VA HU IS IE IM IT JE XK LV LI LT LU MT MD MC ME NL MK NO PL PT RO RU SM RS SK SI ES SJ SE CH UA GB"),
-        ("NA", "AI AG AW BS BB BZ BM BQ VG CA KY CR CU CW DM DO SV GL GD GP GT HT HN JM MQ MX MS NI PA PR BL KN LC MF PM VC SX TT TC US VI UM"),
-        ("OC", "AS AU CK FJ PF GU KI MH FM NR NC NZ NU NF MP PW PG PN WS SB TK TO TV VU WF"),
+        (
+            "AS",
+            "AF AM AZ BH BD BT IO BN KH CN CX CC CY GE HK IN ID IR IQ IL JP JO KZ KW KG LA LB MO MY MV MN MM NP KP OM PK PS PH QA SA SG KR LK SY TW TJ TH TL TR TM AE UZ VN YE",
+        ),
+        (
+            "EU",
+            "AX AL AD AT BY BE BA BG HR CZ DK EE FO FI FR DE GI GR GG VA HU IS IE IM IT JE XK LV LI LT LU MT MD MC ME NL MK NO PL PT RO RU SM RS SK SI ES SJ SE CH UA GB",
+        ),
+        (
+            "NA",
+            "AI AG AW BS BB BZ BM BQ VG CA KY CR CU CW DM DO SV GL GD GP GT HT HN JM MQ MX MS NI PA PR BL KN LC MF PM VC SX TT TC US VI UM",
+        ),
+        (
+            "OC",
+            "AS AU CK FJ PF GU KI MH FM NR NC NZ NU NF MP PW PG PN WS SB TK TO TV VU WF",
+        ),
         ("SA", "AR BO BR CL CO EC FK GF GY PY PE SR UY VE"),
     ];
     let c = std::str::from_utf8(&country).ok()?;
@@ -292,7 +307,9 @@ pub fn write_mmdb(path: &Path, layout: Layout, entries: &[GeoEntry]) -> anyhow::
 /// RFC 3849 documentation ranges, in three regions (a: Frankfurt, b: Virginia, c: Singapore).
 pub fn demo_entries() -> Vec<GeoEntry> {
     let e = |net: &str, lat: f64, lon: f64, country: &str, continent: &str| GeoEntry {
-        net: net.parse().unwrap_or_else(|_| unreachable!("static network {net}")),
+        net: net
+            .parse()
+            .unwrap_or_else(|_| unreachable!("static network {net}")),
         lat,
         lon,
         country: country.into(),
@@ -370,10 +387,17 @@ mod tests {
         let ip: IpAddr = "192.0.2.77".parse().unwrap();
         let loc = db.decode(ip, db.find(ip).unwrap()).unwrap();
         assert_eq!(loc.country, Some(*b"DE"));
-        assert_eq!(loc.continent, Some(*b"EU"), "continent derived from the country");
+        assert_eq!(
+            loc.continent,
+            Some(*b"EU"),
+            "continent derived from the country"
+        );
         assert!((loc.lat - 50.11).abs() < 1e-3, "f32 latitude read as f64");
         let ip6: IpAddr = "2001:db8:2::5".parse().unwrap();
-        assert_eq!(db.decode(ip6, db.find(ip6).unwrap()).unwrap().country, Some(*b"US"));
+        assert_eq!(
+            db.decode(ip6, db.find(ip6).unwrap()).unwrap().country,
+            Some(*b"US")
+        );
         std::fs::remove_file(p4).ok();
         std::fs::remove_file(p6).ok();
     }

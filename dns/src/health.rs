@@ -38,7 +38,12 @@ impl Tracker {
     /// Feeds one probe result; returns the new state if it changed. An unknown edge is up at its
     /// first successful probe; afterwards `fall` failures take it down and `rise` successes
     /// bring it back.
-    pub fn observe(&mut self, result: Result<Load, String>, fall: u32, rise: u32) -> Option<EdgeState> {
+    pub fn observe(
+        &mut self,
+        result: Result<Load, String>,
+        fall: u32,
+        rise: u32,
+    ) -> Option<EdgeState> {
         let before = self.state;
         match result {
             Ok(load) => {
@@ -88,8 +93,7 @@ struct HealthReport {
 
 /// Parses a health body; anything but `"status":"ok"` is a failure.
 pub fn parse_health(body: &[u8]) -> Result<Load, String> {
-    let r: HealthReport =
-        serde_json::from_slice(body).map_err(|e| format!("health JSON: {e}"))?;
+    let r: HealthReport = serde_json::from_slice(body).map_err(|e| format!("health JSON: {e}"))?;
     if r.status != "ok" {
         return Err(format!("health status {:?}", r.status));
     }
@@ -134,7 +138,11 @@ pub async fn rtmp_probe(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// Both probes; success carries the reported load.
-pub async fn probe(rtmp: SocketAddr, health: SocketAddr, timeout: Duration) -> Result<Load, String> {
+pub async fn probe(
+    rtmp: SocketAddr,
+    health: SocketAddr,
+    timeout: Duration,
+) -> Result<Load, String> {
     let rtmp_check = tokio::time::timeout(timeout, rtmp_probe(rtmp));
     let http_check = tokio::time::timeout(timeout, http::get(health, "/api/v1/health"));
     let (r, h) = tokio::join!(rtmp_check, http_check);
@@ -183,7 +191,11 @@ mod tests {
         assert_eq!(t.observe(ok(), 3, 2), Some(EdgeState::Up));
         assert_eq!(t.observe(fail(), 3, 2), None);
         assert_eq!(t.observe(fail(), 3, 2), None);
-        assert_eq!(t.observe(ok(), 3, 2), None, "success resets the failure count");
+        assert_eq!(
+            t.observe(ok(), 3, 2),
+            None,
+            "success resets the failure count"
+        );
         assert_eq!(t.observe(fail(), 3, 2), None);
         assert_eq!(t.observe(fail(), 3, 2), None);
         assert_eq!(t.observe(fail(), 3, 2), Some(EdgeState::Down));

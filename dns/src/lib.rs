@@ -7,15 +7,15 @@
 
 pub mod answer;
 pub mod automap;
+pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod ecs;
 pub mod geo;
-pub mod wire;
-pub mod zone;
-pub mod cluster;
-pub mod control;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;
+pub mod wire;
+pub mod zone;

@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
             };
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             run(&config, cli.cluster)
         }
@@ -73,7 +75,11 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
         loaded.zones.service_names().join(" "),
         c.regions.len(),
         c.regions.iter().map(|r| r.edges.len()).sum::<usize>(),
-        if loaded.geo.is_some() { "yes" } else { "none (default region for everyone)" }
+        if loaded.geo.is_some() {
+            "yes"
+        } else {
+            "none (default region for everyone)"
+        }
     );
     Ok(())
 }

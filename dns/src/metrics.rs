@@ -156,8 +156,10 @@ impl Metrics {
             }
         }
         self.probe_count.fetch_add(1, Relaxed);
-        self.probe_sum_us
-            .fetch_add(latency.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.probe_sum_us.fetch_add(
+            latency.as_micros().min(u128::from(u64::MAX)) as u64,
+            Relaxed,
+        );
     }
 
     pub fn set_edges(&self, edges: Vec<EdgeExport>) {
@@ -185,16 +187,36 @@ impl Metrics {
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut s, "skein_dns_dropped_total", "Packets dropped without answer (responses, runts).", self.dropped.load(Relaxed));
-        counter(&mut s, "skein_dns_truncated_total", "Responses sent with TC over UDP.", self.truncated.load(Relaxed));
+        counter(
+            &mut s,
+            "skein_dns_dropped_total",
+            "Packets dropped without answer (responses, runts).",
+            self.dropped.load(Relaxed),
+        );
+        counter(
+            &mut s,
+            "skein_dns_truncated_total",
+            "Responses sent with TC over UDP.",
+            self.truncated.load(Relaxed),
+        );
         let _ = writeln!(
             s,
             "# HELP skein_dns_rate_limited_total Responses withheld by rate limiting.\n# TYPE skein_dns_rate_limited_total counter\nskein_dns_rate_limited_total{{action=\"drop\"}} {}\nskein_dns_rate_limited_total{{action=\"slip\"}} {}",
             self.rate_limited_drop.load(Relaxed),
             self.rate_limited_slip.load(Relaxed)
         );
-        counter(&mut s, "skein_dns_tcp_rejected_total", "TCP connections refused at the connection limit.", self.tcp_rejected.load(Relaxed));
-        counter(&mut s, "skein_dns_health_transitions_total", "Edge health state changes.", self.transitions.load(Relaxed));
+        counter(
+            &mut s,
+            "skein_dns_tcp_rejected_total",
+            "TCP connections refused at the connection limit.",
+            self.tcp_rejected.load(Relaxed),
+        );
+        counter(
+            &mut s,
+            "skein_dns_health_transitions_total",
+            "Edge health state changes.",
+            self.transitions.load(Relaxed),
+        );
         let _ = writeln!(
             s,
             "# HELP skein_dns_config_reloads_total Configuration reloads.\n# TYPE skein_dns_config_reloads_total counter\nskein_dns_config_reloads_total{{result=\"ok\"}} {}\nskein_dns_config_reloads_total{{result=\"error\"}} {}",
@@ -208,16 +230,37 @@ impl Metrics {
             self.cluster_errors.load(Relaxed)
         );
         s.push_str("# HELP skein_dns_answers_total Service-name answers, by the region whose addresses were given.\n# TYPE skein_dns_answers_total counter\n");
-        for (name, c) in self.regions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(s, "skein_dns_answers_total{{region=\"{}\"}} {}", esc(name), c.load(Relaxed));
+        for (name, c) in self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                s,
+                "skein_dns_answers_total{{region=\"{}\"}} {}",
+                esc(name),
+                c.load(Relaxed)
+            );
         }
         s.push_str("# HELP skein_dns_probe_duration_seconds Duration of edge probes (RTMP + health).\n# TYPE skein_dns_probe_duration_seconds histogram\n");
         for (i, b) in PROBE_BUCKETS.iter().enumerate() {
-            let _ = writeln!(s, "skein_dns_probe_duration_seconds_bucket{{le=\"{b}\"}} {}", self.probe_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "skein_dns_probe_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.probe_buckets[i].load(Relaxed)
+            );
         }
         let count = self.probe_count.load(Relaxed);
-        let _ = writeln!(s, "skein_dns_probe_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(s, "skein_dns_probe_duration_seconds_sum {}", self.probe_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            s,
+            "skein_dns_probe_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "skein_dns_probe_duration_seconds_sum {}",
+            self.probe_sum_us.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(s, "skein_dns_probe_duration_seconds_count {count}");
         let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
         s.push_str("# HELP skein_dns_edge_health Edge health state (1 for the current state).\n# TYPE skein_dns_edge_health gauge\n");
@@ -235,16 +278,34 @@ impl Metrics {
         }
         s.push_str("# HELP skein_dns_edge_weight Edge weight (spare capacity below the high-water mark).\n# TYPE skein_dns_edge_weight gauge\n");
         for e in edges.iter() {
-            let _ = writeln!(s, "skein_dns_edge_weight{{region=\"{}\",edge=\"{}\"}} {}", esc(&e.region), esc(&e.edge), e.weight);
+            let _ = writeln!(
+                s,
+                "skein_dns_edge_weight{{region=\"{}\",edge=\"{}\"}} {}",
+                esc(&e.region),
+                esc(&e.edge),
+                e.weight
+            );
         }
         s.push_str("# HELP skein_dns_edge_utilization Highest of connection, CPU and egress utilisation.\n# TYPE skein_dns_edge_utilization gauge\n");
         for e in edges.iter() {
-            let _ = writeln!(s, "skein_dns_edge_utilization{{region=\"{}\",edge=\"{}\"}} {}", esc(&e.region), esc(&e.edge), e.utilization);
+            let _ = writeln!(
+                s,
+                "skein_dns_edge_utilization{{region=\"{}\",edge=\"{}\"}} {}",
+                esc(&e.region),
+                esc(&e.edge),
+                e.utilization
+            );
         }
         s.push_str("# HELP skein_dns_edge_probe_seconds Duration of the last successful probe.\n# TYPE skein_dns_edge_probe_seconds gauge\n");
         for e in edges.iter() {
             if let Some(l) = e.last_probe {
-                let _ = writeln!(s, "skein_dns_edge_probe_seconds{{region=\"{}\",edge=\"{}\"}} {}", esc(&e.region), esc(&e.edge), l.as_secs_f64());
+                let _ = writeln!(
+                    s,
+                    "skein_dns_edge_probe_seconds{{region=\"{}\",edge=\"{}\"}} {}",
+                    esc(&e.region),
+                    esc(&e.edge),
+                    l.as_secs_f64()
+                );
             }
         }
         let mut regions: BTreeMap<&str, bool> = BTreeMap::new();
@@ -253,14 +314,21 @@ impl Metrics {
         }
         s.push_str("# HELP skein_dns_region_up Whether any edge of the region is up.\n# TYPE skein_dns_region_up gauge\n");
         for (r, up) in regions {
-            let _ = writeln!(s, "skein_dns_region_up{{region=\"{}\"}} {}", esc(r), u8::from(up));
+            let _ = writeln!(
+                s,
+                "skein_dns_region_up{{region=\"{}\"}} {}",
+                esc(r),
+                u8::from(up)
+            );
         }
         s
     }
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -301,7 +369,10 @@ mod tests {
         }]);
         m.probe(Duration::from_millis(2));
         let text = m.render();
-        assert!(text.contains("skein_dns_queries_total{rcode=\"NXDOMAIN\",qtype=\"AAAA\"} 1"), "{text}");
+        assert!(
+            text.contains("skein_dns_queries_total{rcode=\"NXDOMAIN\",qtype=\"AAAA\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("skein_dns_answers_total{region=\"a\"} 1"));
         assert!(text.contains("skein_dns_edge_health{region=\"a\",edge=\"a1\",state=\"up\"} 1"));
         assert!(text.contains("skein_dns_region_up{region=\"a\"} 1"));

@@ -124,7 +124,12 @@ pub fn udp_worker(sock: UdpSocket, shared: Arc<Shared>) {
         {
             tracing::debug!(error = %e, %src, "udp send failed");
         }
-        metrics.query(&o, o.region.and_then(|r| snap.region_answers.get(r)).map(|c| &**c));
+        metrics.query(
+            &o,
+            o.region
+                .and_then(|r| snap.region_answers.get(r))
+                .map(|c| &**c),
+        );
     }
 }
 
@@ -160,25 +165,37 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
     let mut frame = Vec::new();
     loop {
         let mut len = [0u8; 2];
-        if !matches!(tokio::time::timeout(idle, stream.read_exact(&mut len)).await, Ok(Ok(_))) {
+        if !matches!(
+            tokio::time::timeout(idle, stream.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
             return;
         }
         msg.resize(usize::from(u16::from_be_bytes(len)), 0);
-        if !matches!(tokio::time::timeout(idle, stream.read_exact(&mut msg)).await, Ok(Ok(_))) {
+        if !matches!(
+            tokio::time::timeout(idle, stream.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
             return;
         }
         let snap = shared.load();
         let o = respond(&snap, &mut scratch, &msg, peer, Transport::Tcp, Limit::Pass);
-        shared
-            .metrics
-            .query(&o, o.region.and_then(|r| snap.region_answers.get(r)).map(|c| &**c));
+        shared.metrics.query(
+            &o,
+            o.region
+                .and_then(|r| snap.region_answers.get(r))
+                .map(|c| &**c),
+        );
         if !o.send {
             return;
         }
         frame.clear();
         frame.extend_from_slice(&(scratch.out.len() as u16).to_be_bytes());
         frame.extend_from_slice(&scratch.out);
-        if !matches!(tokio::time::timeout(idle, stream.write_all(&frame)).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(idle, stream.write_all(&frame)).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }

@@ -548,9 +548,15 @@ mod tests {
     #[test]
     fn subdomain_respects_label_boundaries() {
         let apex = name_from_str("example.com").unwrap();
-        assert!(is_subdomain(&name_from_str("live.example.com").unwrap(), &apex));
+        assert!(is_subdomain(
+            &name_from_str("live.example.com").unwrap(),
+            &apex
+        ));
         assert!(is_subdomain(&apex, &apex));
-        assert!(!is_subdomain(&name_from_str("badexample.com").unwrap(), &apex));
+        assert!(!is_subdomain(
+            &name_from_str("badexample.com").unwrap(),
+            &apex
+        ));
         assert!(!is_subdomain(&name_from_str("com").unwrap(), &apex));
     }
 

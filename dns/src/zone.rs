@@ -70,10 +70,9 @@ impl Zones {
 
     fn add_zone(&mut self, z: &ZoneConfig) -> Result<(), String> {
         let apex = wire::name_from_str(&z.origin)?;
-        let first_ns = z
-            .ns
-            .first()
-            .ok_or_else(|| format!("zone {}: no NS", z.origin))?;
+        let first_ns =
+            z.ns.first()
+                .ok_or_else(|| format!("zone {}: no NS", z.origin))?;
         let mname = wire::name_from_str(z.soa.mname.as_deref().unwrap_or(&first_ns.name))?;
         let rname = wire::name_from_str(&z.soa.rname)?;
         let mut soa_rdata = mname;
@@ -260,7 +259,10 @@ pub fn static_rdata(r: &StaticRecord, origin: &str) -> Result<(Vec<u8>, u16, Vec
     let owner = relative_name(&r.name, origin).map_err(|e| format!("name: {e}"))?;
     let rt = RecordType::from_str(&r.rtype.to_ascii_uppercase())
         .map_err(|e| format!("type {:?}: {e}", r.rtype))?;
-    if matches!(rt, RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR) {
+    if matches!(
+        rt,
+        RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR
+    ) {
         return Err(format!("type {} cannot be a static record", r.rtype));
     }
     let rdata = RData::try_from_str(rt, &r.data).map_err(|e| format!("data {:?}: {e}", r.data))?;
@@ -307,15 +309,36 @@ mod tests {
     #[test]
     fn lookups() {
         let z = zones();
-        assert!(matches!(z.lookup(&name("example.org"), rtype::A), Lookup::Refused));
+        assert!(matches!(
+            z.lookup(&name("example.org"), rtype::A),
+            Lookup::Refused
+        ));
         assert!(matches!(z.lookup(&name("com"), rtype::A), Lookup::Refused));
-        assert!(matches!(z.lookup(&name("live.example.com"), rtype::A), Lookup::Service(_)));
-        assert!(matches!(z.lookup(&name("pub.live.example.com"), rtype::AAAA), Lookup::Service(_)));
-        assert!(matches!(z.lookup(&name("live.example.com"), rtype::MX), Lookup::NoData(_)));
-        assert!(matches!(z.lookup(&name("nope.example.com"), rtype::A), Lookup::NxDomain(_)));
+        assert!(matches!(
+            z.lookup(&name("live.example.com"), rtype::A),
+            Lookup::Service(_)
+        ));
+        assert!(matches!(
+            z.lookup(&name("pub.live.example.com"), rtype::AAAA),
+            Lookup::Service(_)
+        ));
+        assert!(matches!(
+            z.lookup(&name("live.example.com"), rtype::MX),
+            Lookup::NoData(_)
+        ));
+        assert!(matches!(
+            z.lookup(&name("nope.example.com"), rtype::A),
+            Lookup::NxDomain(_)
+        ));
         // empty non-terminal
-        assert!(matches!(z.lookup(&name("deep.example.com"), rtype::A), Lookup::NoData(_)));
-        assert!(matches!(z.lookup(&name("b.deep.example.com"), rtype::A), Lookup::NoData(_)));
+        assert!(matches!(
+            z.lookup(&name("deep.example.com"), rtype::A),
+            Lookup::NoData(_)
+        ));
+        assert!(matches!(
+            z.lookup(&name("b.deep.example.com"), rtype::A),
+            Lookup::NoData(_)
+        ));
         match z.lookup(&name("example.com"), rtype::SOA) {
             Lookup::Records(zone, set) => {
                 assert_eq!(set.rtype, rtype::SOA);
