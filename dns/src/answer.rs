@@ -80,7 +80,7 @@ impl Snapshot {
             .iter()
             .filter_map(|(k, v)| Some((k.trunc(), plan.region_index(v)?)))
             .collect();
-        subnets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        subnets.sort_by_key(|s| std::cmp::Reverse(s.0.prefix_len()));
         let default_region = match &config.geo.default_region {
             Some(name) => plan.region_index(name),
             None => (plan.region_count() > 0).then_some(0),

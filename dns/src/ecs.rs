@@ -63,7 +63,7 @@ impl ClientSubnet {
                 want,
             });
         }
-        if source_prefix % 8 != 0 {
+        if !source_prefix.is_multiple_of(8) {
             let mask = 0xFFu8 >> (source_prefix % 8);
             if addr_bytes[want - 1] & mask != 0 {
                 return Err(EcsError::HostBits);

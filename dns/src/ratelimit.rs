@@ -94,7 +94,7 @@ impl RateLimiter {
             return Decision::Pass;
         }
         b.limited = b.limited.wrapping_add(1);
-        if self.slip > 0 && b.limited % self.slip == 0 {
+        if self.slip > 0 && b.limited.is_multiple_of(self.slip) {
             Decision::Slip
         } else {
             Decision::Drop
