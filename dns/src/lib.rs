@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ecs;
+pub mod fuzzing;
 pub mod geo;
 pub mod health;
 pub mod http;
