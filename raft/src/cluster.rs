@@ -215,6 +215,8 @@ struct Inner {
     relay_tx: mpsc::Sender<RelayStream>,
     relay_rx: Mutex<Option<mpsc::Receiver<RelayStream>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// To wait, at shutdown, until storage is released (so the directory can be reopened).
+    db: std::sync::Weak<redb::Database>,
 }
 
 /// A running cluster member. Dropping it stops the node's background tasks and endpoint;
@@ -395,11 +397,23 @@ impl Cluster {
     }
 
     async fn start(config: ClusterConfig, id: NodeId, tls: NodeTls) -> Result<Cluster, ClusterError> {
-        let db = store::open_db(&config.data_dir.join(DB))?;
+        let path = config.data_dir.join(DB);
+        let mut attempts = 0;
+        // A previous run of this node in the same process may still be releasing the file.
+        let db = loop {
+            match store::open_db(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => break r?,
+            }
+        };
         let (state_tx, state_rx) = watch::channel(Arc::new(ClusterState::default()));
         let sm = StateMachine::open(db.clone(), state_tx)?;
+        let weak_db = Arc::downgrade(&db);
         let log = LogStore::new(db);
-        let transport = Arc::new(Transport::bind(config.internal_addr, &tls)?);
+        let transport = Arc::new(Transport::bind(config.internal_addr, &tls).await?);
         let net = Network {
             transport: transport.clone(),
         };
@@ -418,6 +432,7 @@ impl Cluster {
             relay_tx,
             relay_rx: Mutex::new(Some(relay_rx)),
             tasks: Mutex::new(Vec::new()),
+            db: weak_db,
         });
         let tasks = vec![
             tokio::spawn(accept_loop(inner.clone())),
@@ -549,15 +564,33 @@ impl Cluster {
         }
     }
 
-    /// Stops Raft, the background tasks and the endpoint.
+    /// Stops Raft, the background tasks and the endpoint, and waits (bounded) until the data
+    /// directory's database is released so that it can be reopened.
     pub async fn shutdown(self) {
-        for t in self.inner.tasks.lock().drain(..) {
+        let tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().drain(..).collect();
+        for t in &tasks {
             t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
         }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        self.inner.transport.endpoint.close(0u32.into(), b"shutdown");
+        let endpoint = self.inner.transport.endpoint.clone();
+        endpoint.close(0u32.into(), b"shutdown");
+        let db = self.inner.db.clone();
+        let transport = Arc::downgrade(&self.inner.transport);
+        drop(self);
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        drop(endpoint);
+        for _ in 0..100 {
+            if db.strong_count() == 0 && transport.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!("storage or endpoint still in use after shutdown");
     }
 }
 

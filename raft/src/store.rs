@@ -38,7 +38,10 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 /// Opens (or creates) the database and its tables.
 pub(crate) fn open_db(path: &Path) -> io::Result<Arc<Database>> {
-    let db = Database::create(path).map_err(io_err)?;
+    let db = Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => io::Error::new(io::ErrorKind::WouldBlock, e.to_string()),
+        e => io_err(e),
+    })?;
     let mut tx = db.begin_write().map_err(io_err)?;
     tx.set_durability(Durability::Immediate).map_err(io_err)?;
     tx.open_table(LOGS).map_err(io_err)?;

@@ -199,9 +199,20 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn bind(addr: SocketAddr, tls: &NodeTls) -> Result<Transport, ClusterError> {
-        let endpoint = Endpoint::server(tls.server_config()?, addr)
-            .map_err(|e| ClusterError::Transport(format!("bind {addr}: {e}")))?;
+    /// Binds the internal address. A socket still draining from a previous run of this node
+    /// (same process) is waited for, for up to 5 s.
+    pub(crate) async fn bind(addr: SocketAddr, tls: &NodeTls) -> Result<Transport, ClusterError> {
+        let mut attempts = 0;
+        let endpoint = loop {
+            match Endpoint::server(tls.server_config()?, addr) {
+                Ok(e) => break e,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(ClusterError::Transport(format!("bind {addr}: {e}"))),
+            }
+        };
         Ok(Transport {
             endpoint,
             raft: tls.client_config(ALPN_RAFT)?,
