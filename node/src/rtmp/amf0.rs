@@ -486,7 +486,7 @@ mod tests {
                 millis: f64::from(m),
                 tz
             }),
-            "[a-z]{0,10}".prop_map(|s| Value::LongString(s)),
+            "[a-z]{0,10}".prop_map(Value::LongString),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             let props = prop::collection::vec(("[a-zA-Z0-9_]{1,12}", inner.clone()), 0..8);

@@ -1,0 +1,128 @@
+//! Plumbing shared by the server and client sessions: the chunk layer in both directions,
+//! protocol control messages and acknowledgements.
+
+use bytes::{Bytes, BytesMut};
+
+use super::amf0::Value;
+use super::chunk::{
+    ChunkDecoder, ChunkEncoder, ChunkError, ChunkLimits, MAX_CHUNK_SIZE, RawMessage,
+};
+use super::handshake::HandshakeError;
+use super::message::{CSID_PROTOCOL, Message, MessageError, UserControl};
+
+/// Why a session gave up on a connection. The driver logs it and closes that connection.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("chunk stream error: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("malformed message: {0}")]
+    Message(#[from] MessageError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// The chunked connection after the handshake.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub decoder: ChunkDecoder,
+    pub encoder: ChunkEncoder,
+    pub out: BytesMut,
+    bytes_received: u64,
+    last_ack: u64,
+    /// Acknowledge every this many received bytes (0: never).
+    ack_window: u32,
+}
+
+impl Link {
+    pub fn new(limits: ChunkLimits, ack_window: u32) -> Self {
+        Link {
+            decoder: ChunkDecoder::new(limits),
+            encoder: ChunkEncoder::new(),
+            out: BytesMut::new(),
+            bytes_received: 0,
+            last_ack: 0,
+            ack_window,
+        }
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    pub fn count_received(&mut self, n: usize) {
+        self.bytes_received += n as u64;
+    }
+
+    pub fn send(&mut self, csid: u32, stream_id: u32, msg: &Message) {
+        self.send_raw(&msg.to_raw(csid, 0, stream_id));
+    }
+
+    pub fn send_raw(&mut self, raw: &RawMessage) {
+        self.encoder.encode(&mut self.out, raw);
+    }
+
+    pub fn send_command(
+        &mut self,
+        csid: u32,
+        stream_id: u32,
+        name: &str,
+        transaction_id: f64,
+        args: Vec<Value>,
+    ) {
+        let msg = Message::command(name, transaction_id, Value::Null, args);
+        self.send(csid, stream_id, &msg);
+    }
+
+    /// Announces and switches to our outgoing chunk size.
+    pub fn set_chunk_size(&mut self, n: u32) {
+        let n = n.clamp(1, MAX_CHUNK_SIZE);
+        self.send(CSID_PROTOCOL, 0, &Message::SetChunkSize(n));
+        self.encoder.set_chunk_size(n);
+    }
+
+    /// Handles protocol control and the user control events both sides treat alike. Returns
+    /// false for messages the session itself must look at.
+    pub fn handle_control(&mut self, msg: &Message) -> Result<bool, SessionError> {
+        match *msg {
+            Message::SetChunkSize(n) => self.decoder.set_chunk_size(n)?,
+            Message::Abort(csid) => self.decoder.abort(csid),
+            Message::WindowAckSize(n) => self.ack_window = n,
+            Message::Acknowledgement(_) | Message::SetPeerBandwidth { .. } => {}
+            Message::UserControl(UserControl::PingRequest(t)) => {
+                let pong = Message::UserControl(UserControl::PingResponse(t));
+                self.send(CSID_PROTOCOL, 0, &pong);
+            }
+            Message::UserControl(
+                UserControl::PingResponse(_) | UserControl::SetBufferLength { .. },
+            ) => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Sends an Acknowledgement once a window's worth of bytes arrived since the last one.
+    pub fn maybe_ack(&mut self) {
+        if self.ack_window > 0 && self.bytes_received - self.last_ack >= u64::from(self.ack_window)
+        {
+            self.last_ack = self.bytes_received;
+            // The sequence number wraps at 2^32 like every RTMP counter.
+            let ack = Message::Acknowledgement(self.bytes_received as u32);
+            self.send(CSID_PROTOCOL, 0, &ack);
+        }
+    }
+
+    pub fn take_output(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+}
+
+/// The info object of an `onStatus` call.
+pub(super) fn status_object(level: &str, code: &str, description: &str) -> Value {
+    Value::object([
+        ("level", Value::string(level)),
+        ("code", Value::string(code)),
+        ("description", Value::string(description)),
+    ])
+}
