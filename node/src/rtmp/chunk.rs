@@ -18,6 +18,10 @@ pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 pub const MAX_CSID: u32 = 65_599;
 
 const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
+/// Most we reserve up front for a message spread over chunks. Covers nearly all media in one
+/// allocation, while a peer announcing huge lengths on many chunk streams can not make us
+/// reserve far more memory than it actually sends; bigger messages grow as they arrive.
+const MAX_RESERVE: usize = 1024 * 1024;
 
 /// A reassembled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +306,7 @@ impl ChunkDecoder {
             buf.split_to(body).freeze()
         } else {
             if !continuation {
-                state.partial.reserve(length as usize);
+                state.partial.reserve((length as usize).min(MAX_RESERVE));
             }
             state.partial.extend_from_slice(&buf[..body]);
             let _ = buf.split_to(body);
@@ -680,6 +684,21 @@ mod tests {
         encode_message(&mut wire, 4, 1, 9, 1, &payload, 500);
         assert_eq!(wire.len(), 12 + 1 + 1000);
         assert_eq!(decode_all(&mut d, &wire).unwrap()[0].payload.len(), 1000);
+    }
+
+    #[test]
+    fn message_larger_than_the_reservation() {
+        let payload: Vec<u8> = (0..3 * MAX_RESERVE as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut wire = BytesMut::new();
+        encode_message(&mut wire, 7, 1, 9, 1, &payload, 65_536);
+        let mut d = dec();
+        d.set_chunk_size(65_536).unwrap();
+        assert_eq!(
+            decode_all(&mut d, &wire).unwrap(),
+            vec![msg(7, 1, 9, 1, &payload)]
+        );
     }
 
     #[test]
