@@ -1,1 +1,51 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the cross-process end-to-end tests: locate the workspace's binaries and
+//! run them as child processes that are killed when the test ends.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+/// Path of a binary of this workspace, built next to the test executable
+/// (`scripts/test.sh` builds all binaries before running the tests).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().expect("start child process"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fails the test with a clear message when a real peer is missing (never skips silently).
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is required by this test; run scripts/install-test-deps.sh (Debian package {package})"
+    );
+}

@@ -1,0 +1,277 @@
+//! Every connection the node serves (RTMP and HTTP-FLV): admission against the connection
+//! limits, per-client counters for the API, and a cancel handle so an admin can drop one.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Rtmp,
+    HttpFlv,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", content = "stream", rename_all = "lowercase")]
+pub enum Role {
+    Connecting,
+    Publisher(String),
+    Player(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("connection limit reached ({0} connections)")]
+    TooMany(usize),
+    #[error("per-address connection limit reached ({0} connections from this address)")]
+    TooManyFromAddress(usize),
+}
+
+/// Node-wide byte counters; every connection adds to them as it goes. They are Prometheus
+/// counters, so `/metrics` exports them as they are.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+}
+
+pub struct Client {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
+    pub connected_at: Instant,
+    connected_unix: u64,
+    role: Mutex<Role>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    pub cancel: CancellationToken,
+    traffic: Arc<Traffic>,
+}
+
+impl Client {
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock() = role;
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.lock().clone()
+    }
+
+    pub fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.traffic.bytes_in.inc_by(n as u64);
+    }
+
+    pub fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.traffic.bytes_out.inc_by(n as u64);
+    }
+
+    pub fn view(&self) -> ClientView {
+        ClientView {
+            id: self.id,
+            peer: self.peer,
+            protocol: self.protocol,
+            role: self.role(),
+            connected_at_unix: self.connected_unix,
+            connected_secs: self.connected_at.elapsed().as_secs_f64(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
+    #[serde(flatten)]
+    pub role: Role,
+    pub connected_at_unix: u64,
+    pub connected_secs: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<u64, Arc<Client>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+pub struct Clients {
+    max: usize,
+    max_per_ip: usize,
+    next_id: AtomicU64,
+    table: Mutex<Table>,
+    pub traffic: Arc<Traffic>,
+}
+
+impl Clients {
+    pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            max_per_ip,
+            next_id: AtomicU64::new(1),
+            table: Mutex::new(Table::default()),
+            traffic: Arc::new(Traffic::default()),
+        })
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max
+    }
+
+    /// Admits a new connection or says which limit refuses it. The returned guard removes the
+    /// client again when dropped.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<ClientGuard, Refused> {
+        let mut table = self.table.lock();
+        if table.by_id.len() >= self.max {
+            return Err(Refused::TooMany(self.max));
+        }
+        let from_ip = table.per_ip.entry(peer.ip()).or_default();
+        if *from_ip >= self.max_per_ip {
+            return Err(Refused::TooManyFromAddress(self.max_per_ip));
+        }
+        *from_ip += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let client = Arc::new(Client {
+            id,
+            peer,
+            protocol,
+            connected_at: Instant::now(),
+            connected_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            role: Mutex::new(Role::Connecting),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            traffic: self.traffic.clone(),
+        });
+        table.by_id.insert(id, client.clone());
+        Ok(ClientGuard {
+            clients: self.clone(),
+            client,
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.table.lock().by_id.len()
+    }
+
+    pub fn list(&self) -> Vec<ClientView> {
+        let clients: Vec<Arc<Client>> = self.table.lock().by_id.values().cloned().collect();
+        let mut views: Vec<ClientView> = clients.iter().map(|c| c.view()).collect();
+        views.sort_by_key(|v| v.id);
+        views
+    }
+
+    /// Counts connections by what they do: (publishers, players, other).
+    pub fn roles(&self) -> (usize, usize, usize) {
+        let clients: Vec<Arc<Client>> = self.table.lock().by_id.values().cloned().collect();
+        clients
+            .iter()
+            .fold((0, 0, 0), |(p, v, o), c| match c.role() {
+                Role::Publisher(_) => (p + 1, v, o),
+                Role::Player(_) => (p, v + 1, o),
+                Role::Connecting => (p, v, o + 1),
+            })
+    }
+
+    /// Cancels a client's connection; false when there is no such client.
+    pub fn kick(&self, id: u64) -> bool {
+        let client = self.table.lock().by_id.get(&id).cloned();
+        client.map(|c| c.cancel.cancel()).is_some()
+    }
+
+    fn remove(&self, client: &Client) {
+        let mut table = self.table.lock();
+        table.by_id.remove(&client.id);
+        if let Some(n) = table.per_ip.get_mut(&client.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                table.per_ip.remove(&client.peer.ip());
+            }
+        }
+    }
+}
+
+/// A connection's membership in the table, for as long as the connection lives.
+pub struct ClientGuard {
+    clients: Arc<Clients>,
+    pub client: Arc<Client>,
+}
+
+impl std::ops::Deref for ClientGuard {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.clients.remove(&self.client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn limits_hold_and_are_released_on_drop() {
+        let clients = Clients::new(3, 2);
+        let a = clients.admit(addr("127.0.0.1:1"), Protocol::Rtmp).unwrap();
+        let _b = clients.admit(addr("127.0.0.1:2"), Protocol::Rtmp).unwrap();
+        assert_eq!(
+            clients
+                .admit(addr("127.0.0.1:3"), Protocol::Rtmp)
+                .err()
+                .unwrap(),
+            Refused::TooManyFromAddress(2)
+        );
+        let _c = clients
+            .admit(addr("127.0.0.2:1"), Protocol::HttpFlv)
+            .unwrap();
+        assert_eq!(
+            clients
+                .admit(addr("127.0.0.3:1"), Protocol::Rtmp)
+                .err()
+                .unwrap(),
+            Refused::TooMany(3)
+        );
+        drop(a);
+        assert_eq!(clients.count(), 2);
+        clients.admit(addr("127.0.0.1:4"), Protocol::Rtmp).unwrap();
+    }
+
+    #[test]
+    fn kick_cancels_only_that_client() {
+        let clients = Clients::new(10, 10);
+        let a = clients.admit(addr("127.0.0.1:1"), Protocol::Rtmp).unwrap();
+        let b = clients.admit(addr("127.0.0.1:2"), Protocol::Rtmp).unwrap();
+        assert!(clients.kick(a.id));
+        assert!(a.cancel.is_cancelled());
+        assert!(!b.cancel.is_cancelled());
+        assert!(!clients.kick(999));
+    }
+}

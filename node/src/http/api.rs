@@ -1,0 +1,156 @@
+//! `/api/v1/*` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::node::Node;
+
+/// Health and load, read by GeoDNS every probe interval for load-aware answers.
+pub async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let load = node.monitor.load();
+    Json(json!({
+        "status": "ok",
+        "node": node.config.node.name,
+        "region": node.config.node.region,
+        "connections": node.clients.count(),
+        "max_connections": node.clients.max_connections(),
+        "cpu": load.cpu,
+        "egress_bps": load.egress_bps,
+        "max_egress_bps": node.config.limits.max_egress_mbps * 1_000_000,
+        "draining": false,
+    }))
+}
+
+pub async fn streams(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let mut streams: Vec<_> = node
+        .hub
+        .streams()
+        .iter()
+        .map(|s| s.snapshot())
+        .filter(|s| s.publisher.is_some() || s.viewers > 0)
+        .collect();
+    streams.sort_by(|a, b| a.key.cmp(&b.key));
+    Json(json!({ "streams": streams }))
+}
+
+pub async fn clients(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(json!({ "clients": node.clients.list() }))
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    node: String,
+    region: String,
+    uptime_secs: f64,
+    connections: usize,
+    publishers: usize,
+    players: usize,
+    streams: usize,
+    cpu: f64,
+    process_cpu_cores: f64,
+    memory_rss_bytes: u64,
+    egress_bps: u64,
+    ingress_bps: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+fn summarize(node: &Node) -> Summary {
+    let load = node.monitor.load();
+    let (publishers, players, _) = node.clients.roles();
+    Summary {
+        node: node.config.node.name.clone(),
+        region: node.config.node.region.clone(),
+        uptime_secs: node.monitor.uptime().as_secs_f64(),
+        connections: node.clients.count(),
+        publishers,
+        players,
+        streams: node
+            .hub
+            .streams()
+            .iter()
+            .filter(|s| s.is_published())
+            .count(),
+        cpu: load.cpu,
+        process_cpu_cores: load.process_cpu_cores,
+        memory_rss_bytes: load.memory_rss_bytes,
+        egress_bps: load.egress_bps,
+        ingress_bps: load.ingress_bps,
+        bytes_sent: node.clients.traffic.bytes_out.get(),
+        bytes_received: node.clients.traffic.bytes_in.get(),
+    }
+}
+
+pub async fn summary(State(node): State<Arc<Node>>) -> Json<Summary> {
+    Json(summarize(&node))
+}
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let s = summarize(&node);
+    let m = &node.metrics;
+    m.connections.set(s.connections as i64);
+    m.streams.set(s.streams as i64);
+    m.players.set(s.players as i64);
+    m.publishers.set(s.publishers as i64);
+    m.cpu_ratio.set(s.cpu);
+    m.process_cpu_cores.set(s.process_cpu_cores);
+    m.memory_rss_bytes.set(s.memory_rss_bytes as i64);
+    m.egress_bps.set(s.egress_bps as i64);
+    m.ingress_bps.set(s.ingress_bps as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Admin: disconnect one client. Needs `Authorization: Bearer <http.admin_token>`.
+pub async fn kick_client(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let expected = &node.config.http.admin_token;
+    if expected.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin API disabled: set http.admin_token (or SKEIN_ADMIN_TOKEN) to enable it",
+        );
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer <token>)",
+        );
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "client id must be a number");
+    };
+    if node.clients.kick(id) {
+        tracing::info!(client = id, "client disconnected by admin");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such client")
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

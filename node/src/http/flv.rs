@@ -1,0 +1,154 @@
+//! HTTP-FLV playback: `GET /{app}/{key}.flv` streams the FLV header, the cached start of the
+//! stream and then live tags. Each tag is serialized once per message and shared by all viewers.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::clients::{ClientGuard, Protocol, Role};
+use crate::flv;
+use crate::hub::player::{FeedEnd, FeedItem, PlayerFeed};
+use crate::hub::{Frame, MediaKind, validate_key};
+use crate::metrics::{ProtocolLabel, ReasonLabel};
+use crate::node::Node;
+
+pub async fn play(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((app, file)): Path<(String, String)>,
+) -> Response {
+    let Some(key) = file.strip_suffix(".flv") else {
+        return (StatusCode::NOT_FOUND, "not found: play URLs end in .flv\n").into_response();
+    };
+    if let Err(why) = validate_key(&app).and_then(|_| validate_key(key)) {
+        return (StatusCode::BAD_REQUEST, format!("bad stream name: {why}\n")).into_response();
+    }
+    let name = format!("{app}/{key}");
+    let client = match node.clients.admit(peer, Protocol::HttpFlv) {
+        Ok(client) => client,
+        Err(refused) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
+        }
+    };
+    let wait = node.config.hub.play_wait_secs > 0;
+    let Some(subscription) = node.hub.subscribe(&name, wait) else {
+        node.metrics.plays_refused_total.inc();
+        tracing::info!(client = client.id, %peer, stream = %name, "http-flv play refused: no such stream");
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no stream {name} is being published\n"),
+        )
+            .into_response();
+    };
+    node.metrics
+        .connections_total
+        .get_or_create(&ProtocolLabel {
+            protocol: "http-flv",
+        })
+        .inc();
+    node.metrics
+        .plays_total
+        .get_or_create(&ProtocolLabel {
+            protocol: "http-flv",
+        })
+        .inc();
+    tracing::info!(client = client.id, %peer, stream = %name, "http-flv play");
+    client.set_role(Role::Player(name));
+    let policy = node.feed_policy(subscription.published);
+    let viewer = Viewer {
+        node,
+        client,
+        feed: PlayerFeed::new(subscription, policy),
+        preamble: Some(Vec::new()),
+        ready: VecDeque::new(),
+    };
+    let body = futures_util::stream::unfold(viewer, |mut viewer| async move {
+        let chunk = viewer.next_chunk().await;
+        chunk.map(|c| (c, viewer))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "video/x-flv"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One HTTP-FLV viewer; dropping it (the connection closed) removes the client.
+struct Viewer {
+    node: Arc<Node>,
+    client: ClientGuard,
+    feed: PlayerFeed,
+    /// Metadata and sequence headers seen before the first media frame. The FLV header's
+    /// audio/video flags are only known once they have passed (players such as ffprobe wait for
+    /// a track the header announces), so the header is held back until then.
+    preamble: Option<Vec<Arc<Frame>>>,
+    ready: VecDeque<Bytes>,
+}
+
+/// Frames held back at most before the header is sent anyway.
+const MAX_PREAMBLE: usize = 8;
+
+impl Viewer {
+    /// The next piece of the body, or `None` to end it.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, FeedEnd>> {
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                self.client.add_out(chunk.len());
+                return Some(Ok(chunk));
+            }
+            let item = tokio::select! {
+                _ = self.client.cancel.cancelled() => return None,
+                item = self.feed.next() => item,
+            };
+            match item {
+                Ok(FeedItem::Frame(frame)) => self.queue(frame),
+                Ok(FeedItem::Unpublished | FeedItem::Published) => continue,
+                Err(end) => {
+                    self.node
+                        .metrics
+                        .players_dropped_total
+                        .get_or_create(&ReasonLabel {
+                            reason: end.reason(),
+                        })
+                        .inc();
+                    tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.feed.stream_key(), reason = %end, "http-flv close");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, frame: Arc<Frame>) {
+        let Some(preamble) = self.preamble.as_mut() else {
+            self.ready.push_back(frame.flv_tag().clone());
+            return;
+        };
+        let is_preamble = frame.kind == MediaKind::Metadata || frame.sequence_header;
+        preamble.push(frame);
+        if is_preamble && preamble.len() < MAX_PREAMBLE {
+            return;
+        }
+        let frames = self.preamble.take().unwrap_or_default();
+        let has = |kind| frames.iter().any(|f| f.kind == kind);
+        self.ready
+            .push_back(flv::header(has(MediaKind::Audio), has(MediaKind::Video)));
+        self.ready
+            .extend(frames.iter().map(|f| f.flv_tag().clone()));
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.feed.stream_key(), "http-flv viewer gone");
+    }
+}

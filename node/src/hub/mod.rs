@@ -1,0 +1,155 @@
+//! The stream hub: one publisher per stream key, any number of players, a GOP cache so new
+//! players start on a keyframe at once, and fan-out through one bounded broadcast ring per stream.
+//!
+//! Every media message becomes one `Arc<Frame>`; the ring holds pointers, so a player costs a
+//! cursor into it, never a copy. A player that falls more than the ring's length behind is told
+//! by the ring (`Lagged`) and skips to the next keyframe (see `player`). Memory per stream is
+//! bounded by the ring length plus the GOP cache limit, whatever the players do.
+
+mod frame;
+mod media_info;
+pub mod player;
+mod stream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub use frame::{Frame, MediaKind, SHARED_STREAM_ID};
+pub use media_info::MediaInfo;
+pub use stream::{HubEvent, PublisherHandle, Stream, StreamSnapshot, Subscription};
+
+use crate::config::HubSection;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub gop_cache: bool,
+    pub max_gop_bytes: usize,
+    pub player_queue: usize,
+    pub publish_replace: bool,
+    pub chunk_size: u32,
+}
+
+impl HubConfig {
+    pub fn new(section: &HubSection, chunk_size: u32) -> Self {
+        Self {
+            gop_cache: section.gop_cache,
+            max_gop_bytes: section.max_gop_bytes,
+            player_queue: section.player_queue,
+            publish_replace: section.publish_replace,
+            chunk_size,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("stream {0} is already being published")]
+    Taken(String),
+}
+
+/// Who is publishing: shown by the API and used to kick a replaced publisher.
+#[derive(Debug, Clone)]
+pub struct PublisherInfo {
+    pub client_id: u64,
+    pub peer: SocketAddr,
+    pub cancel: CancellationToken,
+}
+
+pub struct Hub {
+    config: HubConfig,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            streams: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn stream_entry(&self, key: &str) -> Arc<Stream> {
+        self.streams
+            .lock()
+            .entry(key.to_owned())
+            .or_insert_with(|| Stream::new(key.to_owned(), &self.config))
+            .clone()
+    }
+
+    /// Starts publishing `key`. A taken key is refused unless replacement is configured, in which
+    /// case the current publisher is cancelled and the new one takes over the same stream (its
+    /// players stay connected).
+    pub fn publish(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> Result<PublisherHandle, PublishError> {
+        let stream = self.stream_entry(key);
+        let generation = stream.start_publish(publisher, self.config.publish_replace)?;
+        Ok(PublisherHandle::new(stream, generation))
+    }
+
+    /// Subscribes to `key`. Without a publisher the stream is only joined when `wait` is set (the
+    /// player then waits for one); otherwise `None`.
+    pub fn subscribe(&self, key: &str, wait: bool) -> Option<Subscription> {
+        let stream = if wait {
+            self.stream_entry(key)
+        } else {
+            let stream = self.streams.lock().get(key).cloned()?;
+            if !stream.is_published() {
+                return None;
+            }
+            stream
+        };
+        Some(stream.subscribe())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Stream>> {
+        self.streams.lock().get(key).cloned()
+    }
+
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.lock().values().cloned().collect()
+    }
+
+    /// Drops streams that have neither a publisher nor players, and updates bitrates. Called
+    /// once a second by the node.
+    pub fn tick(&self, elapsed: Duration) {
+        let now = Instant::now();
+        let mut streams = self.streams.lock();
+        streams.retain(|_, stream| stream.is_published() || stream.player_count() > 0);
+        for stream in streams.values() {
+            stream.update_rates(elapsed, now);
+        }
+    }
+}
+
+/// Stream keys become part of URLs, file names and log lines: keep them to a safe alphabet.
+pub fn validate_key(key: &str) -> Result<(), &'static str> {
+    let key = key.split('?').next().unwrap_or_default();
+    if key.is_empty() {
+        return Err("empty stream key");
+    }
+    if key.len() > 200 {
+        return Err("stream key longer than 200 characters");
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    {
+        return Err("stream key may only contain letters, digits and - _ . ~");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

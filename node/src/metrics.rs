@@ -1,0 +1,168 @@
+//! Prometheus metrics. Event counters are incremented where things happen; gauges (connections,
+//! streams, load) are read from the live state when `/metrics` is scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::clients::Traffic;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_total: Family<ProtocolLabel, Counter>,
+    pub connections_refused_total: Family<ReasonLabel, Counter>,
+    pub connection_errors_total: Family<ReasonLabel, Counter>,
+    pub publishes_total: Counter,
+    pub publishes_refused_total: Counter,
+    pub plays_total: Family<ProtocolLabel, Counter>,
+    pub plays_refused_total: Counter,
+    pub player_skips_total: Counter,
+    pub players_dropped_total: Family<ReasonLabel, Counter>,
+    pub connections: Gauge,
+    pub streams: Gauge,
+    pub players: Gauge,
+    pub publishers: Gauge,
+    pub cpu_ratio: Gauge<f64, AtomicU64>,
+    pub process_cpu_cores: Gauge<f64, AtomicU64>,
+    pub memory_rss_bytes: Gauge,
+    pub egress_bps: Gauge,
+    pub ingress_bps: Gauge,
+}
+
+impl Metrics {
+    pub fn new(traffic: &Traffic) -> Self {
+        let mut registry = Registry::with_prefix("skein");
+        let m = Self {
+            connections_total: Family::default(),
+            connections_refused_total: Family::default(),
+            connection_errors_total: Family::default(),
+            publishes_total: Counter::default(),
+            publishes_refused_total: Counter::default(),
+            plays_total: Family::default(),
+            plays_refused_total: Counter::default(),
+            player_skips_total: Counter::default(),
+            players_dropped_total: Family::default(),
+            connections: Gauge::default(),
+            streams: Gauge::default(),
+            players: Gauge::default(),
+            publishers: Gauge::default(),
+            cpu_ratio: Gauge::default(),
+            process_cpu_cores: Gauge::default(),
+            memory_rss_bytes: Gauge::default(),
+            egress_bps: Gauge::default(),
+            ingress_bps: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections",
+            "Connections accepted",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused by a limit",
+            m.connections_refused_total.clone(),
+        );
+        r.register(
+            "connection_errors",
+            "Connections closed because of bad input or a timeout",
+            m.connection_errors_total.clone(),
+        );
+        r.register("publishes", "Publishes accepted", m.publishes_total.clone());
+        r.register(
+            "publishes_refused",
+            "Publishes refused (key taken or invalid)",
+            m.publishes_refused_total.clone(),
+        );
+        r.register("plays", "Plays started", m.plays_total.clone());
+        r.register(
+            "plays_refused",
+            "Plays refused (no such stream)",
+            m.plays_refused_total.clone(),
+        );
+        r.register(
+            "player_skips",
+            "Times a slow player skipped to the next keyframe",
+            m.player_skips_total.clone(),
+        );
+        r.register(
+            "players_dropped",
+            "Players disconnected by the node",
+            m.players_dropped_total.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes received from clients",
+            traffic.bytes_in.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Bytes sent to clients",
+            traffic.bytes_out.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Open connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "active_streams",
+            "Streams with a publisher",
+            m.streams.clone(),
+        );
+        r.register("active_players", "Connected players", m.players.clone());
+        r.register(
+            "active_publishers",
+            "Connected publishers",
+            m.publishers.clone(),
+        );
+        r.register(
+            "machine_cpu_ratio",
+            "Machine CPU use, 0..1 over all cores",
+            m.cpu_ratio.clone(),
+        );
+        r.register(
+            "process_cpu_cores",
+            "CPU used by this process, in cores",
+            m.process_cpu_cores.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process",
+            m.memory_rss_bytes.clone(),
+        );
+        r.register(
+            "egress_bits_per_second",
+            "Egress bit rate over the last second",
+            m.egress_bps.clone(),
+        );
+        r.register(
+            "ingress_bits_per_second",
+            "Ingress bit rate over the last second",
+            m.ingress_bps.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,484 @@
+//! The RTMP driver: accepts TCP connections, enforces the limits and timeouts, and moves bytes
+//! between the socket and the sans-IO `ServerSession`, and media between the session and the
+//! hub. Each connection is one task; a player's task writes shared, pre-serialized chunks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::{ClientGuard, Protocol, Role};
+use crate::hub::player::{FeedEnd, FeedItem, PlayerFeed};
+use crate::hub::{
+    MediaKind, PublishError, PublisherHandle, PublisherInfo, SHARED_STREAM_ID, validate_key,
+};
+use crate::metrics::{ProtocolLabel, ReasonLabel};
+use crate::net::write_all_vectored;
+use crate::node::Node;
+use crate::rtmp::chunk::ChunkLimits;
+use crate::rtmp::server::{ServerConfig, ServerEvent, ServerSession};
+
+/// Messages gathered into one vectored write when a player has several waiting.
+const MAX_BATCH_MESSAGES: usize = 128;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+const READ_CHUNK: usize = 16 * 1024;
+
+pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "rtmp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let client = match node.clients.admit(peer, Protocol::Rtmp) {
+            Ok(client) => client,
+            Err(refused) => {
+                let reason = match refused {
+                    crate::clients::Refused::TooMany(_) => "max_connections",
+                    crate::clients::Refused::TooManyFromAddress(_) => "max_connections_per_ip",
+                };
+                node.metrics
+                    .connections_refused_total
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+                tracing::debug!(%peer, %refused, "rtmp connection refused");
+                continue;
+            }
+        };
+        node.metrics
+            .connections_total
+            .get_or_create(&ProtocolLabel { protocol: "rtmp" })
+            .inc();
+        let node = node.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = socket.set_nodelay(true);
+            tracing::info!(client = client.id, %peer, "rtmp connect");
+            let mut conn = Connection::new(&node, socket, client);
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => Err(Close::Shutdown),
+                outcome = conn.run() => outcome,
+            };
+            conn.finish(outcome);
+        });
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("peer closed the connection")]
+    PeerClosed,
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    #[error("peer did not accept data for {0:?}")]
+    WriteTimeout(Duration),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("disconnected by an admin or replaced by a newer publisher")]
+    Kicked,
+    #[error("{0}")]
+    Feed(#[from] FeedEnd),
+    #[error("node shutting down")]
+    Shutdown,
+}
+
+impl Close {
+    fn metric_reason(&self) -> Option<&'static str> {
+        match self {
+            Close::HandshakeTimeout(_) => Some("handshake_timeout"),
+            Close::Idle(_) => Some("idle_timeout"),
+            Close::WriteTimeout(_) => Some("write_timeout"),
+            Close::Protocol(_) => Some("protocol"),
+            _ => None,
+        }
+    }
+}
+
+enum Activity {
+    Idle,
+    Publishing {
+        stream_id: u32,
+        handle: PublisherHandle,
+    },
+    Playing {
+        stream_id: u32,
+        feed: PlayerFeed,
+    },
+}
+
+struct Connection<'a> {
+    node: &'a Node,
+    socket: TcpStream,
+    client: ClientGuard,
+    session: ServerSession,
+    inbound: BytesMut,
+    app: Option<String>,
+    connected: bool,
+    activity: Activity,
+    outbound: Vec<Bytes>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(node: &'a Node, socket: TcpStream, client: ClientGuard) -> Self {
+        let session = ServerSession::new(ServerConfig {
+            chunk_size: node.config.rtmp.chunk_size,
+            limits: ChunkLimits {
+                max_message_size: node.config.rtmp.max_message_size,
+                ..ChunkLimits::default()
+            },
+            ..ServerConfig::default()
+        });
+        Self {
+            node,
+            socket,
+            client,
+            session,
+            inbound: BytesMut::with_capacity(READ_CHUNK),
+            app: None,
+            connected: false,
+            activity: Activity::Idle,
+            outbound: Vec::new(),
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), Close> {
+        let handshake_timeout = self.node.config.handshake_timeout();
+        let idle_timeout = self.node.config.idle_timeout();
+        let handshake_deadline = tokio::time::Instant::now() + handshake_timeout;
+        loop {
+            self.flush().await?;
+            let cancel = self.client.cancel.clone();
+            match &mut self.activity {
+                Activity::Playing { feed, .. } => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(Close::Kicked),
+                        read = self.socket.read_buf(&mut self.inbound) => {
+                            Self::check_read(read)?;
+                        }
+                        item = feed.next() => {
+                            let item = item?;
+                            self.deliver(item)?;
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    let deadline = if self.connected {
+                        tokio::time::Instant::now() + idle_timeout
+                    } else {
+                        handshake_deadline
+                    };
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(Close::Kicked),
+                        _ = tokio::time::sleep_until(deadline) => {
+                            return Err(if self.connected {
+                                Close::Idle(idle_timeout)
+                            } else {
+                                Close::HandshakeTimeout(handshake_timeout)
+                            });
+                        }
+                        read = self.socket.read_buf(&mut self.inbound) => {
+                            Self::check_read(read)?;
+                        }
+                    }
+                }
+            }
+            let received = self.inbound.len();
+            self.client.add_in(received);
+            self.session
+                .feed(&mut self.inbound)
+                .map_err(|e| Close::Protocol(e.to_string()))?;
+            while let Some(event) = self.session.poll_event() {
+                self.on_event(event);
+            }
+            if self.inbound.capacity() < READ_CHUNK / 4 {
+                self.inbound.reserve(READ_CHUNK);
+            }
+        }
+    }
+
+    fn check_read(read: std::io::Result<usize>) -> Result<(), Close> {
+        match read {
+            Ok(0) => Err(Close::PeerClosed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Close::Io(e)),
+        }
+    }
+
+    /// Writes pending session output and media with one vectored write per batch.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if let Some(control) = self.session.take_output() {
+            self.outbound.insert(0, control);
+        }
+        if self.outbound.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.node.write_timeout();
+        let written = tokio::time::timeout(
+            timeout,
+            write_all_vectored(&mut self.socket, &mut self.outbound),
+        )
+        .await
+        .map_err(|_| Close::WriteTimeout(timeout))??;
+        self.client.add_out(written);
+        Ok(())
+    }
+
+    /// Queues one feed item and whatever else is ready, up to the batch limits.
+    fn deliver(&mut self, first: FeedItem) -> Result<(), Close> {
+        let Activity::Playing { stream_id, feed } = &mut self.activity else {
+            return Ok(());
+        };
+        let stream_id = *stream_id;
+        let skips_before = feed.skips();
+        let mut bytes = 0;
+        let mut item = Some(first);
+        let mut count = 0;
+        while let Some(next) = item.take() {
+            match next {
+                FeedItem::Frame(frame) => {
+                    let chunks = if stream_id == SHARED_STREAM_ID {
+                        frame.rtmp_chunks().clone()
+                    } else {
+                        frame.encode_rtmp(stream_id, frame.timestamp)
+                    };
+                    bytes += chunks.len();
+                    self.outbound.push(chunks);
+                }
+                FeedItem::Unpublished => {
+                    self.session.send_status(
+                        stream_id,
+                        "status",
+                        "NetStream.Play.UnpublishNotify",
+                        &format!("{} is now unpublished", feed.stream_key()),
+                    );
+                    self.outbound.extend(self.session.take_output());
+                }
+                FeedItem::Published => {
+                    self.session.send_status(
+                        stream_id,
+                        "status",
+                        "NetStream.Play.PublishNotify",
+                        &format!("{} is now published", feed.stream_key()),
+                    );
+                    self.outbound.extend(self.session.take_output());
+                }
+            }
+            count += 1;
+            if count >= MAX_BATCH_MESSAGES || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            item = feed.try_next().transpose()?;
+        }
+        let skipped = feed.skips().saturating_sub(skips_before);
+        if skipped > 0 {
+            self.node.metrics.player_skips_total.inc_by(skipped as u64);
+        }
+        Ok(())
+    }
+
+    fn stream_name(&self, key: &str) -> String {
+        let key = key.split('?').next().unwrap_or_default();
+        format!("{}/{}", self.app.as_deref().unwrap_or_default(), key)
+    }
+
+    fn on_event(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::Connect { app, tc_url, .. } => {
+                tracing::debug!(client = self.client.id, %app, tc_url = tc_url.as_deref().unwrap_or(""), "rtmp app connect");
+                self.app = Some(app);
+                self.connected = true;
+            }
+            ServerEvent::Publish { stream_id, key, .. } => self.on_publish(stream_id, &key),
+            ServerEvent::Play { stream_id, key, .. } => self.on_play(stream_id, &key),
+            ServerEvent::Unpublish { stream_id } => {
+                if matches!(self.activity, Activity::Publishing { stream_id: s, .. } if s == stream_id)
+                {
+                    tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.role_stream(), "unpublish");
+                    self.activity = Activity::Idle;
+                    self.client.set_role(Role::Connecting);
+                }
+            }
+            ServerEvent::StopPlay { stream_id } => {
+                if matches!(self.activity, Activity::Playing { stream_id: s, .. } if s == stream_id)
+                {
+                    tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.role_stream(), "stop play");
+                    self.activity = Activity::Idle;
+                    self.client.set_role(Role::Connecting);
+                }
+            }
+            ServerEvent::Metadata {
+                stream_id,
+                timestamp,
+                payload,
+            } => self.push(stream_id, MediaKind::Metadata, timestamp, payload),
+            ServerEvent::Audio {
+                stream_id,
+                timestamp,
+                payload,
+            } => self.push(stream_id, MediaKind::Audio, timestamp, payload),
+            ServerEvent::Video {
+                stream_id,
+                timestamp,
+                payload,
+            } => self.push(stream_id, MediaKind::Video, timestamp, payload),
+        }
+    }
+
+    fn push(&mut self, stream_id: u32, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        if let Activity::Publishing {
+            stream_id: s,
+            handle,
+        } = &self.activity
+            && *s == stream_id
+        {
+            handle.push(kind, timestamp, payload);
+        }
+    }
+
+    fn role_stream(&self) -> String {
+        match self.client.role() {
+            Role::Publisher(s) | Role::Player(s) => s,
+            Role::Connecting => String::new(),
+        }
+    }
+
+    fn on_publish(&mut self, stream_id: u32, key: &str) {
+        let name = self.stream_name(key);
+        let peer = self.client.peer;
+        if let Err(why) = validate_key(key) {
+            self.node.metrics.publishes_refused_total.inc();
+            tracing::info!(client = self.client.id, %peer, stream = %name, why, "publish refused");
+            self.session
+                .reject_publish(stream_id, "NetStream.Publish.BadName", why);
+            return;
+        }
+        if !matches!(self.activity, Activity::Idle) {
+            self.session.reject_publish(
+                stream_id,
+                "NetStream.Publish.BadConnection",
+                "this connection is already publishing or playing",
+            );
+            return;
+        }
+        let info = PublisherInfo {
+            client_id: self.client.id,
+            peer,
+            cancel: self.client.cancel.clone(),
+        };
+        match self.node.hub.publish(&name, info) {
+            Ok(handle) => {
+                self.node.metrics.publishes_total.inc();
+                tracing::info!(client = self.client.id, %peer, stream = %name, "publish");
+                self.session.accept_publish(stream_id);
+                self.client.set_role(Role::Publisher(name));
+                self.activity = Activity::Publishing { stream_id, handle };
+            }
+            Err(PublishError::Taken(_)) => {
+                self.node.metrics.publishes_refused_total.inc();
+                tracing::info!(client = self.client.id, %peer, stream = %name, "publish refused: stream already published");
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.BadName",
+                    &format!("stream {name} is already being published"),
+                );
+            }
+        }
+    }
+
+    fn on_play(&mut self, stream_id: u32, key: &str) {
+        let name = self.stream_name(key);
+        let peer = self.client.peer;
+        if !matches!(self.activity, Activity::Idle) {
+            self.session.reject_play(
+                stream_id,
+                "NetStream.Play.Failed",
+                "this connection is already publishing or playing",
+            );
+            return;
+        }
+        let wait = self.node.config.hub.play_wait_secs > 0;
+        let subscription = validate_key(key)
+            .ok()
+            .and_then(|_| self.node.hub.subscribe(&name, wait));
+        let Some(subscription) = subscription else {
+            self.node.metrics.plays_refused_total.inc();
+            tracing::info!(client = self.client.id, %peer, stream = %name, "play refused: no such stream");
+            self.session.reject_play(
+                stream_id,
+                "NetStream.Play.StreamNotFound",
+                &format!("no stream {name} is being published"),
+            );
+            return;
+        };
+        self.node
+            .metrics
+            .plays_total
+            .get_or_create(&ProtocolLabel { protocol: "rtmp" })
+            .inc();
+        tracing::info!(client = self.client.id, %peer, stream = %name, "play");
+        self.session.accept_play(stream_id);
+        let policy = self.node.feed_policy(subscription.published);
+        self.client.set_role(Role::Player(name));
+        self.activity = Activity::Playing {
+            stream_id,
+            feed: PlayerFeed::new(subscription, policy),
+        };
+    }
+
+    fn finish(mut self, outcome: Result<(), Close>) {
+        let close = outcome.err().unwrap_or(Close::PeerClosed);
+        if let (Close::Feed(end), Activity::Playing { stream_id, .. }) = (&close, &self.activity) {
+            let reason = end.reason();
+            self.node
+                .metrics
+                .players_dropped_total
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+            let stream_id = *stream_id;
+            self.session.send_stream_eof(stream_id);
+            self.session.send_status(
+                stream_id,
+                "status",
+                "NetStream.Play.Stop",
+                &close.to_string(),
+            );
+            // Best effort: the player may be gone or stuck.
+            if let Some(bytes) = self.session.take_output() {
+                let _ = self.socket.try_write(&bytes);
+            }
+        }
+        if let Some(reason) = close.metric_reason() {
+            self.node
+                .metrics
+                .connection_errors_total
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
+        let stream = self.role_stream();
+        tracing::info!(
+            client = self.client.id,
+            peer = %self.client.peer,
+            stream = %stream,
+            reason = %close,
+            bytes_in = self.session.bytes_received(),
+            "rtmp close"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, then every unit, property, interop and
+# end-to-end test of the workspace. Installs the real peers the tests talk to (ffmpeg, dig)
+# when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+# Binaries first: end-to-end tests start them as real processes.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"
