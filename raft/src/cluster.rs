@@ -24,7 +24,9 @@ use crate::state::{ClusterState, Command, CommandResult};
 use crate::status::{self, ClusterStatus, LiveInfo};
 use crate::store::{self, LogStore, StateMachine};
 use crate::token::{self, JoinToken};
-use crate::transport::{self, ALPN_JOIN, ALPN_RAFT, ALPN_RELAY, CLOSE_NO_CERT, NodeTls, PinnedCaVerifier, Transport};
+use crate::transport::{
+    self, ALPN_JOIN, ALPN_RAFT, ALPN_RELAY, CLOSE_NO_CERT, NodeTls, PinnedCaVerifier, Transport,
+};
 use crate::typecfg::TypeConfig;
 use crate::types::{LoadReport, NodeId, PublicAddrs, Region, Roles, Settings};
 
@@ -90,7 +92,10 @@ impl ClusterConfig {
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         };
-        Ok(Arc::new(cfg.validate().map_err(|e| ClusterError::Raft(e.to_string()))?))
+        Ok(Arc::new(
+            cfg.validate()
+                .map_err(|e| ClusterError::Raft(e.to_string()))?,
+        ))
     }
 }
 
@@ -230,7 +235,10 @@ impl Drop for Cluster {
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }
-        self.inner.transport.endpoint.close(0u32.into(), b"shutdown");
+        self.inner
+            .transport
+            .endpoint
+            .close(0u32.into(), b"shutdown");
     }
 }
 
@@ -238,7 +246,10 @@ impl Cluster {
     /// Bootstraps a one-node cluster in `config.data_dir`: creates the cluster CA, this node's
     /// key and certificate (node id 1), the first log entries and a join token valid for
     /// `token_ttl`. Fails if the directory already belongs to a cluster.
-    pub async fn init(config: ClusterConfig, token_ttl: Duration) -> Result<(Cluster, JoinInfo), ClusterError> {
+    pub async fn init(
+        config: ClusterConfig,
+        token_ttl: Duration,
+    ) -> Result<(Cluster, JoinInfo), ClusterError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir)?;
         if read_identity(&dir)?.and_then(|i| i.node_id).is_some() {
@@ -295,8 +306,15 @@ impl Cluster {
                 roles: c.roles,
             })
             .await?;
-        if reg != (CommandResult::Registered { id: 1, created: true }) {
-            return Err(ClusterError::Raft(format!("bootstrap registration gave {reg:?}")));
+        if reg
+            != (CommandResult::Registered {
+                id: 1,
+                created: true,
+            })
+        {
+            return Err(ClusterError::Raft(format!(
+                "bootstrap registration gave {reg:?}"
+            )));
         }
         write_identity(&dir, &identity)?;
         let token = cluster.create_token(token_ttl).await?;
@@ -349,7 +367,8 @@ impl Cluster {
             public: config.public,
             roles: config.roles,
         };
-        let accepted = join_via_seeds(config.internal_addr.ip(), seeds, pinned, ca_hash, &req).await?;
+        let accepted =
+            join_via_seeds(config.internal_addr.ip(), seeds, pinned, ca_hash, &req).await?;
         if pki::ca_hash_pem(&accepted.ca_cert_pem)? != ca_hash {
             return Err(ClusterError::CaMismatch {
                 presented: pki::ca_hash_pem(&accepted.ca_cert_pem)?,
@@ -361,7 +380,11 @@ impl Cluster {
         identity.node_id = Some(accepted.node_id);
         identity.cluster_id = accepted.cluster_id;
         write_identity(&dir, &identity)?;
-        tracing::info!(node = accepted.node_id, members = accepted.members.len(), "joined cluster");
+        tracing::info!(
+            node = accepted.node_id,
+            members = accepted.members.len(),
+            "joined cluster"
+        );
         Cluster::open(config).await
     }
 
@@ -396,7 +419,11 @@ impl Cluster {
         Ok(())
     }
 
-    async fn start(config: ClusterConfig, id: NodeId, tls: NodeTls) -> Result<Cluster, ClusterError> {
+    async fn start(
+        config: ClusterConfig,
+        id: NodeId,
+        tls: NodeTls,
+    ) -> Result<Cluster, ClusterError> {
         let path = config.data_dir.join(DB);
         let mut attempts = 0;
         // A previous run of this node in the same process may still be releasing the file.
@@ -474,7 +501,13 @@ impl Cluster {
         let t = JoinToken::generate();
         let now = now_ms();
         let rec = t.record(now + ttl.as_millis() as u64, Some(self.inner.id));
-        expect_ok(self.write(Command::CreateToken { token: rec, now_ms: now }).await?)?;
+        expect_ok(
+            self.write(Command::CreateToken {
+                token: rec,
+                now_ms: now,
+            })
+            .await?,
+        )?;
         Ok(t)
     }
 
@@ -509,7 +542,10 @@ impl Cluster {
         expect_ok(self.write(Command::RemoveNode { node: me }).await?)?;
         let mut rx = self.inner.state.clone();
         let wait = rx.wait_for(|s| !s.voters.contains(&me));
-        if tokio::time::timeout(Duration::from_secs(15), wait).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), wait)
+            .await
+            .is_err()
+        {
             tracing::warn!("left the registry but still a voter after 15 s");
         }
         self.shutdown().await;
@@ -523,8 +559,14 @@ impl Cluster {
         if let Some(leader) = self.leader()
             && leader != inner.id
             && let Some(addr) = leader_addr(inner, leader)
-            && let Ok(Response::Status(s)) =
-                network::send(&inner.transport, leader, addr, &Request::Status, Duration::from_secs(2)).await
+            && let Ok(Response::Status(s)) = network::send(
+                &inner.transport,
+                leader,
+                addr,
+                &Request::Status,
+                Duration::from_secs(2),
+            )
+            .await
         {
             return *s;
         }
@@ -534,7 +576,11 @@ impl Cluster {
     /// Takes the incoming relay stream listener. Only one exists: the second call gets `None`.
     /// Without a listener, incoming relay streams are refused.
     pub fn relay_listener(&self) -> Option<RelayListener> {
-        self.inner.relay_rx.lock().take().map(|rx| RelayListener { rx })
+        self.inner
+            .relay_rx
+            .lock()
+            .take()
+            .map(|rx| RelayListener { rx })
     }
 
     /// Opens a relay bi-stream to `node` (connection reused; the peer's certificate must carry
@@ -553,10 +599,16 @@ impl Cluster {
         let peer = server_node_id(&conn);
         if peer != Some(node) {
             t.forget(addr, ALPN_RELAY);
-            return Err(ClusterError::Transport(format!("{addr} is node {peer:?}, not {node}")));
+            return Err(ClusterError::Transport(format!(
+                "{addr} is node {peer:?}, not {node}"
+            )));
         }
         match conn.open_bi().await {
-            Ok((send, recv)) => Ok(RelayStream { peer: node, send, recv }),
+            Ok((send, recv)) => Ok(RelayStream {
+                peer: node,
+                send,
+                recv,
+            }),
             Err(e) => {
                 t.forget(addr, ALPN_RELAY);
                 Err(ClusterError::Transport(e.to_string()))
@@ -613,7 +665,14 @@ fn leader_addr(inner: &Inner, leader: NodeId) -> Option<SocketAddr> {
         .membership_config
         .get_node(&leader)
         .and_then(|n| n.addr.parse().ok());
-    from_membership.or_else(|| inner.state.borrow().nodes.get(&leader).map(|n| n.internal_addr))
+    from_membership.or_else(|| {
+        inner
+            .state
+            .borrow()
+            .nodes
+            .get(&leader)
+            .map(|n| n.internal_addr)
+    })
 }
 
 /// Writes through the leader: locally when leader, else forwarded; retried while a leader is
@@ -631,7 +690,15 @@ async fn write(inner: &Inner, cmd: Command) -> Result<CommandResult, ClusterErro
         if let Some(leader) = hint.filter(|l| *l != inner.id)
             && let Some(addr) = leader_addr(inner, leader)
         {
-            match network::send(&inner.transport, leader, addr, &Request::Write(cmd.clone()), Duration::from_secs(5)).await {
+            match network::send(
+                &inner.transport,
+                leader,
+                addr,
+                &Request::Write(cmd.clone()),
+                Duration::from_secs(5),
+            )
+            .await
+            {
                 Ok(Response::Written(r)) => return Ok(r),
                 Ok(other) => tracing::debug!("forwarded write: {other:?}"),
                 Err(e) => tracing::debug!("forwarded write: {e}"),
@@ -652,7 +719,12 @@ fn local_status(inner: &Inner) -> ClusterStatus {
             .heard
             .lock()
             .iter()
-            .map(|(id, h)| (*id, (now.duration_since(h.at).as_millis() as u64, h.load.clone())))
+            .map(|(id, h)| {
+                (
+                    *id,
+                    (now.duration_since(h.at).as_millis() as u64, h.load.clone()),
+                )
+            })
             .collect()
     } else {
         BTreeMap::new()
@@ -697,7 +769,12 @@ async fn join_via_seeds(
                 .map_err(|e| ClusterError::Transport(e.to_string()))?
                 .await
                 .map_err(|e| ClusterError::Transport(e.to_string()))?;
-            let r = transport::call::<_, Response>(&conn, &Request::Join(req.clone()), Duration::from_secs(20)).await;
+            let r = transport::call::<_, Response>(
+                &conn,
+                &Request::Join(req.clone()),
+                Duration::from_secs(20),
+            )
+            .await;
             conn.close(0u32.into(), b"done");
             r
         };
@@ -774,7 +851,12 @@ async fn serve_connection(inner: Arc<Inner>, conn: Connection) {
             return;
         }
         while let Ok((send, recv)) = conn.accept_bi().await {
-            if inner.relay_tx.send(RelayStream { peer, send, recv }).await.is_err() {
+            if inner
+                .relay_tx
+                .send(RelayStream { peer, send, recv })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -784,11 +866,26 @@ async fn serve_connection(inner: Arc<Inner>, conn: Connection) {
 async fn handle_rpc(inner: &Arc<Inner>, req: Request) -> Response {
     let failed = |e: &dyn std::fmt::Display| Response::Failed(e.to_string());
     match req {
-        Request::Append(r) => inner.raft.append_entries(r).await.map_or_else(|e| failed(&e), Response::Append),
-        Request::Vote(r) => inner.raft.vote(r).await.map_or_else(|e| failed(&e), Response::Vote),
-        Request::PreVote(r) => inner.raft.pre_vote(r).await.map_or_else(|e| failed(&e), Response::Vote),
+        Request::Append(r) => inner
+            .raft
+            .append_entries(r)
+            .await
+            .map_or_else(|e| failed(&e), Response::Append),
+        Request::Vote(r) => inner
+            .raft
+            .vote(r)
+            .await
+            .map_or_else(|e| failed(&e), Response::Vote),
+        Request::PreVote(r) => inner
+            .raft
+            .pre_vote(r)
+            .await
+            .map_or_else(|e| failed(&e), Response::Vote),
         Request::Snapshot { vote, meta, data } => {
-            let snap = openraft::type_config::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+            let snap = openraft::type_config::alias::SnapshotOf::<TypeConfig, Vec<u8>> {
+                meta,
+                snapshot: data,
+            };
             inner
                 .raft
                 .install_full_snapshot(vote, snap)
@@ -796,7 +893,13 @@ async fn handle_rpc(inner: &Arc<Inner>, req: Request) -> Response {
                 .map_or_else(|e| failed(&e), Response::Snapshot)
         }
         Request::Heartbeat { node, load } => {
-            inner.heard.lock().insert(node, Heard { at: Instant::now(), load });
+            inner.heard.lock().insert(
+                node,
+                Heard {
+                    at: Instant::now(),
+                    load,
+                },
+            );
             Response::Ack
         }
         Request::Write(cmd) => match inner.raft.client_write(cmd).await {
@@ -818,9 +921,15 @@ async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Response {
         let Some(addr) = leader_addr(inner, l) else {
             return Response::Failed("leader address unknown".into());
         };
-        return network::send(&inner.transport, l, addr, &Request::Join(req), Duration::from_secs(15))
-            .await
-            .unwrap_or_else(|e| Response::Failed(format!("forward to leader: {e}")));
+        return network::send(
+            &inner.transport,
+            l,
+            addr,
+            &Request::Join(req),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap_or_else(|e| Response::Failed(format!("forward to leader: {e}")));
     }
     let state = inner.state.borrow().clone();
     if let Err(why) = token::verify(&state, &req.token, now_ms()) {
@@ -849,7 +958,11 @@ async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Response {
         Err(e) => return Response::Refused(e.to_string()),
     };
     // Best effort: the policy loop adds any registered node that is missing.
-    if let Err(e) = inner.raft.add_learner(id, BasicNode::new(req.internal_addr), false).await {
+    if let Err(e) = inner
+        .raft
+        .add_learner(id, BasicNode::new(req.internal_addr), false)
+        .await
+    {
         tracing::debug!(node = id, "add learner deferred: {e}");
     }
     tracing::info!(node = id, name = %req.name, region = %req.region, "node joined");
@@ -859,7 +972,11 @@ async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Response {
         cert_pem,
         ca_cert_pem: state.ca_cert_pem.clone(),
         cluster_id: state.cluster_id,
-        members: state.nodes.values().map(|n| (n.id, n.internal_addr)).collect(),
+        members: state
+            .nodes
+            .values()
+            .map(|n| (n.id, n.internal_addr))
+            .collect(),
     })
 }
 
@@ -872,12 +989,29 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
             continue;
         };
         if leader == inner.id {
-            inner.heard.lock().insert(inner.id, Heard { at: Instant::now(), load });
+            inner.heard.lock().insert(
+                inner.id,
+                Heard {
+                    at: Instant::now(),
+                    load,
+                },
+            );
             continue;
         }
         if let Some(addr) = leader_addr(&inner, leader) {
-            let req = Request::Heartbeat { node: inner.id, load };
-            if let Err(e) = network::send(&inner.transport, leader, addr, &req, inner.config.heartbeat_interval * 2).await {
+            let req = Request::Heartbeat {
+                node: inner.id,
+                load,
+            };
+            if let Err(e) = network::send(
+                &inner.transport,
+                leader,
+                addr,
+                &req,
+                inner.config.heartbeat_interval * 2,
+            )
+            .await
+            {
                 tracing::debug!(leader, "heartbeat: {e}");
             }
         }
@@ -889,8 +1023,7 @@ async fn policy_loop(inner: Arc<Inner>) {
     let mut leader_since: Option<Instant> = None;
     loop {
         tick.tick().await;
-        let m = inner.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
+        if inner.raft.metrics().borrow_watched().state != ServerState::Leader {
             leader_since = None;
             continue;
         }
@@ -898,15 +1031,24 @@ async fn policy_loop(inner: Arc<Inner>) {
             inner.heard.lock().clear();
             Instant::now()
         });
-        // A bounded number of steps per tick; each waits for its commit.
+        // A bounded number of steps per tick, each waiting for its commit; a membership change
+        // ends the tick so the next decision sees the settled configuration.
         for _ in 0..8 {
+            let m = inner.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader || m.membership_config.get_joint_config().len() > 1 {
+                break;
+            }
             let state = inner.state.borrow().clone();
             let view = health_view(&inner, &m, since);
             let Some(action) = policy::decide(&state, &view) else {
                 break;
             };
+            let membership = !matches!(action, Action::Commit(_));
             if let Err(e) = apply(&inner, action).await {
                 tracing::warn!("policy step failed: {e}");
+                break;
+            }
+            if membership {
                 break;
             }
         }
@@ -960,12 +1102,16 @@ async fn apply(inner: &Inner, action: Action) -> Result<(), ClusterError> {
         }
         Action::AddLearner(id, addr) => {
             tracing::info!(node = id, "policy: add learner");
-            raft.add_learner(id, BasicNode::new(addr), false).await.map_err(raft_err)?;
+            raft.add_learner(id, BasicNode::new(addr), false)
+                .await
+                .map_err(raft_err)?;
             Ok(())
         }
         Action::SetVoters(voters, why) => {
             tracing::info!(?voters, "policy: voter change: {why}");
-            raft.change_membership(voters, true).await.map_err(raft_err)?;
+            raft.change_membership(voters, true)
+                .await
+                .map_err(raft_err)?;
             Ok(())
         }
         Action::RemoveFromMembership(id) => {

@@ -27,4 +27,7 @@ pub use error::ClusterError;
 pub use state::{ClusterState, Command, CommandResult};
 pub use status::{ClusterStatus, NodeStatus, OriginPoolStatus, RaftRole};
 pub use token::JoinToken;
-pub use types::{LoadReport, NodeHealth, NodeId, NodeInfo, OriginState, PublicAddrs, Region, Roles, Settings, StreamLoad};
+pub use types::{
+    LoadReport, NodeHealth, NodeId, NodeInfo, OriginState, PublicAddrs, Region, Roles, Settings,
+    StreamLoad,
+};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 
 use crate::error::ClusterError;
@@ -31,7 +33,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             transport: self.transport.clone(),
             target,
-            addr: node.addr.parse().map_err(|e| format!("bad address {:?}: {e}", node.addr)),
+            addr: node
+                .addr
+                .parse()
+                .map_err(|e| format!("bad address {:?}: {e}", node.addr)),
         }
     }
 }
@@ -55,8 +60,14 @@ pub(crate) async fn send(
     let conn = transport.connection(addr, ALPN_RAFT).await?;
     let server_id = conn
         .peer_identity()
-        .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-        .and_then(|c| c.first().and_then(|c| crate::pki::node_id_from_cert(c.as_ref())));
+        .and_then(|i| {
+            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|c| {
+            c.first()
+                .and_then(|c| crate::pki::node_id_from_cert(c.as_ref()))
+        });
     if server_id != Some(target) {
         transport.forget(addr, ALPN_RAFT);
         return Err(ClusterError::Transport(format!(
@@ -77,7 +88,9 @@ impl Peer {
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&io::Error::other(e))))?;
         match send(&self.transport, self.target, addr, &req, timeout).await {
-            Ok(Response::Failed(e)) => Err(RPCError::Network(NetworkError::new(&io::Error::other(e)))),
+            Ok(Response::Failed(e)) => {
+                Err(RPCError::Network(NetworkError::new(&io::Error::other(e))))
+            }
             Ok(r) => Ok(r),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
@@ -85,7 +98,9 @@ impl Peer {
 }
 
 fn unexpected(r: Response) -> RPCError<TypeConfig> {
-    RPCError::Network(NetworkError::new(&io::Error::other(format!("unexpected answer {r:?}"))))
+    RPCError::Network(NetworkError::new(&io::Error::other(format!(
+        "unexpected answer {r:?}"
+    ))))
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {

@@ -4,8 +4,8 @@
 //! by) and `node-<id>.skein`, from which a peer's node id is read after the handshake.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -71,7 +71,9 @@ fn validity(params: &mut CertificateParams, years: i64) {
 pub(crate) fn generate_ca() -> Result<(String, String), ClusterError> {
     let key = KeyPair::generate().map_err(tls)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
-    params.distinguished_name.push(DnType::CommonName, "skein cluster CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skein cluster CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params, 20);
@@ -88,7 +90,11 @@ pub(crate) fn generate_node_key() -> Result<String, ClusterError> {
 pub(crate) fn make_csr(key_pem: &str) -> Result<String, ClusterError> {
     let key = KeyPair::from_pem(key_pem).map_err(tls)?;
     let params = CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(tls)?;
-    params.serialize_request(&key).map_err(tls)?.pem().map_err(tls)
+    params
+        .serialize_request(&key)
+        .map_err(tls)?
+        .pem()
+        .map_err(tls)
 }
 
 /// Signs a CSR for `node`. Only the CSR's public key is used: names, usages and validity are
@@ -107,12 +113,19 @@ pub(crate) fn sign_csr(
     let issuer = Issuer::from_ca_cert_der(&cert_der(ca_cert_pem)?, ca_key).map_err(tls)?;
     let mut params =
         CertificateParams::new(vec![SERVER_NAME.to_string(), node_dns_name(node)]).map_err(tls)?;
-    params.distinguished_name.push(DnType::CommonName, format!("skein node {node}"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("skein node {node}"));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     validity(&mut params, 10);
-    Ok(params.signed_by(&csr.public_key, &issuer).map_err(tls)?.pem())
+    Ok(params
+        .signed_by(&csr.public_key, &issuer)
+        .map_err(tls)?
+        .pem())
 }
 
 fn node_dns_name(node: NodeId) -> String {

@@ -98,7 +98,8 @@ fn learners(state: &ClusterState, view: &HealthView) -> Option<Action> {
 
 fn removed(state: &ClusterState, view: &HealthView) -> Option<Action> {
     if let Some(&gone) = view.voters.iter().find(|v| !state.nodes.contains_key(v)) {
-        let mut next: BTreeSet<NodeId> = view.voters.iter().copied().filter(|v| *v != gone).collect();
+        let mut next: BTreeSet<NodeId> =
+            view.voters.iter().copied().filter(|v| *v != gone).collect();
         if let Some(c) = candidate(state, view, &next) {
             next.insert(c);
         }
@@ -124,7 +125,9 @@ fn candidate(state: &ClusterState, view: &HealthView, keep: &BTreeSet<NodeId>) -
     view.learners
         .iter()
         .filter_map(|l| state.nodes.get(l))
-        .filter(|n| view.caught_up.contains(&n.id) && view.silent(n.id) < state.settings.down_after_ms)
+        .filter(|n| {
+            view.caught_up.contains(&n.id) && view.silent(n.id) < state.settings.down_after_ms
+        })
         .min_by_key(|n| (regions.contains(n.region.as_str()), n.id))
         .map(|n| n.id)
 }
@@ -142,7 +145,10 @@ fn voters(state: &ClusterState, view: &HealthView) -> Option<Action> {
             next.insert(c);
             return Some(Action::SetVoters(
                 next,
-                format!("voter {dead} unreachable for {} ms, replaced by {c}", view.silent(dead)),
+                format!(
+                    "voter {dead} unreachable for {} ms, replaced by {c}",
+                    view.silent(dead)
+                ),
             ));
         }
     }
@@ -152,7 +158,10 @@ fn voters(state: &ClusterState, view: &HealthView) -> Option<Action> {
     {
         let mut next = current.clone();
         next.insert(c);
-        return Some(Action::SetVoters(next, format!("voters below {target}, adding {c}")));
+        return Some(Action::SetVoters(
+            next,
+            format!("voters below {target}, adding {c}"),
+        ));
     }
     // 3. Shrink to the target: drop the least useful voter, never the leader.
     if current.len() > target {
@@ -163,7 +172,10 @@ fn voters(state: &ClusterState, view: &HealthView) -> Option<Action> {
             .max_by_key(|v| (view.silent(*v) >= state.settings.down_after_ms, *v));
         if let Some(d) = drop {
             let next = current.iter().copied().filter(|v| *v != d).collect();
-            return Some(Action::SetVoters(next, format!("voters above {target}, removing {d}")));
+            return Some(Action::SetVoters(
+                next,
+                format!("voters above {target}, removing {d}"),
+            ));
         }
     }
     // 4. Spread: swap a voter sharing its region for a learner from an unrepresented region.
@@ -201,7 +213,9 @@ fn origins(state: &ClusterState, view: &HealthView) -> Option<Action> {
     let counted = state
         .origins
         .iter()
-        .filter(|(n, slot)| slot.state == OriginState::Active && view.silent(**n) < s.origin_grace_ms)
+        .filter(|(n, slot)| {
+            slot.state == OriginState::Active && view.silent(**n) < s.origin_grace_ms
+        })
         .count();
     if counted < s.origin_target {
         // A draining origin that is alive comes back first: its streams have not all moved.
@@ -238,7 +252,10 @@ fn origins(state: &ClusterState, view: &HealthView) -> Option<Action> {
     }
     // Demote drained origins once their streams moved (or after the drain timeout).
     state.origins.iter().find_map(|(&n, slot)| {
-        let drained = view.loads.get(&n).is_some_and(|l| l.origin_streams.is_empty());
+        let drained = view
+            .loads
+            .get(&n)
+            .is_some_and(|l| l.origin_streams.is_empty());
         let timed_out = view.now_ms.saturating_sub(slot.since_ms) >= s.drain_timeout_ms;
         (slot.state == OriginState::Draining && (drained || timed_out))
             .then_some(Action::Commit(Command::DemoteOrigin { node: n }))
@@ -261,7 +278,11 @@ fn best_edge(state: &ClusterState, view: &HealthView) -> Option<NodeId> {
     state
         .nodes
         .values()
-        .filter(|n| n.roles.origin && !state.origins.contains_key(&n.id) && view.silent(n.id) < s.down_after_ms)
+        .filter(|n| {
+            n.roles.origin
+                && !state.origins.contains_key(&n.id)
+                && view.silent(n.id) < s.down_after_ms
+        })
         .min_by(|a, b| {
             let ra = per_region.get(a.region.as_str()).copied().unwrap_or(0);
             let rb = per_region.get(b.region.as_str()).copied().unwrap_or(0);
@@ -306,7 +327,11 @@ mod tests {
             loads: BTreeMap::new(),
             caught_up: ids.iter().copied().collect(),
             voters: voters.iter().copied().collect(),
-            learners: ids.iter().copied().filter(|n| !voters.contains(n)).collect(),
+            learners: ids
+                .iter()
+                .copied()
+                .filter(|n| !voters.contains(n))
+                .collect(),
         }
     }
 
@@ -399,7 +424,10 @@ mod tests {
         v.silent_ms.insert(2, s.settings.down_after_ms);
         assert_eq!(
             decide(&s, &v),
-            Some(Action::Commit(Command::SetNodeHealth { node: 2, health: NodeHealth::Down }))
+            Some(Action::Commit(Command::SetNodeHealth {
+                node: 2,
+                health: NodeHealth::Down
+            }))
         );
     }
 
@@ -408,10 +436,33 @@ mod tests {
         let mut s = cluster(&["eu", "eu", "us"]);
         s.settings.origin_target = 2;
         let mut v = view(&s, &[1, 2, 3]);
-        v.loads.insert(1, LoadReport { cpu: 0.9, ..Default::default() });
-        v.loads.insert(2, LoadReport { cpu: 0.1, ..Default::default() });
-        v.loads.insert(3, LoadReport { cpu: 0.5, ..Default::default() });
-        let promote = |n| Some(Action::Commit(Command::PromoteOrigin { node: n, now_ms: 1_000_000 }));
+        v.loads.insert(
+            1,
+            LoadReport {
+                cpu: 0.9,
+                ..Default::default()
+            },
+        );
+        v.loads.insert(
+            2,
+            LoadReport {
+                cpu: 0.1,
+                ..Default::default()
+            },
+        );
+        v.loads.insert(
+            3,
+            LoadReport {
+                cpu: 0.5,
+                ..Default::default()
+            },
+        );
+        let promote = |n| {
+            Some(Action::Commit(Command::PromoteOrigin {
+                node: n,
+                now_ms: 1_000_000,
+            }))
+        };
         assert_eq!(origins(&s, &v), promote(2));
         s.apply(20, &Command::PromoteOrigin { node: 2, now_ms: 0 });
         // eu has an origin now: us goes next although node 1 is in eu... and busier anyway.
@@ -430,17 +481,32 @@ mod tests {
         v.silent_ms.insert(3, 100);
         assert_eq!(
             origins(&s, &v),
-            Some(Action::Commit(Command::DrainOrigin { node: 1, now_ms: 1_000_000 }))
+            Some(Action::Commit(Command::DrainOrigin {
+                node: 1,
+                now_ms: 1_000_000
+            }))
         );
-        s.apply(23, &Command::DrainOrigin { node: 1, now_ms: 1_000_000 });
+        s.apply(
+            23,
+            &Command::DrainOrigin {
+                node: 1,
+                now_ms: 1_000_000,
+            },
+        );
         let busy = LoadReport {
-            origin_streams: vec![crate::types::StreamLoad { key: "a/b".into(), bitrate_bps: 1 }],
+            origin_streams: vec![crate::types::StreamLoad {
+                key: "a/b".into(),
+                bitrate_bps: 1,
+            }],
             ..Default::default()
         };
         v.loads.insert(1, busy);
         assert_eq!(origins(&s, &v), None);
         v.loads.insert(1, LoadReport::default());
-        assert_eq!(origins(&s, &v), Some(Action::Commit(Command::DemoteOrigin { node: 1 })));
+        assert_eq!(
+            origins(&s, &v),
+            Some(Action::Commit(Command::DemoteOrigin { node: 1 }))
+        );
     }
 
     #[test]
@@ -452,6 +518,9 @@ mod tests {
         v.silent_ms.insert(4, s.settings.origin_grace_ms);
         // 4 is only an origin (a learner): its death is not a voter matter.
         assert_eq!(voters(&s, &v), None);
-        assert!(matches!(origins(&s, &v), Some(Action::Commit(Command::PromoteOrigin { .. }))));
+        assert!(matches!(
+            origins(&s, &v),
+            Some(Action::Commit(Command::PromoteOrigin { .. }))
+        ));
     }
 }

@@ -207,7 +207,11 @@ mod tests {
         let mean = total as f64 / n as f64;
         let max = *l.values().max().unwrap_or(&0) as f64;
         assert_eq!(l.len() as u64, n, "every origin gets streams");
-        assert!(max / mean <= 1.0 + DEFAULT_EPSILON, "n={n} max/mean={}", max / mean);
+        assert!(
+            max / mean <= 1.0 + DEFAULT_EPSILON,
+            "n={n} max/mean={}",
+            max / mean
+        );
     }
 
     #[test]
@@ -225,9 +229,17 @@ mod tests {
             let mean = l.values().sum::<u64>() as f64 / 13.0;
             *l.values().max().unwrap_or(&0) as f64 / mean
         };
-        assert!(ratio(&plain) > 1.0 + eps, "plain max/mean={}", ratio(&plain));
+        assert!(
+            ratio(&plain) > 1.0 + eps,
+            "plain max/mean={}",
+            ratio(&plain)
+        );
         let bounded = loads(&ring.assign(&s, eps), &s);
-        assert!(ratio(&bounded) <= 1.0 + eps, "bounded max/mean={}", ratio(&bounded));
+        assert!(
+            ratio(&bounded) <= 1.0 + eps,
+            "bounded max/mean={}",
+            ratio(&bounded)
+        );
     }
 
     #[test]
@@ -238,17 +250,26 @@ mod tests {
             let full = Ring::new(1..=n);
             let less = Ring::new((1..=n).filter(|&o| o != 2));
             // Plain ring: exactly the removed origin's keys move.
-            let moved = keys.iter().filter(|k| full.owner(k) != less.owner(k)).count();
+            let moved = keys
+                .iter()
+                .filter(|k| full.owner(k) != less.owner(k))
+                .count();
             let share = keys.iter().filter(|k| full.owner(k) == Some(2)).count();
             assert_eq!(moved, share);
             let frac = moved as f64 / keys.len() as f64;
-            assert!((frac - 1.0 / n as f64).abs() < 0.5 / n as f64, "n={n} frac={frac}");
+            assert!(
+                (frac - 1.0 / n as f64).abs() < 0.5 / n as f64,
+                "n={n} frac={frac}"
+            );
             // Bounded placement: the removed origin's streams plus a small cascade.
             let a = full.assign(&s, DEFAULT_EPSILON);
             let b = less.assign(&s, DEFAULT_EPSILON);
             let moved = keys.iter().filter(|k| a[*k] != b[*k]).count();
             let frac = moved as f64 / keys.len() as f64;
-            assert!(frac >= 0.5 / n as f64 && frac <= 2.0 / n as f64, "n={n} bounded frac={frac}");
+            assert!(
+                frac >= 0.5 / n as f64 && frac <= 2.0 / n as f64,
+                "n={n} bounded frac={frac}"
+            );
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,9 +20,16 @@ pub(crate) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
     /// Load report; only the leader keeps it.
-    Heartbeat { node: NodeId, load: LoadReport },
+    Heartbeat {
+        node: NodeId,
+        load: LoadReport,
+    },
     /// A write forwarded to the leader.
     Write(Command),
     /// The leader's full status.

@@ -17,7 +17,7 @@ use crate::types::{
 
 /// Everything the cluster agrees on. Published after every applied batch through
 /// [`crate::Cluster::state`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterState {
     /// Set by the bootstrap entry; identifies the cluster.
     pub cluster_id: Option<Uuid>,
@@ -33,6 +33,8 @@ pub struct ClusterState {
     pub voters: BTreeSet<NodeId>,
     /// Raft learners, mirrored from the last applied membership entry.
     pub learners: BTreeSet<NodeId>,
+    /// `true` while a voter change is in its joint phase (old and new voter sets both count).
+    pub voters_changing: bool,
     /// Cluster-wide settings.
     pub settings: Settings,
     /// Join tokens by id.
@@ -42,6 +44,24 @@ pub struct ClusterState {
     /// Cluster CA private key (PEM). Replicated so that any leader can sign a joining node's
     /// certificate; every member is equally trusted with it.
     pub(crate) ca_key_pem: String,
+}
+
+impl fmt::Debug for ClusterState {
+    // Written out to keep the CA key out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("cluster_id", &self.cluster_id)
+            .field("next_node_id", &self.next_node_id)
+            .field("nodes", &self.nodes)
+            .field("regions", &self.regions)
+            .field("origins", &self.origins)
+            .field("voters", &self.voters)
+            .field("learners", &self.learners)
+            .field("voters_changing", &self.voters_changing)
+            .field("settings", &self.settings)
+            .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A change to the cluster state. Applied in log order on every node.
@@ -328,9 +348,15 @@ impl ClusterState {
     }
 
     /// Mirrors a membership entry into `voters` / `learners`.
-    pub(crate) fn set_membership(&mut self, voters: BTreeSet<NodeId>, learners: BTreeSet<NodeId>) {
+    pub(crate) fn set_membership(
+        &mut self,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        joint: bool,
+    ) {
         self.voters = voters;
         self.learners = learners;
+        self.voters_changing = joint;
     }
 
     /// Active origins whose committed health is up: the pool every edge starts routing with
@@ -392,22 +418,37 @@ mod tests {
         let b = Uuid::new_v4();
         assert_eq!(
             s.apply(1, &register(a, "eu")),
-            CommandResult::Registered { id: 1, created: true }
+            CommandResult::Registered {
+                id: 1,
+                created: true
+            }
         );
         assert_eq!(
             s.apply(2, &register(a, "us")),
-            CommandResult::Registered { id: 1, created: false }
+            CommandResult::Registered {
+                id: 1,
+                created: false
+            }
         );
         assert_eq!(s.nodes[&1].region, "us");
         assert_eq!(
             s.apply(3, &register(b, "eu")),
-            CommandResult::Registered { id: 2, created: true }
+            CommandResult::Registered {
+                id: 2,
+                created: true
+            }
         );
-        assert_eq!(s.apply(4, &Command::RemoveNode { node: 2 }), CommandResult::Ok);
+        assert_eq!(
+            s.apply(4, &Command::RemoveNode { node: 2 }),
+            CommandResult::Ok
+        );
         // Same uuid after removal: a new id, never 2 again.
         assert_eq!(
             s.apply(5, &register(b, "eu")),
-            CommandResult::Registered { id: 3, created: true }
+            CommandResult::Registered {
+                id: 3,
+                created: true
+            }
         );
         assert!(s.regions.contains_key("eu") && s.regions.contains_key("us"));
     }
@@ -417,14 +458,38 @@ mod tests {
         let mut s = ClusterState::default();
         s.apply(1, &register(Uuid::new_v4(), "eu"));
         assert_eq!(
-            s.apply(2, &Command::PromoteOrigin { node: 1, now_ms: 10 }),
+            s.apply(
+                2,
+                &Command::PromoteOrigin {
+                    node: 1,
+                    now_ms: 10
+                }
+            ),
             CommandResult::Ok
         );
         assert_eq!(s.live_origins(), vec![1]);
-        s.apply(3, &Command::SetNodeHealth { node: 1, health: NodeHealth::Down });
+        s.apply(
+            3,
+            &Command::SetNodeHealth {
+                node: 1,
+                health: NodeHealth::Down,
+            },
+        );
         assert!(s.live_origins().is_empty());
-        s.apply(4, &Command::SetNodeHealth { node: 1, health: NodeHealth::Up });
-        s.apply(5, &Command::DrainOrigin { node: 1, now_ms: 20 });
+        s.apply(
+            4,
+            &Command::SetNodeHealth {
+                node: 1,
+                health: NodeHealth::Up,
+            },
+        );
+        s.apply(
+            5,
+            &Command::DrainOrigin {
+                node: 1,
+                now_ms: 20,
+            },
+        );
         assert!(s.live_origins().is_empty());
         assert_eq!(s.origins[&1].state, OriginState::Draining);
         s.apply(6, &Command::DemoteOrigin { node: 1 });
@@ -433,7 +498,16 @@ mod tests {
             s.apply(7, &Command::PromoteOrigin { node: 9, now_ms: 0 }),
             CommandResult::Rejected(_)
         ));
-        s.apply(8, &Command::SetRoles { node: 1, roles: Roles { edge: true, origin: false } });
+        s.apply(
+            8,
+            &Command::SetRoles {
+                node: 1,
+                roles: Roles {
+                    edge: true,
+                    origin: false,
+                },
+            },
+        );
         assert!(matches!(
             s.apply(9, &Command::PromoteOrigin { node: 1, now_ms: 0 }),
             CommandResult::Rejected(_)
@@ -449,11 +523,31 @@ mod tests {
             expires_at_ms: exp,
             created_by: None,
         };
-        s.apply(1, &Command::CreateToken { token: tok("aaaaaa", 100), now_ms: 0 });
-        s.apply(2, &Command::CreateToken { token: tok("bbbbbb", 1000), now_ms: 200 });
+        s.apply(
+            1,
+            &Command::CreateToken {
+                token: tok("aaaaaa", 100),
+                now_ms: 0,
+            },
+        );
+        s.apply(
+            2,
+            &Command::CreateToken {
+                token: tok("bbbbbb", 1000),
+                now_ms: 200,
+            },
+        );
         assert!(!s.tokens.contains_key("aaaaaa"));
         assert!(s.tokens.contains_key("bbbbbb"));
-        assert_eq!(s.apply(3, &Command::RevokeToken { id: "bbbbbb".into() }), CommandResult::Ok);
+        assert_eq!(
+            s.apply(
+                3,
+                &Command::RevokeToken {
+                    id: "bbbbbb".into()
+                }
+            ),
+            CommandResult::Ok
+        );
         assert!(s.tokens.is_empty());
     }
 

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::state::ClusterState;
-use crate::types::{LoadReport, NodeHealth, NodeId, OriginState, PublicAddrs, Region, Roles, Settings};
+use crate::types::{
+    LoadReport, NodeHealth, NodeId, OriginState, PublicAddrs, Region, Roles, Settings,
+};
 
 /// A node's place in Raft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,8 @@ pub struct ClusterStatus {
     pub voters: Vec<NodeId>,
     /// Learner ids.
     pub learners: Vec<NodeId>,
+    /// A voter change is in its joint phase.
+    pub voters_changing: bool,
     /// Settings.
     pub settings: Settings,
 }
@@ -154,6 +158,7 @@ pub(crate) fn build(state: &ClusterState, live: LiveInfo) -> ClusterStatus {
         },
         voters: state.voters.iter().copied().collect(),
         learners: state.learners.iter().copied().collect(),
+        voters_changing: state.voters_changing,
         settings: state.settings.clone(),
     }
 }

@@ -39,7 +39,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 /// Opens (or creates) the database and its tables.
 pub(crate) fn open_db(path: &Path) -> io::Result<Arc<Database>> {
     let db = Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => io::Error::new(io::ErrorKind::WouldBlock, e.to_string()),
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            io::Error::new(io::ErrorKind::WouldBlock, e.to_string())
+        }
         e => io_err(e),
     })?;
     let mut tx = db.begin_write().map_err(io_err)?;
@@ -143,7 +145,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.db.begin_read().map_err(io_err)?;
         let logs = tx.open_table(LOGS).map_err(io_err)?;
         let last = match logs.last().map_err(io_err)? {
-            Some((_, v)) => Some(serde_json::from_slice::<Entry>(v.value()).map_err(io_err)?.log_id()),
+            Some((_, v)) => Some(
+                serde_json::from_slice::<Entry>(v.value())
+                    .map_err(io_err)?
+                    .log_id(),
+            ),
             None => purged.clone(),
         };
         Ok(LogState {
@@ -168,7 +174,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(get_meta::<Option<LogId>>(&self.db, K_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -180,13 +190,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut logs = tx.open_table(LOGS).map_err(io_err)?;
                 for entry in entries {
                     let bytes = to_json(&entry)?;
-                    logs.insert(entry.log_id().index, bytes.as_slice()).map_err(io_err)?;
+                    logs.insert(entry.log_id().index, bytes.as_slice())
+                        .map_err(io_err)?;
                 }
             }
             tx.commit().map_err(io_err)
         })();
         // Acknowledged only after the durable commit above.
-        let ack = result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string()));
+        let ack = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::other(e.to_string()));
         callback.io_completed(ack);
         result
     }
@@ -231,7 +245,10 @@ pub(crate) struct StateMachine {
 
 impl StateMachine {
     /// Loads the persisted state and publishes it.
-    pub(crate) fn open(db: Arc<Database>, publish: watch::Sender<Arc<ClusterState>>) -> io::Result<Self> {
+    pub(crate) fn open(
+        db: Arc<Database>,
+        publish: watch::Sender<Arc<ClusterState>>,
+    ) -> io::Result<Self> {
         let data: SmData = get_meta(&db, K_SM)?.unwrap_or_default();
         publish.send_replace(Arc::new(data.state.clone()));
         Ok(StateMachine { db, data, publish })
@@ -246,7 +263,7 @@ impl StateMachine {
 pub(crate) fn mirror_membership(state: &mut ClusterState, m: &StoredMembership) {
     let voters: BTreeSet<u64> = m.voter_ids().collect();
     let learners: BTreeSet<u64> = m.membership().learner_ids().collect();
-    state.set_membership(voters, learners);
+    state.set_membership(voters, learners, m.get_joint_config().len() > 1);
 }
 
 /// Builds snapshots from a copy of the state taken when the build was requested.
@@ -331,7 +348,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let mut data: SmData = serde_json::from_slice(&snapshot).map_err(io_err)?;
         data.last_applied = meta.last_log_id.clone();
         data.membership = meta.last_membership.clone();
@@ -340,7 +361,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: snapshot,
         };
-        put_meta(&self.db, &[(K_SM, to_json(&data)?), (K_SNAPSHOT, to_json(&stored)?)])?;
+        put_meta(
+            &self.db,
+            &[(K_SM, to_json(&data)?), (K_SNAPSHOT, to_json(&stored)?)],
+        )?;
         self.data = data;
         self.publish.send_replace(Arc::new(self.data.state.clone()));
         Ok(())
@@ -357,10 +381,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Offline rewrite for `recover --force-new-cluster`: the applied state becomes a snapshot whose
 /// membership is `node` alone, and the log is emptied up to it. Returns the state.
-pub(crate) fn force_single_voter(db: &Database, node: u64, addr: String) -> io::Result<ClusterState> {
+pub(crate) fn force_single_voter(
+    db: &Database,
+    node: u64,
+    addr: String,
+) -> io::Result<ClusterState> {
     let mut data: SmData = get_meta(db, K_SM)?.unwrap_or_default();
     let Some(last) = data.last_applied.clone() else {
-        return Err(io::Error::other("nothing applied yet: there is no cluster to recover"));
+        return Err(io::Error::other(
+            "nothing applied yet: there is no cluster to recover",
+        ));
     };
     let membership = openraft::Membership::new(
         vec![BTreeSet::from([node])],
@@ -391,9 +421,12 @@ pub(crate) fn force_single_voter(db: &Database, node: u64, addr: String) -> io::
         }
         let mut m = tx.open_table(META).map_err(io_err)?;
         m.insert(K_SM, to_json(&data)?.as_slice()).map_err(io_err)?;
-        m.insert(K_SNAPSHOT, to_json(&stored)?.as_slice()).map_err(io_err)?;
-        m.insert(K_PURGED, to_json(&last)?.as_slice()).map_err(io_err)?;
-        m.insert(K_COMMITTED, to_json(&Some(last))?.as_slice()).map_err(io_err)?;
+        m.insert(K_SNAPSHOT, to_json(&stored)?.as_slice())
+            .map_err(io_err)?;
+        m.insert(K_PURGED, to_json(&last)?.as_slice())
+            .map_err(io_err)?;
+        m.insert(K_COMMITTED, to_json(&Some(last))?.as_slice())
+            .map_err(io_err)?;
     }
     tx.commit().map_err(io_err)?;
     Ok(data.state)
@@ -419,11 +452,13 @@ mod tests {
         {
             let db = open_db(&path)?;
             let mut log = LogStore::new(db.clone());
-            let entries = (1..=5).map(|i| entry(i, Command::SetOriginTarget { target: i as usize }));
+            let entries =
+                (1..=5).map(|i| entry(i, Command::SetOriginTarget { target: i as usize }));
             log.append(entries, IOFlushed::noop()).await?;
             log.save_vote(&Vote::new_committed(1, 1)).await?;
             log.purge(log_id::<TypeConfig>(1, 1, 2)).await?;
-            log.truncate_after(Some(log_id::<TypeConfig>(1, 1, 4))).await?;
+            log.truncate_after(Some(log_id::<TypeConfig>(1, 1, 4)))
+                .await?;
 
             let (tx, _rx) = watch::channel(Arc::new(ClusterState::default()));
             let mut sm = StateMachine::open(db.clone(), tx)?;
@@ -439,7 +474,10 @@ mod tests {
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(2));
         assert_eq!(st.last_log_id.map(|l| l.index), Some(4));
         let got = log.try_get_log_entries(0..10).await?;
-        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         assert_eq!(log.read_vote().await?, Some(Vote::new_committed(1, 1)));
 
         let (tx, rx) = watch::channel(Arc::new(ClusterState::default()));
@@ -448,7 +486,10 @@ mod tests {
         let (applied, _) = sm.applied_state().await?;
         assert_eq!(applied.map(|l| l.index), Some(3));
         let snap = sm.get_current_snapshot().await?;
-        assert_eq!(snap.and_then(|s| s.meta.last_log_id).map(|l| l.index), Some(3));
+        assert_eq!(
+            snap.and_then(|s| s.meta.last_log_id).map(|l| l.index),
+            Some(3)
+        );
         Ok(())
     }
 }

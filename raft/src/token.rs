@@ -59,7 +59,10 @@ impl JoinToken {
 
     /// Parses `ID.SECRET`.
     pub fn parse(s: &str) -> Result<JoinToken, String> {
-        let (id, secret) = s.trim().split_once('.').ok_or("token must look like ID.SECRET")?;
+        let (id, secret) = s
+            .trim()
+            .split_once('.')
+            .ok_or("token must look like ID.SECRET")?;
         if !well_formed(id, 6) || !well_formed(secret, 16) {
             return Err("token must look like ID.SECRET ([a-z0-9]{6}.[a-z0-9]{16})".into());
         }
@@ -104,7 +107,13 @@ mod tests {
         let t = JoinToken::generate();
         assert_eq!(JoinToken::parse(&t.to_string()), Ok(t.clone()));
         let mut s = ClusterState::default();
-        s.apply(1, &Command::CreateToken { token: t.record(1000, None), now_ms: 0 });
+        s.apply(
+            1,
+            &Command::CreateToken {
+                token: t.record(1000, None),
+                now_ms: 0,
+            },
+        );
         assert_eq!(verify(&s, &t.to_string(), 999), Ok(()));
         assert_eq!(verify(&s, &t.to_string(), 1000), Err(REFUSED.into()));
         let wrong = format!("{}.{}", t.id, "a".repeat(16));

@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use quinn::{
+    ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig,
+};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::error::ClusterError;
@@ -50,7 +52,11 @@ fn tls(e: impl std::fmt::Display) -> ClusterError {
 fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(500)));
-    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000)))));
+    t.max_idle_timeout(Some(
+        Duration::from_secs(5)
+            .try_into()
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))),
+    ));
     Arc::new(t)
 }
 
@@ -70,15 +76,19 @@ impl NodeTls {
     }
 
     fn chain(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
-        Ok(vec![pki::cert_der(&self.cert_pem)?, pki::cert_der(&self.ca_cert_pem)?])
+        Ok(vec![
+            pki::cert_der(&self.cert_pem)?,
+            pki::cert_der(&self.ca_cert_pem)?,
+        ])
     }
 
     fn server_config(&self) -> Result<ServerConfig, ClusterError> {
         let p = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(tls)?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(tls)?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(p)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
@@ -86,7 +96,8 @@ impl NodeTls {
             .with_single_cert(self.chain()?, pki::key_der(&self.key_pem)?)
             .map_err(tls)?;
         cfg.alpn_protocols = vec![ALPN_RAFT.to_vec(), ALPN_JOIN.to_vec(), ALPN_RELAY.to_vec()];
-        let mut sc = ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(cfg).map_err(tls)?));
+        let mut sc =
+            ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(cfg).map_err(tls)?));
         sc.transport_config(transport_config());
         Ok(sc)
     }
@@ -157,13 +168,16 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 .map(|c| pki::ca_hash(c.as_ref()))
                 .unwrap_or_else(|| "(no CA in chain)".into());
             *self.mismatch.lock() = Some(presented.clone());
-            return Err(rustls::Error::General(format!("CA hash {presented} does not match the pin")));
+            return Err(rustls::Error::General(format!(
+                "CA hash {presented} does not match the pin"
+            )));
         };
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
@@ -173,7 +187,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -182,11 +201,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -232,7 +258,11 @@ impl Transport {
         {
             return Ok(c.clone());
         }
-        let cfg = if alpn == ALPN_RELAY { &self.relay } else { &self.raft };
+        let cfg = if alpn == ALPN_RELAY {
+            &self.relay
+        } else {
+            &self.raft
+        };
         let conn = self
             .endpoint
             .connect_with(cfg.clone(), addr, SERVER_NAME)
@@ -259,7 +289,9 @@ pub(crate) fn peer_node_id(conn: &Connection) -> Option<NodeId> {
 /// Negotiated ALPN of a connection.
 pub(crate) fn alpn_of(conn: &Connection) -> Option<Vec<u8>> {
     let data = conn.handshake_data()?;
-    data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+    data.downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// One request/response exchange on a fresh bi-stream: JSON body, ended by FIN.
@@ -278,14 +310,19 @@ pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|_| ClusterError::Transport(format!("no answer within {timeout:?}")))?
 }
 
-pub(crate) async fn write_msg<T: Serialize>(send: &mut SendStream, msg: &T) -> Result<(), ClusterError> {
+pub(crate) async fn write_msg<T: Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+) -> Result<(), ClusterError> {
     let bytes = serde_json::to_vec(msg).map_err(|e| ClusterError::Transport(e.to_string()))?;
     send.write_all(&bytes).await.map_err(terr)?;
     send.finish().map_err(terr)?;
     Ok(())
 }
 
-pub(crate) async fn read_msg<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<T, ClusterError> {
+pub(crate) async fn read_msg<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<T, ClusterError> {
     let bytes = recv.read_to_end(MAX_MESSAGE).await.map_err(terr)?;
     serde_json::from_slice(&bytes).map_err(|e| ClusterError::Transport(format!("bad message: {e}")))
 }

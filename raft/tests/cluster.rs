@@ -14,15 +14,22 @@ const TTL: Duration = Duration::from_secs(600);
 async fn init_and_five_joins_spread_voters_over_regions() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL).await.expect("init");
+    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
+        .await
+        .expect("init");
     assert_eq!(first.node_id(), 1);
     assert!(info.command("us").starts_with("skein join 127.0.3.1:"));
     let mut nodes = vec![first];
     for (i, region) in ["us", "ap", "eu", "sa", "af"].iter().enumerate() {
         let host = i as u8 + 2;
-        let c = Cluster::join(config(dir.path(), host, region), &info.seeds, &info.token.to_string(), &info.ca_hash)
-            .await
-            .expect("join");
+        let c = Cluster::join(
+            config(dir.path(), host, region),
+            &info.seeds,
+            &info.token.to_string(),
+            &info.ca_hash,
+        )
+        .await
+        .expect("join");
         nodes.push(c);
     }
     let ids: BTreeSet<u64> = nodes.iter().map(Cluster::node_id).collect();
@@ -31,20 +38,38 @@ async fn init_and_five_joins_spread_voters_over_regions() {
     // Five voters, each in its own region (the second eu node stays a learner).
     let mut rx = nodes[0].state();
     let s = wait_state(&mut rx, "5 voters in distinct regions", |s| {
-        let regions: BTreeSet<&str> = s.voters.iter().filter_map(|v| s.nodes.get(v)).map(|n| n.region.as_str()).collect();
-        s.voters.len() == 5 && regions.len() == 5 && s.learners.len() == 1
+        let regions: BTreeSet<&str> = s
+            .voters
+            .iter()
+            .filter_map(|v| s.nodes.get(v))
+            .map(|n| n.region.as_str())
+            .collect();
+        s.voters.len() == 5 && !s.voters_changing && regions.len() == 5 && s.learners.len() == 1
     })
     .await;
-    assert!(s.learners.contains(&4), "the second eu node is the learner: {s:?}");
+    assert!(
+        s.learners.contains(&4),
+        "the second eu node is the learner: {s:?}"
+    );
 
     // Every node converges on the same committed state; status is the same through any node.
     for n in &nodes {
         let mut rx = n.state();
-        wait_state(&mut rx, "replicated membership", |t| t.voters == s.voters && t.nodes.len() == 6).await;
+        wait_state(&mut rx, "replicated membership", |t| {
+            t.voters == s.voters && t.nodes.len() == 6
+        })
+        .await;
     }
     let status = nodes[5].status().await;
     assert_eq!(status.nodes.len(), 6);
-    assert_eq!(status.nodes.iter().filter(|n| n.raft == RaftRole::Voter).count(), 5);
+    assert_eq!(
+        status
+            .nodes
+            .iter()
+            .filter(|n| n.raft == RaftRole::Voter)
+            .count(),
+        5
+    );
     assert!(status.leader.is_some());
     let json = serde_json::to_value(&status).expect("json");
     assert!(json["nodes"][0]["public_addr"]["rtmp"].is_string());
@@ -58,34 +83,59 @@ async fn init_and_five_joins_spread_voters_over_regions() {
 async fn leader_killed_then_new_leader_and_join_succeeds() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL).await.expect("init");
+    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
+        .await
+        .expect("init");
     let mut nodes = vec![first];
     for (host, region) in [(2, "us"), (3, "ap")] {
-        let c = Cluster::join(config(dir.path(), host, region), &info.seeds, &info.token.to_string(), &info.ca_hash)
-            .await
-            .expect("join");
+        let c = Cluster::join(
+            config(dir.path(), host, region),
+            &info.seeds,
+            &info.token.to_string(),
+            &info.ca_hash,
+        )
+        .await
+        .expect("join");
         nodes.push(c);
     }
     let mut rx = nodes[0].state();
-    wait_state(&mut rx, "3 voters", |s| s.voters.len() == 3).await;
+    wait_state(&mut rx, "3 voters", |s| {
+        s.voters.len() == 3 && !s.voters_changing
+    })
+    .await;
     // Seeds for later joins: every node's internal address.
-    let seeds: Vec<_> = rx.borrow().nodes.values().map(|n| n.internal_addr).collect();
+    let seeds: Vec<_> = rx
+        .borrow()
+        .nodes
+        .values()
+        .map(|n| n.internal_addr)
+        .collect();
     let token = nodes[0].create_token(TTL).await.expect("token");
 
     let leader = nodes[0].leader().expect("leader");
-    let idx = nodes.iter().position(|n| n.node_id() == leader).expect("leader is a node");
+    let idx = nodes
+        .iter()
+        .position(|n| n.node_id() == leader)
+        .expect("leader is a node");
     nodes.remove(idx).shutdown().await;
 
     let survivor = &nodes[0];
     let new_leader = common::eventually("new leader", || async {
-        survivor.leader().filter(|l| *l != leader && nodes.iter().all(|n| n.leader() == Some(*l)))
+        survivor
+            .leader()
+            .filter(|l| *l != leader && nodes.iter().all(|n| n.leader() == Some(*l)))
     })
     .await;
     assert_ne!(new_leader, leader);
 
-    let joined = Cluster::join(config(dir.path(), 4, "sa"), &seeds, &token.to_string(), &info.ca_hash)
-        .await
-        .expect("join after leader loss");
+    let joined = Cluster::join(
+        config(dir.path(), 4, "sa"),
+        &seeds,
+        &token.to_string(),
+        &info.ca_hash,
+    )
+    .await
+    .expect("join after leader loss");
     assert_eq!(joined.node_id(), 4);
     let mut rx = joined.state();
     wait_state(&mut rx, "new node registered", |s| s.nodes.contains_key(&4)).await;
@@ -99,11 +149,18 @@ async fn leader_killed_then_new_leader_and_join_succeeds() {
 async fn restart_rejoins_with_its_identity() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL).await.expect("init");
-    let cfg2 = config(dir.path(), 2, "us");
-    let second = Cluster::join(cfg2.clone(), &info.seeds, &info.token.to_string(), &info.ca_hash)
+    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
         .await
-        .expect("join");
+        .expect("init");
+    let cfg2 = config(dir.path(), 2, "us");
+    let second = Cluster::join(
+        cfg2.clone(),
+        &info.seeds,
+        &info.token.to_string(),
+        &info.ca_hash,
+    )
+    .await
+    .expect("join");
     assert_eq!(second.node_id(), 2);
     let mut rx = second.state();
     wait_state(&mut rx, "node 2 replicated", |s| s.nodes.contains_key(&2)).await;
@@ -128,38 +185,64 @@ async fn restart_rejoins_with_its_identity() {
     // init on a used directory is refused.
     let used = config(dir.path(), 1, "eu");
     first.shutdown().await;
-    assert!(matches!(Cluster::init(used, TTL).await, Err(ClusterError::AlreadyInitialized(_))));
+    assert!(matches!(
+        Cluster::init(used, TTL).await,
+        Err(ClusterError::AlreadyInitialized(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_refusals_are_clear() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL).await.expect("init");
+    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
+        .await
+        .expect("init");
 
     let wrong = format!("{}.{}", info.token.id, "0".repeat(16));
-    let err = Cluster::join(config(dir.path(), 2, "us"), &info.seeds, &wrong, &info.ca_hash)
-        .await
-        .err()
-        .expect("wrong token must fail");
+    let err = Cluster::join(
+        config(dir.path(), 2, "us"),
+        &info.seeds,
+        &wrong,
+        &info.ca_hash,
+    )
+    .await
+    .err()
+    .expect("wrong token must fail");
     assert_eq!(err.to_string(), "join refused: token unknown or expired");
 
-    let short = first.create_token(Duration::from_millis(1)).await.expect("token");
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let err = Cluster::join(config(dir.path(), 3, "us"), &info.seeds, &short.to_string(), &info.ca_hash)
+    let short = first
+        .create_token(Duration::from_millis(1))
         .await
-        .err()
-        .expect("expired token must fail");
+        .expect("token");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = Cluster::join(
+        config(dir.path(), 3, "us"),
+        &info.seeds,
+        &short.to_string(),
+        &info.ca_hash,
+    )
+    .await
+    .err()
+    .expect("expired token must fail");
     assert_eq!(err.to_string(), "join refused: token unknown or expired");
 
     let other_ca = format!("sha256:{}", "ab".repeat(32));
-    let err = Cluster::join(config(dir.path(), 4, "us"), &info.seeds, &info.token.to_string(), &other_ca)
-        .await
-        .err()
-        .expect("wrong CA must fail");
+    let err = Cluster::join(
+        config(dir.path(), 4, "us"),
+        &info.seeds,
+        &info.token.to_string(),
+        &other_ca,
+    )
+    .await
+    .err()
+    .expect("wrong CA must fail");
     assert_eq!(
         err.to_string(),
-        format!("seed's CA hash {} does not match the pinned {other_ca}", info.ca_hash)
+        format!(
+            "seed's CA hash {} does not match the pinned {other_ca}",
+            info.ca_hash
+        )
     );
 
     // None of the refused nodes got registered.

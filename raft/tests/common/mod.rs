@@ -23,7 +23,13 @@ pub fn config(dir: &Path, host: u8, region: &str) -> ClusterConfig {
         rtmp: SocketAddr::from(([127, 0, 3, host], 1935)),
         http: SocketAddr::from(([127, 0, 3, host], 8080)),
     };
-    let mut c = ClusterConfig::new(dir.join(format!("n{host}")), format!("n{host}"), region, internal, public);
+    let mut c = ClusterConfig::new(
+        dir.join(format!("n{host}")),
+        format!("n{host}"),
+        region,
+        internal,
+        public,
+    );
     c.heartbeat_interval = Duration::from_millis(200);
     c.policy_interval = Duration::from_millis(200);
     c.raft_heartbeat = Duration::from_millis(100);
