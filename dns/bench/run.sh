@@ -99,7 +99,6 @@ plugins => {
     resources => {
       live => {
         map => demo
-        service_types => none
         dcmap => {
           a => [127.0.1.1, 127.0.1.2]
           b => [127.0.2.1, 127.0.2.2]
