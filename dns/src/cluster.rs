@@ -219,7 +219,8 @@ mod tests {
         assert_eq!(regions[1].edges[0].rtmp_port, 1936);
         assert_eq!(regions[1].edges[0].http_port, 8081);
         assert_eq!(skipped.len(), 1);
-        assert!(parse_membership(b"[]").is_err());
+        assert!(parse_membership(b"not json").is_err());
+        assert!(parse_membership(br#"{"regions": 5}"#).is_err());
     }
 
     #[test]

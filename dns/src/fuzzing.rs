@@ -88,7 +88,10 @@ pub fn query_path(snap: &Snapshot, scratch: &mut Scratch, data: &[u8]) {
     let o = respond(snap, scratch, data, client, Transport::Udp, Limit::Slip);
     if o.send {
         let (tc, rcode) = (scratch.out[2] & 0x02 != 0, scratch.out[3] & 0x0f);
-        assert!(tc || rcode != 0, "slip must be truncated (or an error answer)");
+        assert!(
+            tc || rcode != 0,
+            "slip must be truncated (or an error answer)"
+        );
     }
 }
 
