@@ -79,12 +79,10 @@ fn health(state: &ClusterState, view: &HealthView) -> Option<Action> {
         } else {
             NodeHealth::Up
         };
-        (observed != n.health).then(|| {
-            Action::Commit(Command::SetNodeHealth {
-                node: n.id,
-                health: observed,
-            })
-        })
+        (observed != n.health).then_some(Action::Commit(Command::SetNodeHealth {
+            node: n.id,
+            health: observed,
+        }))
     })
 }
 

@@ -315,7 +315,7 @@ impl ClusterState {
                 CommandResult::Ok
             }
             Command::SetSettings(settings) => {
-                if !(settings.balance_epsilon > 0.0) {
+                if settings.balance_epsilon.is_nan() || settings.balance_epsilon <= 0.0 {
                     return reject("balance_epsilon must be > 0");
                 }
                 self.settings = settings.clone();

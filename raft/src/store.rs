@@ -150,7 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(io_err)?
                     .log_id(),
             ),
-            None => purged.clone(),
+            None => purged,
         };
         Ok(LogState {
             last_purged_log_id: purged,
@@ -278,7 +278,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let bytes = to_json(&self.data)?;
         let meta = SnapshotMeta {
-            last_log_id: self.data.last_applied.clone(),
+            last_log_id: self.data.last_applied,
             last_membership: self.data.membership.clone(),
         };
         let stored = StoredSnapshot {
@@ -298,7 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.data.last_applied.clone(), self.data.membership.clone()))
+        Ok((self.data.last_applied, self.data.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -321,7 +321,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     r
                 }
                 EntryPayload::Membership(m) => {
-                    self.data.membership = StoredMembership::new(Some(log_id.clone()), m.clone());
+                    self.data.membership = StoredMembership::new(Some(log_id), m.clone());
                     mirror_membership(&mut self.data.state, &self.data.membership);
                     tracing::info!(index = log_id.index, membership = %m, "membership applied");
                     CommandResult::Ok
@@ -354,7 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let mut data: SmData = serde_json::from_slice(&snapshot).map_err(io_err)?;
-        data.last_applied = meta.last_log_id.clone();
+        data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
         mirror_membership(&mut data.state, &data.membership);
         let stored = StoredSnapshot {
@@ -387,7 +387,7 @@ pub(crate) fn force_single_voter(
     addr: String,
 ) -> io::Result<ClusterState> {
     let mut data: SmData = get_meta(db, K_SM)?.unwrap_or_default();
-    let Some(last) = data.last_applied.clone() else {
+    let Some(last) = data.last_applied else {
         return Err(io::Error::other(
             "nothing applied yet: there is no cluster to recover",
         ));
@@ -397,12 +397,12 @@ pub(crate) fn force_single_voter(
         std::collections::BTreeMap::from([(node, openraft::BasicNode::new(addr))]),
     )
     .map_err(io_err)?;
-    data.membership = StoredMembership::new(Some(last.clone()), membership);
+    data.membership = StoredMembership::new(Some(last), membership);
     mirror_membership(&mut data.state, &data.membership);
     let bytes = to_json(&data)?;
     let stored = StoredSnapshot {
         meta: SnapshotMeta {
-            last_log_id: Some(last.clone()),
+            last_log_id: Some(last),
             last_membership: data.membership.clone(),
         },
         data: bytes,
