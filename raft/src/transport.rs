@@ -52,11 +52,7 @@ fn tls(e: impl std::fmt::Display) -> ClusterError {
 fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(500)));
-    t.max_idle_timeout(Some(
-        Duration::from_secs(5)
-            .try_into()
-            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))),
-    ));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(5)).ok());
     Arc::new(t)
 }
 
