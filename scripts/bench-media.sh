@@ -63,18 +63,20 @@ rtmp {
   }
 }
 EOF
-  taskset -c "$SERVER_CORE" nginx -p "$prefix" -c "$prefix/nginx.conf" &
+  taskset -c "$SERVER_CORE" nginx -p "$prefix" -c "$prefix/nginx.conf" </dev/null &
   sleep 1
   # The worker does the work; measure it.
-  pgrep -f "nginx: worker process" | head -1
+  SERVER_PID=$(pgrep -f "nginx: worker process" | head -1)
 }
 
 start_skein() {
   local port=$1
-  RUST_LOG=warn taskset -c "$SERVER_CORE" "$SKEIN" run \
-    --rtmp-listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 1))" >/dev/null 2>&1 &
+  # All load comes from 127.0.0.1: lift the per-address cap.
+  printf '[limits]\nmax_connections = 100000\nmax_connections_per_ip = 100000\n' >"$WORK/skein.toml"
+  RUST_LOG=warn taskset -c "$SERVER_CORE" "$SKEIN" run --config "$WORK/skein.toml" \
+    --rtmp-listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 1))" </dev/null >/dev/null 2>&1 &
+  SERVER_PID=$!
   sleep 1
-  echo $!
 }
 
 # measure NAME PID PORT PLAYERS -> one result line
@@ -83,10 +85,18 @@ measure() {
   local rss0 t0 t1 rss1 json
   rss0=$(rss_kib "$pid")
   t0=$(cpu_ticks "$pid")
-  json=$(taskset -c "$LOAD_CORE" "$SKEIN" bench play --url "$url" --players "$players" \
-    --duration "$DURATION" --connect-rate 1000 --json)
+  taskset -c "$LOAD_CORE" "$SKEIN" bench play --url "$url" --players "$players" \
+    --duration "$DURATION" --connect-rate 1000 --json >"$WORK/play.json" &
+  local bench=$! rss
+  # Peak resident memory while the players are connected.
+  rss1=$rss0
+  while kill -0 "$bench" 2>/dev/null; do
+    rss=$(rss_kib "$pid"); [ "$rss" -gt "$rss1" ] && rss1=$rss
+    sleep 0.5
+  done
+  wait "$bench"
   t1=$(cpu_ticks "$pid")
-  rss1=$(rss_kib "$pid")
+  json=$(cat "$WORK/play.json")
   python3 - "$name" "$players" "$t0" "$t1" "$CLK" "$rss0" "$rss1" "$json" <<'PY'
 import json, sys
 name, players, t0, t1, clk, rss0, rss1, report = sys.argv[1:]
@@ -108,7 +118,8 @@ PY
 
 run_server() {
   local name=$1 port=$2 pid publisher
-  if [ "$name" = nginx-rtmp ]; then pid=$(start_nginx "$port"); else pid=$(start_skein "$port"); fi
+  if [ "$name" = nginx-rtmp ]; then start_nginx "$port"; else start_skein "$port"; fi
+  pid=$SERVER_PID
   taskset -c "$LOAD_CORE" ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$SOURCE" \
     -c copy -f flv "rtmp://127.0.0.1:$port/live/bench" </dev/null &
   publisher=$!
@@ -124,8 +135,10 @@ run_server() {
 
 echo "# machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) cores"
 echo "# source: 720p30 H.264 2.7 Mbit/s + AAC; duration per point: ${DURATION}s; server on core $SERVER_CORE, load on core $LOAD_CORE"
-run_server nginx-rtmp 19350 | tee "$WORK/nginx.jsonl"
-run_server skein 19360 | tee "$WORK/skein.jsonl"
+run_server nginx-rtmp 19350 >"$WORK/nginx.jsonl"
+cat "$WORK/nginx.jsonl"
+run_server skein 19360 >"$WORK/skein.jsonl"
+cat "$WORK/skein.jsonl"
 python3 - "$WORK/nginx.jsonl" "$WORK/skein.jsonl" <<'PY'
 import json, sys
 nginx = {r["players"]: r for r in map(json.loads, open(sys.argv[1]))}

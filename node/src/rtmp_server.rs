@@ -24,7 +24,10 @@ use crate::rtmp::server::{ServerConfig, ServerEvent, ServerSession};
 /// Messages gathered into one vectored write when a player has several waiting.
 const MAX_BATCH_MESSAGES: usize = 128;
 const MAX_BATCH_BYTES: usize = 1 << 20;
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer sizes: players send almost nothing (acknowledgements, pings), so they keep a
+/// small buffer; publishers get a larger one once they publish.
+const READ_SMALL: usize = 2 * 1024;
+const READ_PUBLISHER: usize = 32 * 1024;
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
     loop {
@@ -149,7 +152,7 @@ impl<'a> Connection<'a> {
             socket,
             client,
             session,
-            inbound: BytesMut::with_capacity(READ_CHUNK),
+            inbound: BytesMut::with_capacity(READ_SMALL),
             app: None,
             connected: false,
             activity: Activity::Idle,
@@ -207,8 +210,12 @@ impl<'a> Connection<'a> {
             while let Some(event) = self.session.poll_event() {
                 self.on_event(event);
             }
-            if self.inbound.capacity() < READ_CHUNK / 4 {
-                self.inbound.reserve(READ_CHUNK);
+            if self.inbound.capacity() - self.inbound.len() < READ_SMALL / 2 {
+                let size = match self.activity {
+                    Activity::Publishing { .. } => READ_PUBLISHER,
+                    _ => READ_SMALL,
+                };
+                self.inbound.reserve(size);
             }
         }
     }
