@@ -8,16 +8,21 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// A port free for both UDP and TCP on `ip`.
 pub fn free_port(ip: &str) -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind((ip, 0)).expect("bind udp");
-        let port = u.local_addr().expect("addr").port();
-        if TcpListener::bind((ip, port)).is_ok() {
+    // Ports below the kernel's ephemeral range (32768 and up), handed out by a per-process
+    // counter: no bind(0) or outgoing connection elsewhere can take the port between this
+    // check and the server's own bind, and tests running in parallel never get the same one.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..22_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (start.wrapping_add(n) % 22_000) as u16;
+        if TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok() {
             return port;
         }
     }
@@ -263,10 +268,9 @@ pub struct TestEdge {
 }
 
 impl TestEdge {
+    /// Starts on ports the kernel picks, so parallel tests never race for a port.
     pub fn start(ip: &str) -> TestEdge {
-        let rtmp_port = free_port(ip);
-        let http_port = free_port(ip);
-        Self::start_on(ip, rtmp_port, http_port)
+        Self::start_on(ip, 0, 0)
     }
 
     pub fn start_on(ip: &str, rtmp_port: u16, http_port: u16) -> TestEdge {
@@ -274,6 +278,8 @@ impl TestEdge {
         let stop = Arc::new(AtomicBool::new(false));
         let rtmp = TcpListener::bind((ip, rtmp_port)).expect("bind rtmp");
         let http = TcpListener::bind((ip, http_port)).expect("bind http");
+        let rtmp_port = rtmp.local_addr().expect("rtmp addr").port();
+        let http_port = http.local_addr().expect("http addr").port();
         rtmp.set_nonblocking(true).expect("nonblocking");
         http.set_nonblocking(true).expect("nonblocking");
         let t1 = {
