@@ -1,8 +1,10 @@
 //! Helpers shared by the cross-process end-to-end tests: locate the workspace's binaries and
 //! run them as child processes that are killed when the test ends.
 
+use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Path of a binary of this workspace, built next to the test executable
 /// (`scripts/test.sh` builds all binaries before running the tests).
@@ -48,4 +50,21 @@ pub fn require(tool: &str, package: &str) {
         found,
         "{tool} is required by this test; run scripts/install-test-deps.sh (Debian package {package})"
     );
+}
+
+/// A TCP and UDP port free on `ip`, for a server process the test starts.
+pub fn free_port(ip: &str) -> u16 {
+    // Ports below the kernel's ephemeral range (32768 and up), handed out by a per-process
+    // counter: no bind(0) or outgoing connection elsewhere can take the port between this
+    // check and the server's own bind, and tests running in parallel never get the same one.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..22_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (start.wrapping_add(n) % 22_000) as u16;
+        if TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
 }

@@ -4,30 +4,16 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// A port free for both UDP and TCP on `ip`.
-pub fn free_port(ip: &str) -> u16 {
-    // Ports below the kernel's ephemeral range (32768 and up), handed out by a per-process
-    // counter: no bind(0) or outgoing connection elsewhere can take the port between this
-    // check and the server's own bind, and tests running in parallel never get the same one.
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(7919);
-    for _ in 0..22_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 10_000 + (start.wrapping_add(n) % 22_000) as u16;
-        if TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
-}
+pub use skein_tests::free_port;
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()

@@ -4,27 +4,12 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn free_port(ip: &str) -> u16 {
-    // Ports below the kernel's ephemeral range (32768 and up), handed out by a per-process
-    // counter: no bind(0) or outgoing connection elsewhere can take the port between this
-    // check and the server's own bind, and tests running in parallel never get the same one.
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(7919);
-    for _ in 0..22_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 10_000 + (start.wrapping_add(n) % 22_000) as u16;
-        if TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
-}
+pub use skein_tests::free_port;
 
 /// Fails the test with a clear message when a real peer is missing (never skips silently).
 pub fn require(tool: &str) {
