@@ -14,7 +14,7 @@ mod stream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -124,11 +124,10 @@ impl Hub {
     /// Drops streams that have neither a publisher nor players, and updates bitrates. Called
     /// once a second by the node.
     pub fn tick(&self, elapsed: Duration) {
-        let now = Instant::now();
         let mut streams = self.streams.lock();
         streams.retain(|_, stream| stream.is_published() || stream.player_count() > 0);
         for stream in streams.values() {
-            stream.update_rates(elapsed, now);
+            stream.update_rates(elapsed);
         }
     }
 }

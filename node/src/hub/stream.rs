@@ -191,7 +191,7 @@ impl Stream {
         }
     }
 
-    pub(super) fn update_rates(&self, elapsed: Duration, _now: Instant) {
+    pub(super) fn update_rates(&self, elapsed: Duration) {
         let total = self.bytes_in.load(Ordering::Relaxed);
         let mut state = self.state.lock();
         let delta = total.saturating_sub(state.rate_bytes);
