@@ -2,7 +2,7 @@
 //! flags and `SKEIN_*` environment variables (see `cli`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,6 +16,7 @@ pub struct Config {
     pub http: HttpSection,
     pub limits: LimitsSection,
     pub hub: HubSection,
+    pub cluster: ClusterSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +80,49 @@ pub struct HubSection {
     pub publish_replace: bool,
     /// A play of a key with no publisher waits this long for one (0: refused at once).
     pub play_wait_secs: u64,
+}
+
+/// Cluster membership and the relay between nodes. Used by `skein init`, `skein join` and by
+/// `skein run` when `data_dir` already holds a cluster identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Identity, keys, certificates and the Raft database of this node.
+    pub data_dir: PathBuf,
+    /// Internal QUIC address for Raft, joins and the media relay: bound and announced to the
+    /// other nodes. Keep it off the public network; it is never the RTMP or HTTP port.
+    pub internal: SocketAddr,
+    /// Address announced for the public RTMP and HTTP ports (to GeoDNS and `skein status`).
+    /// Empty: the IP of `internal` when the listeners are bound to a wildcard address.
+    pub advertise_ip: String,
+    /// What this node may do: `edge`, `origin` or `edge,origin`.
+    pub roles: String,
+    /// `[lat, lon]` of this node's region, published when the region has no coordinates yet
+    /// (GeoDNS needs them to find the nearest region). Empty: not published.
+    pub region_coordinates: Vec<f64>,
+    /// Origins the cluster keeps (set by `skein init`; later changes go through the leader).
+    pub origin_target: usize,
+    /// An origin asked for a stream it does not have holds the request this long (the
+    /// publisher may be on its way).
+    pub pull_hold_secs: u64,
+    /// A relay peer silent this long (no media, no keep-alive) is taken as dead and the stream
+    /// moves to the next origin on the ring.
+    pub relay_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("skein-data"),
+            internal: "127.0.0.1:7946".parse().expect("static address"),
+            advertise_ip: String::new(),
+            roles: "edge,origin".into(),
+            region_coordinates: Vec::new(),
+            origin_target: 2,
+            pull_hold_secs: 10,
+            relay_timeout_ms: 1000,
+        }
+    }
 }
 
 impl Default for NodeSection {
@@ -178,6 +222,34 @@ impl Config {
         }
         if self.node.name.is_empty() {
             bail!("node.name must not be empty");
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> anyhow::Result<()> {
+        let c = &self.cluster;
+        skein_raft::Roles::parse(&c.roles).map_err(|e| anyhow::anyhow!("cluster.roles: {e}"))?;
+        if !c.advertise_ip.is_empty() && c.advertise_ip.parse::<std::net::IpAddr>().is_err() {
+            bail!(
+                "cluster.advertise_ip = {:?} is not an IP address",
+                c.advertise_ip
+            );
+        }
+        match c.region_coordinates.as_slice() {
+            [] => {}
+            [lat, lon] if (-90.0..=90.0).contains(lat) && (-180.0..=180.0).contains(lon) => {}
+            _ => bail!("cluster.region_coordinates must be [lat, lon] in degrees, or empty"),
+        }
+        if c.origin_target == 0 {
+            bail!("cluster.origin_target must be at least 1");
+        }
+        if c.relay_timeout_ms < 200 {
+            bail!("cluster.relay_timeout_ms must be at least 200");
+        }
+        if c.internal.port() == self.rtmp.listen.port()
+            || c.internal.port() == self.http.listen.port()
+        {
+            bail!("cluster.internal must use its own port, not the RTMP or HTTP one");
         }
         Ok(())
     }

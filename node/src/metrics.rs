@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -41,6 +42,11 @@ pub struct Metrics {
     pub memory_rss_bytes: Gauge,
     pub egress_bps: Gauge,
     pub ingress_bps: Gauge,
+    pub relay_pushes: Gauge,
+    pub relay_pulls: Gauge,
+    pub relay_failovers_total: Counter,
+    pub relay_gap_seconds: Histogram,
+    pub relay_peers_lost_total: Counter,
 }
 
 impl Metrics {
@@ -65,6 +71,13 @@ impl Metrics {
             memory_rss_bytes: Gauge::default(),
             egress_bps: Gauge::default(),
             ingress_bps: Gauge::default(),
+            relay_pushes: Gauge::default(),
+            relay_pulls: Gauge::default(),
+            relay_failovers_total: Counter::default(),
+            relay_gap_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ]),
+            relay_peers_lost_total: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -155,6 +168,31 @@ impl Metrics {
             "ingress_bits_per_second",
             "Ingress bit rate over the last second",
             m.ingress_bps.clone(),
+        );
+        r.register(
+            "relay_pushes",
+            "Streams this node pushes to their origin",
+            m.relay_pushes.clone(),
+        );
+        r.register(
+            "relay_pulls",
+            "Streams this node pulls from their origin (one per stream, shared by its viewers)",
+            m.relay_pulls.clone(),
+        );
+        r.register(
+            "relay_failovers",
+            "Pulled streams that lost their origin and resumed from another",
+            m.relay_failovers_total.clone(),
+        );
+        r.register(
+            "relay_gap_seconds",
+            "Media gap seen by a pulled stream's viewers across an origin failover",
+            m.relay_gap_seconds.clone(),
+        );
+        r.register(
+            "relay_peers_lost",
+            "Relay peers taken as dead (connection failed or silent past the relay timeout)",
+            m.relay_peers_lost_total.clone(),
         );
         Self { registry, ..m }
     }

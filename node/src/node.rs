@@ -2,7 +2,7 @@
 //! monitor and the metrics to the RTMP and HTTP drivers.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::Clients;
+use crate::cluster::{self, ClusterLink, Membership};
 use crate::config::Config;
 use crate::hub::player::FeedPolicy;
 use crate::hub::{Hub, HubConfig};
@@ -23,8 +24,10 @@ pub struct Node {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub clients: Arc<Clients>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub monitor: Arc<Monitor>,
+    /// Set once at start when the node is a cluster member.
+    pub cluster: OnceLock<Arc<ClusterLink>>,
 }
 
 impl Node {
@@ -34,13 +37,14 @@ impl Node {
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         );
-        let metrics = Metrics::new(&clients.traffic);
+        let metrics = Arc::new(Metrics::new(&clients.traffic));
         Arc::new(Self {
             config,
             hub,
             clients,
             metrics,
             monitor: Monitor::new(),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -48,13 +52,40 @@ impl Node {
     /// the configured play wait.
     pub fn feed_policy(&self, published: bool) -> FeedPolicy {
         let wait = if published {
-            self.config.hub.republish_grace_secs
+            Duration::from_secs(self.config.hub.republish_grace_secs)
         } else {
-            self.config.hub.play_wait_secs
+            let hold = self
+                .cluster()
+                .map_or(Duration::ZERO, |link| link.relay.pull_hold());
+            Duration::from_secs(self.config.hub.play_wait_secs).max(hold)
         };
         FeedPolicy {
             max_skips_per_minute: self.config.hub.max_skips_per_minute,
-            wait_for_publisher: Duration::from_secs(wait),
+            wait_for_publisher: wait,
+        }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// Prepares a play of `stream`: in a cluster, a stream this node does not have and does
+    /// not own is pulled from its owner (one pull shared by all local viewers), and the viewer
+    /// waits for it. Returns whether the viewer should wait for a publisher.
+    pub fn wants_wait(&self, stream: &str) -> bool {
+        if self.hub.get(stream).is_some_and(|s| s.is_published()) {
+            return false;
+        }
+        self.cluster().is_some() || self.config.hub.play_wait_secs > 0
+    }
+
+    /// Starts the pull for a viewer that subscribed to a stream this node lacks.
+    pub fn pull_if_remote(&self, stream: &str) {
+        if let Some(link) = self.cluster()
+            && link.relay.is_remote(stream)
+            && !self.hub.get(stream).is_some_and(|s| s.is_published())
+        {
+            link.relay.ensure_pull(stream);
         }
     }
 
@@ -73,8 +104,17 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Binds the listeners (port 0 picks a free port) and starts serving.
+    /// Binds the listeners (port 0 picks a free port) and starts serving a standalone node.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Ok(Self::start_member(config, Membership::Standalone).await?.0)
+    }
+
+    /// Binds the listeners, becomes a cluster member as `membership` says, and starts serving.
+    /// After `init`, also returns what `skein join` needs.
+    pub async fn start_member(
+        config: Config,
+        membership: Membership,
+    ) -> anyhow::Result<(Self, Option<skein_raft::JoinInfo>)> {
         config.validate()?;
         let rtmp_listener = TcpListener::bind(config.rtmp.listen)
             .await
@@ -86,6 +126,13 @@ impl RunningNode {
         let http_addr = http_listener.local_addr()?;
         let node = Node::new(config);
         let shutdown = CancellationToken::new();
+        let mut join_info = None;
+        if let Some((link, info)) =
+            cluster::start(&node, membership, rtmp_addr, http_addr, shutdown.clone()).await?
+        {
+            join_info = info;
+            let _ = node.cluster.set(link);
+        }
         let mut tasks = JoinSet::new();
 
         let monitor_node = node.clone();
@@ -111,23 +158,31 @@ impl RunningNode {
             http = %http_addr,
             "node serving"
         );
-        Ok(Self {
-            node,
-            rtmp_addr,
-            http_addr,
-            shutdown,
-            tasks,
-        })
+        Ok((
+            Self {
+                node,
+                rtmp_addr,
+                http_addr,
+                shutdown,
+                tasks,
+            },
+            join_info,
+        ))
     }
 
     /// Runs until `stop` is cancelled or a serving task ends.
+    /// Runs until `stop` is cancelled, a serving task ends, or the node left its cluster.
     pub async fn wait(mut self, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => {}
+            _ = self.shutdown.cancelled() => {}
             _ = self.tasks.join_next() => {}
         }
         self.shutdown.cancel();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(link) = self.node.cluster.get() {
+            link.cluster.stop().await;
+        }
     }
 }

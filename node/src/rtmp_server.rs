@@ -18,6 +18,7 @@ use crate::hub::{
 use crate::metrics::{ProtocolLabel, ReasonLabel};
 use crate::net::write_all_vectored;
 use crate::node::Node;
+use crate::relay::TaskGuard;
 use crate::rtmp::chunk::ChunkLimits;
 use crate::rtmp::server::{ServerConfig, ServerEvent, ServerSession};
 
@@ -118,6 +119,8 @@ enum Activity {
     Publishing {
         stream_id: u32,
         handle: PublisherHandle,
+        /// In a cluster: the push of this stream to its owner, for as long as we publish.
+        _relay_push: Option<TaskGuard>,
     },
     Playing {
         stream_id: u32,
@@ -352,6 +355,7 @@ impl<'a> Connection<'a> {
         if let Activity::Publishing {
             stream_id: s,
             handle,
+            ..
         } = &self.activity
             && *s == stream_id
         {
@@ -394,8 +398,13 @@ impl<'a> Connection<'a> {
                 self.node.metrics.publishes_total.inc();
                 tracing::info!(client = self.client.id, %peer, stream = %name, "publish");
                 self.session.accept_publish(stream_id);
+                let relay_push = self.node.cluster().map(|link| link.relay.push(&name));
                 self.client.set_role(Role::Publisher(name));
-                self.activity = Activity::Publishing { stream_id, handle };
+                self.activity = Activity::Publishing {
+                    stream_id,
+                    handle,
+                    _relay_push: relay_push,
+                };
             }
             Err(PublishError::Taken(_)) => {
                 self.node.metrics.publishes_refused_total.inc();
@@ -420,10 +429,13 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        let wait = self.node.config.hub.play_wait_secs > 0;
+        let wait = self.node.wants_wait(&name);
         let subscription = validate_key(key)
             .ok()
             .and_then(|_| self.node.hub.subscribe(&name, wait));
+        if subscription.is_some() {
+            self.node.pull_if_remote(&name);
+        }
         let Some(subscription) = subscription else {
             self.node.metrics.plays_refused_total.inc();
             tracing::info!(client = self.client.id, %peer, stream = %name, "play refused: no such stream");

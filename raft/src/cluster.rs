@@ -388,6 +388,16 @@ impl Cluster {
         Cluster::open(config).await
     }
 
+    /// Whether `data_dir` holds the identity of a node that has joined (or initialised) a
+    /// cluster, i.e. whether [`Cluster::open`] can restart it.
+    pub fn is_member(data_dir: &Path) -> bool {
+        read_identity(data_dir)
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.node_id.is_some())
+            && data_dir.join(NODE_CERT).exists()
+    }
+
     /// Restarts a node from its data directory (same id, key and certificate).
     pub async fn open(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         let dir = config.data_dir.clone();
@@ -535,9 +545,9 @@ impl Cluster {
         expect_ok(self.write(Command::RemoveNode { node }).await?)
     }
 
-    /// Leaves the cluster (`skein leave`): removes this node, waits (bounded) until it is no
-    /// longer a voter, then shuts down.
-    pub async fn leave(self) -> Result<(), ClusterError> {
+    /// Leaves the cluster (`skein leave`): removes this node and waits (bounded) until it is no
+    /// longer a voter. The caller shuts down afterwards.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
         let me = self.inner.id;
         expect_ok(self.write(Command::RemoveNode { node: me }).await?)?;
         let mut rx = self.inner.state.clone();
@@ -548,7 +558,6 @@ impl Cluster {
         {
             tracing::warn!("left the registry but still a voter after 15 s");
         }
-        self.shutdown().await;
         Ok(())
     }
 
@@ -616,9 +625,10 @@ impl Cluster {
         }
     }
 
-    /// Stops Raft, the background tasks and the endpoint, and waits (bounded) until the data
-    /// directory's database is released so that it can be reopened.
-    pub async fn shutdown(self) {
+    /// Stops Raft, the background tasks and the endpoint (peers are told at once) through a
+    /// shared handle; for a process that is about to exit. [`Cluster::shutdown`] also waits
+    /// until the database is released.
+    pub async fn stop(&self) {
         let tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().drain(..).collect();
         for t in &tasks {
             t.abort();
@@ -629,8 +639,17 @@ impl Cluster {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        self.inner
+            .transport
+            .endpoint
+            .close(0u32.into(), b"shutdown");
+    }
+
+    /// Stops Raft, the background tasks and the endpoint, and waits (bounded) until the data
+    /// directory's database is released so that it can be reopened.
+    pub async fn shutdown(self) {
+        self.stop().await;
         let endpoint = self.inner.transport.endpoint.clone();
-        endpoint.close(0u32.into(), b"shutdown");
         let db = self.inner.db.clone();
         let transport = Arc::downgrade(&self.inner.transport);
         drop(self);

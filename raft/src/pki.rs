@@ -57,7 +57,7 @@ pub(crate) fn key_der(pem: &str) -> Result<PrivateKeyDer<'static>, ClusterError>
 }
 
 /// `sha256:` hash of a PEM certificate.
-pub(crate) fn ca_hash_pem(pem: &str) -> Result<String, ClusterError> {
+pub fn ca_hash_pem(pem: &str) -> Result<String, ClusterError> {
     Ok(ca_hash(&cert_der(pem)?))
 }
 

@@ -123,22 +123,8 @@ pub async fn kick_client(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let expected = &node.config.http.admin_token;
-    if expected.is_empty() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "admin API disabled: set http.admin_token (or SKEIN_ADMIN_TOKEN) to enable it",
-        );
-    }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes())) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token (Authorization: Bearer <token>)",
-        );
+    if let Err(refused) = authorize(&node, &headers) {
+        return refused.into_response();
     }
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, "client id must be a number");
@@ -149,6 +135,37 @@ pub async fn kick_client(
     } else {
         error(StatusCode::NOT_FOUND, "no such client")
     }
+}
+
+/// An API error: status and message, sent as `{"error": message}`.
+pub(super) struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+/// Admin calls need `Authorization: Bearer <http.admin_token>`.
+pub(super) fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+    let expected = &node.config.http.admin_token;
+    if expected.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "admin API disabled: set http.admin_token (or SKEIN_ADMIN_TOKEN) to enable it".into(),
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes())) {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer <token>)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

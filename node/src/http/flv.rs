@@ -36,8 +36,12 @@ pub async fn play(
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
         }
     };
-    let wait = node.config.hub.play_wait_secs > 0;
-    let Some(subscription) = node.hub.subscribe(&name, wait) else {
+    let wait = node.wants_wait(&name);
+    let subscription = node.hub.subscribe(&name, wait);
+    if subscription.is_some() {
+        node.pull_if_remote(&name);
+    }
+    let Some(subscription) = subscription else {
         node.metrics.plays_refused_total.inc();
         tracing::info!(client = client.id, %peer, stream = %name, "http-flv play refused: no such stream");
         return (

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use frame::{Frame, MediaKind, SHARED_STREAM_ID};
 pub use media_info::MediaInfo;
+pub use player::{FeedEnd, FeedItem, FeedPolicy, PlayerFeed};
 pub use stream::{HubEvent, PublisherHandle, Stream, StreamSnapshot, Subscription};
 
 use crate::config::HubSection;
@@ -93,8 +94,28 @@ impl Hub {
         key: &str,
         publisher: PublisherInfo,
     ) -> Result<PublisherHandle, PublishError> {
+        self.publish_as(key, publisher, self.config.publish_replace)
+    }
+
+    /// Publishes a stream that arrives over the relay from another node. It always takes over
+    /// the key: a newer relay stream means the older one's node lost its route to us.
+    pub fn publish_relayed(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> PublisherHandle {
+        self.publish_as(key, publisher, true)
+            .expect("replacing publishes are never refused")
+    }
+
+    fn publish_as(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+        replace: bool,
+    ) -> Result<PublisherHandle, PublishError> {
         let stream = self.stream_entry(key);
-        let generation = stream.start_publish(publisher, self.config.publish_replace)?;
+        let generation = stream.start_publish(publisher, replace)?;
         Ok(PublisherHandle::new(stream, generation))
     }
 
@@ -130,6 +151,18 @@ impl Hub {
             stream.update_rates(elapsed);
         }
     }
+}
+
+/// Validates a whole stream name, `app/key`, as the hub and the relay use it.
+pub fn validate_stream_name(name: &str) -> Result<(), &'static str> {
+    let Some((app, key)) = name.split_once('/') else {
+        return Err("stream name must be app/key");
+    };
+    validate_key(app)?;
+    if key.contains('?') {
+        return Err("stream name must not carry a query");
+    }
+    validate_key(key)
 }
 
 /// Stream keys become part of URLs, file names and log lines: keep them to a safe alphabet.

@@ -1,0 +1,207 @@
+//! The operator commands that talk to a running node's HTTP API: `skein status`,
+//! `skein token create`, `skein leave`, `skein remove`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use skein_raft::{ClusterStatus, NodeStatus, OriginState, RaftRole};
+
+use crate::cli::AdminArgs;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn url(api: &str, path: &str) -> String {
+    let base = api.trim_end_matches('/');
+    if base.contains("://") {
+        format!("{base}{path}")
+    } else {
+        format!("http://{base}{path}")
+    }
+}
+
+/// Reads a response; a non-2xx status becomes an error carrying the server's message.
+fn read(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    what: &str,
+    api: &str,
+) -> anyhow::Result<Value> {
+    let mut response = response.with_context(|| format!("cannot reach {api} ({what})"))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("{what}: cannot read the answer"))?;
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    if !status.is_success() {
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        bail!("{what} failed ({status}): {message}");
+    }
+    Ok(value)
+}
+
+fn token(args: &AdminArgs) -> anyhow::Result<String> {
+    if let Some(t) = &args.admin_token {
+        return Ok(t.clone());
+    }
+    let path = args.data_dir.join("admin.token");
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_owned())
+        .with_context(|| {
+            format!(
+                "no admin token: pass --admin-token (or SKEIN_ADMIN_TOKEN), or run this on the node with --data-dir pointing at its data directory ({} not readable)",
+                path.display()
+            )
+        })
+}
+
+pub fn status(api: &str, json: bool) -> anyhow::Result<()> {
+    let value = read(
+        agent().get(url(api, "/api/v1/cluster")).call(),
+        "cluster status",
+        api,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let status: ClusterStatus =
+        serde_json::from_value(value).context("unexpected cluster status document")?;
+    print!("{}", render_status(&status));
+    Ok(())
+}
+
+/// The `skein status` table.
+pub fn render_status(status: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let leader = status
+        .leader
+        .and_then(|l| status.nodes.iter().find(|n| n.id == l))
+        .map_or("none".to_owned(), |n| format!("{} ({})", n.id, n.name));
+    out.push_str(&format!(
+        "leader: {leader}   term: {}   origins: {} live of target {}   voters: {:?}{}\n\n",
+        status.term,
+        status.origin_pool.live.len(),
+        status.origin_pool.target,
+        status.voters,
+        if status.voters_changing {
+            " (changing)"
+        } else {
+            ""
+        }
+    ));
+    let header = [
+        "ID", "NAME", "REGION", "ROLES", "RAFT", "HEALTH", "ORIGIN", "STREAMS", "CONNS", "CPU",
+        "EGRESS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for n in &status.nodes {
+        rows.push(node_row(n));
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn node_row(n: &NodeStatus) -> Vec<String> {
+    let raft = match n.raft {
+        RaftRole::Voter if n.leader => "voter*",
+        RaftRole::Voter => "voter",
+        RaftRole::Learner => "learner",
+        RaftRole::None => "-",
+    };
+    let origin = match n.origin {
+        Some(OriginState::Active) => "active",
+        Some(OriginState::Draining) => "draining",
+        None => "-",
+    };
+    let (streams, conns, cpu, egress) = match &n.load {
+        Some(l) => (
+            format!("{}o/{}e", l.origin_streams.len(), l.edge_streams),
+            l.connections.to_string(),
+            format!("{:.0}%", l.cpu * 100.0),
+            format!("{:.1}Mb/s", l.egress_bps as f64 / 1e6),
+        ),
+        None => ("-".into(), "-".into(), "-".into(), "-".into()),
+    };
+    vec![
+        n.id.to_string(),
+        n.name.clone(),
+        n.region.clone(),
+        n.roles.to_string(),
+        raft.into(),
+        format!("{:?}", n.health).to_lowercase(),
+        origin.into(),
+        streams,
+        conns,
+        cpu,
+        egress,
+    ]
+}
+
+pub fn create_token(args: &AdminArgs, ttl: Duration) -> anyhow::Result<()> {
+    let token = token(args)?;
+    let value = read(
+        agent()
+            .post(url(&args.api, "/api/v1/cluster/tokens"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({ "ttl_secs": ttl.as_secs() })),
+        "token create",
+        &args.api,
+    )?;
+    println!(
+        "token {} (valid {} s)\n\n  {}",
+        value["token"].as_str().unwrap_or_default(),
+        value["ttl_secs"],
+        value["command"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn leave(args: &AdminArgs) -> anyhow::Result<()> {
+    let token = token(args)?;
+    let value = read(
+        agent()
+            .post(url(&args.api, "/api/v1/cluster/leave"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_empty(),
+        "leave",
+        &args.api,
+    )?;
+    println!("node {} left the cluster and is stopping", value["left"]);
+    Ok(())
+}
+
+pub fn remove(args: &AdminArgs, node: &str) -> anyhow::Result<()> {
+    let token = token(args)?;
+    let value = read(
+        agent()
+            .delete(url(&args.api, &format!("/api/v1/cluster/nodes/{node}")))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call(),
+        "remove",
+        &args.api,
+    )?;
+    println!("node {} removed from the cluster", value["removed"]);
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The node as a cluster member: starting (init, join or reopen) through `skein-raft`, the
+//! relay, load reports to the leader, the region's coordinates, the admin token, and leaving.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use skein_raft::{
+    Cluster, ClusterConfig, Command, JoinInfo, LoadReport, NodeId, OriginState, PublicAddrs,
+    Region, Roles, Settings,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::relay::{Relay, RelaySettings};
+
+/// How this node becomes (or stays) a cluster member.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// Not in a cluster: a single media node.
+    Standalone,
+    /// Bootstrap a new cluster (`skein init`); the first join token lives this long.
+    Init { token_ttl: Duration },
+    /// Join through seeds (`skein join`); a node that already joined just reopens.
+    Join {
+        seeds: Vec<SocketAddr>,
+        token: String,
+        ca_hash: String,
+    },
+    /// Reopen the membership kept in the data directory (`skein run`).
+    Reopen,
+}
+
+impl Membership {
+    /// `skein run`: a cluster member when the data directory says so, else standalone.
+    pub fn from_data_dir(dir: &Path) -> Self {
+        if Cluster::is_member(dir) {
+            Membership::Reopen
+        } else {
+            Membership::Standalone
+        }
+    }
+}
+
+/// A node's cluster side, reachable from every connection through `Node::cluster`.
+pub struct ClusterLink {
+    pub cluster: Arc<Cluster>,
+    pub relay: Arc<Relay>,
+    /// Cancelled to stop the node once it has left the cluster.
+    stop: CancellationToken,
+}
+
+/// Joins or opens the cluster, starts the relay and the background duties. Returns the join
+/// info after `init` (to print the join command).
+pub async fn start(
+    node: &Arc<Node>,
+    membership: Membership,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<(Arc<ClusterLink>, Option<JoinInfo>)>> {
+    let section = &node.config.cluster;
+    let mut config = ClusterConfig::new(
+        &section.data_dir,
+        &node.config.node.name,
+        &node.config.node.region,
+        section.internal,
+        public_addrs(&node.config, rtmp, http),
+    );
+    config.roles = Roles::parse(&section.roles).map_err(anyhow::Error::msg)?;
+    config.settings = Settings {
+        origin_target: section.origin_target,
+        ..Settings::default()
+    };
+    let data_dir = section.data_dir.display().to_string();
+    let (cluster, info) = match membership {
+        Membership::Standalone => return Ok(None),
+        Membership::Init { token_ttl } => {
+            let (cluster, info) = Cluster::init(config, token_ttl)
+                .await
+                .with_context(|| format!("cannot initialise a cluster in {data_dir}"))?;
+            (cluster, Some(info))
+        }
+        Membership::Join {
+            seeds,
+            token,
+            ca_hash,
+        } => {
+            let cluster = Cluster::join(config, &seeds, &token, &ca_hash)
+                .await
+                .context("cannot join the cluster")?;
+            (cluster, None)
+        }
+        Membership::Reopen => {
+            let cluster = Cluster::open(config)
+                .await
+                .with_context(|| format!("cannot reopen the cluster member in {data_dir}"))?;
+            (cluster, None)
+        }
+    };
+    let cluster = Arc::new(cluster);
+    tracing::info!(
+        node = cluster.node_id(),
+        internal = %section.internal,
+        region = %node.config.node.region,
+        "cluster member"
+    );
+    let relay = Relay::start(
+        cluster.clone(),
+        node.hub.clone(),
+        node.metrics.clone(),
+        RelaySettings {
+            pull_hold: Duration::from_secs(section.pull_hold_secs),
+            timeout: Duration::from_millis(section.relay_timeout_ms),
+            max_message: node.config.rtmp.max_message_size as usize,
+            pull_linger: Duration::from_secs(5),
+        },
+        stop.clone(),
+    );
+    let link = Arc::new(ClusterLink {
+        cluster,
+        relay,
+        stop: stop.clone(),
+    });
+    tokio::spawn(report_load(node.clone(), link.clone(), stop.clone()));
+    if let [lat, lon] = node.config.cluster.region_coordinates[..] {
+        tokio::spawn(publish_region(
+            link.clone(),
+            node.config.node.region.clone(),
+            lat,
+            lon,
+            stop,
+        ));
+    }
+    Ok(Some((link, info)))
+}
+
+/// The addresses other nodes, `skein status` and GeoDNS use to reach our public ports.
+fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAddrs {
+    let advertised = |bound: SocketAddr| -> SocketAddr {
+        let ip = match config.cluster.advertise_ip.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) if bound.ip().is_unspecified() => config.cluster.internal.ip(),
+            Err(_) => bound.ip(),
+        };
+        SocketAddr::new(ip, bound.port())
+    };
+    PublicAddrs {
+        rtmp: advertised(rtmp),
+        http: advertised(http),
+    }
+}
+
+/// Heartbeats to the leader carry the load; they are not log entries.
+async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let load = node.monitor.load();
+        link.cluster.report_load(LoadReport {
+            connections: node.clients.count() as u64,
+            cpu: load.cpu,
+            egress_bps: load.egress_bps,
+            capacity_bps: node.config.limits.max_egress_mbps * 1_000_000,
+            origin_streams: link.relay.origin_streams(),
+            edge_streams: link.relay.pulled_streams() as u64,
+        });
+    }
+}
+
+/// Publishes the region's coordinates when the cluster has none yet (GeoDNS needs them). The
+/// leader may not be known right after start, so this retries for a while.
+async fn publish_region(
+    link: Arc<ClusterLink>,
+    name: String,
+    lat: f64,
+    lon: f64,
+    stop: CancellationToken,
+) {
+    for _ in 0..60 {
+        let known = link.cluster.state().borrow().regions.get(&name).cloned();
+        let Some(region) = known else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        if region.lat.is_some() && region.lon.is_some() {
+            return;
+        }
+        let update = Region {
+            lat: Some(lat),
+            lon: Some(lon),
+            ..region
+        };
+        match link.cluster.upsert_region(update).await {
+            Ok(()) => {
+                tracing::info!(region = %name, lat, lon, "region coordinates published");
+                return;
+            }
+            Err(e) => tracing::debug!(region = %name, "cannot publish region coordinates yet: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    tracing::warn!(region = %name, "gave up publishing the region's coordinates");
+}
+
+impl ClusterLink {
+    /// `skein leave`: an origin first leaves the ring and waits (bounded) until its streams
+    /// have moved, then the node leaves the registry and stops.
+    pub async fn leave(&self) -> anyhow::Result<()> {
+        let me = self.cluster.node_id();
+        let is_origin = self
+            .cluster
+            .state()
+            .borrow()
+            .origins
+            .get(&me)
+            .is_some_and(|slot| slot.state == OriginState::Active);
+        if is_origin {
+            tracing::info!("leaving: draining this origin so its streams move away");
+            self.cluster
+                .write(Command::DrainOrigin {
+                    node: me,
+                    now_ms: unix_ms(),
+                })
+                .await
+                .context("cannot drain this origin")?;
+            for _ in 0..150 {
+                if self.relay.origin_streams().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.cluster
+            .leave()
+            .await
+            .context("cannot leave the cluster")?;
+        tracing::info!(node = me, "left the cluster; stopping");
+        self.stop.cancel();
+        Ok(())
+    }
+
+    /// Resolves `skein remove NODE`: a node id or a node name.
+    pub fn resolve(&self, node: &str) -> anyhow::Result<NodeId> {
+        let state = self.cluster.state().borrow().clone();
+        if let Ok(id) = node.parse::<NodeId>()
+            && state.nodes.contains_key(&id)
+        {
+            return Ok(id);
+        }
+        let named: Vec<NodeId> = state
+            .nodes
+            .values()
+            .filter(|n| n.name == node)
+            .map(|n| n.id)
+            .collect();
+        match named[..] {
+            [id] => Ok(id),
+            [] => anyhow::bail!("no node {node:?} in the cluster"),
+            _ => anyhow::bail!("several nodes are named {node:?}; use the node id"),
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The admin token of a cluster member: the configured one, else one kept in the data
+/// directory (created on first use, readable by the owner only) so `skein token create`,
+/// `leave` and `remove` on the same machine work without configuring one.
+pub fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if !config.http.admin_token.is_empty() {
+        return Ok(config.http.admin_token.clone());
+    }
+    let path = config.cluster.data_dir.join("admin.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    std::fs::create_dir_all(&config.cluster.data_dir)
+        .with_context(|| format!("cannot create {}", config.cluster.data_dir.display()))?;
+    let token: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+            .collect()
+    };
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// `skein recover --force-new-cluster`: with the node stopped, makes it the only voter of its
+/// stored membership. Unsafe by nature; see docs/operations.md.
+pub async fn recover_force_new_cluster(config: &Config) -> anyhow::Result<()> {
+    let section = &config.cluster;
+    let unused: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cluster_config = ClusterConfig::new(
+        &section.data_dir,
+        &config.node.name,
+        &config.node.region,
+        section.internal,
+        PublicAddrs {
+            rtmp: unused,
+            http: unused,
+        },
+    );
+    Cluster::recover_force_new_cluster(&cluster_config).with_context(|| {
+        format!(
+            "cannot recover {} (is the node still running?)",
+            section.data_dir.display()
+        )
+    })?;
+    tracing::warn!(
+        data_dir = %section.data_dir.display(),
+        "membership forced to this node alone; start it with `skein run`, then wipe and re-join the old members"
+    );
+    Ok(())
+}

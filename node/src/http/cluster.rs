@@ -1,0 +1,110 @@
+//! `/api/v1/cluster*` and `/api/v1/relay`: what `skein status`, `skein token create`,
+//! `skein leave`, `skein remove` and `skein-dns` talk to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{ApiError, authorize};
+use crate::cluster::ClusterLink;
+use crate::node::Node;
+
+fn member(node: &Node) -> Result<&Arc<ClusterLink>, ApiError> {
+    node.cluster().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this node is not in a cluster (start it with skein init or skein join)".into(),
+        )
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Members, regions, roles, health, load, origin pool and leader.
+pub async fn status(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let link = member(&node)?;
+    Ok(Json(link.cluster.status().await).into_response())
+}
+
+/// This node's relay: routing view, pulls, pushes received, pulls served.
+pub async fn relay(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    Ok(Json(member(&node)?.relay.view()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    /// Lifetime in seconds (default one day).
+    ttl_secs: Option<u64>,
+}
+
+/// Admin: a new join token, with the complete join command.
+pub async fn create_token(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Json(request): Json<TokenRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&node, &headers)?;
+    let link = member(&node)?;
+    let ttl = Duration::from_secs(request.ttl_secs.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let token = link.cluster.create_token(ttl).await.map_err(unavailable)?;
+    let ca_pem = link.cluster.state().borrow().ca_cert_pem.clone();
+    let ca_hash = skein_raft::pki::ca_hash_pem(&ca_pem)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let status = link.cluster.status().await;
+    let mut seeds: Vec<String> = status
+        .nodes
+        .iter()
+        .filter(|n| status.voters.contains(&n.id))
+        .map(|n| n.internal_addr.to_string())
+        .collect();
+    seeds.sort();
+    tracing::info!(ttl_secs = ttl.as_secs(), "join token created");
+    Ok(Json(json!({
+        "token": token.to_string(),
+        "ttl_secs": ttl.as_secs(),
+        "ca_hash": ca_hash,
+        "seeds": seeds,
+        "command": format!(
+            "skein join {} --token {token} --ca-hash {ca_hash} --region REGION",
+            seeds.join(",")
+        ),
+    }))
+    .into_response())
+}
+
+/// Admin: this node leaves the cluster (an origin first lets its streams move), then stops.
+pub async fn leave(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&node, &headers)?;
+    let link = member(&node)?.clone();
+    link.leave()
+        .await
+        .map_err(|e| unavailable(format!("{e:#}")))?;
+    Ok(Json(json!({ "left": link.cluster.node_id() })).into_response())
+}
+
+/// Admin: removes another node (by id or name) from the cluster.
+pub async fn remove(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&node, &headers)?;
+    let link = member(&node)?;
+    let id = link
+        .resolve(&target)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    link.cluster.remove(id).await.map_err(unavailable)?;
+    tracing::info!(node = id, "node removed by admin");
+    Ok(Json(json!({ "removed": id })).into_response())
+}

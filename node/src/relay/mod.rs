@@ -1,0 +1,250 @@
+//! The media relay between cluster nodes, over the cluster's mutually authenticated QUIC
+//! endpoint: one connection per peer pair (kept by `skein-raft`), one QUIC stream per media
+//! stream.
+//!
+//! - A publish on a node that does not own the stream is pushed to the owner (`push`); the
+//!   node keeps serving its own viewers from its hub.
+//! - A play on a node without the stream opens ONE pull from the owner (`pull`), published
+//!   into the local hub, so every local viewer shares it.
+//! - The owner side (`serve`) takes pushes into its hub and serves pulls from it, holding a
+//!   pull for a stream that is not published yet for `pull_hold`.
+//! - Either side sends keep-alives; a peer silent for the relay timeout is dead: the stream is
+//!   re-routed at once on the ring minus that peer (`routing`), and a prober clears the mark
+//!   when the peer answers again.
+
+mod conn;
+mod probe;
+mod pull;
+mod push;
+mod routing;
+mod serve;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use skein_raft::{Cluster, NodeId, StreamLoad};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use conn::RelayError;
+pub use routing::Routing;
+
+use crate::hub::{Hub, PublisherInfo};
+use crate::metrics::Metrics;
+use conn::RelayConn;
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// How long an owner holds a pull for a stream that has no publisher yet.
+    pub pull_hold: Duration,
+    /// A peer silent this long is dead.
+    pub timeout: Duration,
+    /// Largest media message accepted from a peer.
+    pub max_message: usize,
+    /// A pull without local viewers for this long is closed.
+    pub pull_linger: Duration,
+}
+
+impl RelaySettings {
+    fn keepalive_interval(&self) -> Duration {
+        self.timeout / 4
+    }
+}
+
+pub struct Relay {
+    cluster: Arc<Cluster>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    routing: Routing,
+    settings: RelaySettings,
+    /// Streams with a pull task (at most one each).
+    pulls: Mutex<HashSet<String>>,
+    /// Streams pushed to this node, by the node pushing them.
+    pushed_in: Mutex<HashMap<String, NodeId>>,
+    /// Pulls this node serves, per stream: the nodes pulling it.
+    served_pulls: Mutex<HashMap<String, Vec<NodeId>>>,
+}
+
+impl Relay {
+    /// Starts serving incoming relay streams and probing dead peers until `shutdown`.
+    pub fn start(
+        cluster: Arc<Cluster>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        settings: RelaySettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let routing = Routing::new(cluster.node_id(), cluster.state());
+        let relay = Arc::new(Self {
+            cluster,
+            hub,
+            metrics,
+            routing,
+            settings,
+            pulls: Mutex::new(HashSet::new()),
+            pushed_in: Mutex::new(HashMap::new()),
+            served_pulls: Mutex::new(HashMap::new()),
+        });
+        if let Some(listener) = relay.cluster.relay_listener() {
+            tokio::spawn(serve::accept_loop(
+                relay.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+        }
+        tokio::spawn(probe::run(relay.clone(), shutdown));
+        relay
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    pub fn pull_hold(&self) -> Duration {
+        self.settings.pull_hold
+    }
+
+    /// Whether this node must fetch `stream` from another node to play it: it is not the
+    /// owner (or no owner is reachable yet, in which case the pull waits for one).
+    pub fn is_remote(&self, stream: &str) -> bool {
+        self.routing.owner(stream) != Some(self.routing.me())
+    }
+
+    /// Pushes a local publish to the stream's owner for as long as the returned guard lives.
+    pub fn push(self: &Arc<Self>, stream: &str) -> TaskGuard {
+        TaskGuard(tokio::spawn(push::run(self.clone(), stream.to_owned())))
+    }
+
+    /// Makes sure one pull of `stream` runs. Call after subscribing the viewer, so a pull that
+    /// is about to end for lack of viewers sees it.
+    pub fn ensure_pull(self: &Arc<Self>, stream: &str) {
+        let mut pulls = self.pulls.lock();
+        if pulls.insert(stream.to_owned()) {
+            tokio::spawn(pull::run(self.clone(), stream.to_owned()));
+        }
+    }
+
+    /// Ends a pull unless a viewer arrived meanwhile; decided under the same lock as
+    /// `ensure_pull`, so no viewer is left without one.
+    fn end_pull_if_unwatched(&self, stream: &str) -> bool {
+        let mut pulls = self.pulls.lock();
+        let watched = self.hub.get(stream).is_some_and(|s| s.player_count() > 0);
+        if !watched {
+            pulls.remove(stream);
+        }
+        !watched
+    }
+
+    /// Streams pushed to this node as their origin, with their bit rates (for load reports).
+    pub fn origin_streams(&self) -> Vec<StreamLoad> {
+        let keys: Vec<String> = self.pushed_in.lock().keys().cloned().collect();
+        keys.into_iter()
+            .map(|key| {
+                let bitrate_bps = self.hub.get(&key).map_or(0, |s| s.snapshot().bitrate_bps);
+                StreamLoad { key, bitrate_bps }
+            })
+            .collect()
+    }
+
+    /// Streams this node pulls from an origin.
+    pub fn pulled_streams(&self) -> usize {
+        self.pulls.lock().len()
+    }
+
+    /// What `/api/v1/relay` shows: this node's routing view and its relay streams.
+    pub fn view(&self) -> RelayView {
+        let mut pulls: Vec<String> = self.pulls.lock().iter().cloned().collect();
+        pulls.sort();
+        RelayView {
+            node: self.routing.me(),
+            origins: self.routing.origins(),
+            routed_around: self.routing.dead(),
+            pulls,
+            pushed_in: self.pushed_in.lock().clone().into_iter().collect(),
+            served_pulls: self.served_pulls.lock().clone().into_iter().collect(),
+        }
+    }
+
+    async fn connect(&self, node: NodeId, hello: wire::Hello) -> Result<RelayConn, RelayError> {
+        let open = self.cluster.open_relay(node);
+        let stream = match tokio::time::timeout(self.settings.timeout, open).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(RelayError::Connect {
+                    node,
+                    why: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(RelayError::Connect {
+                    node,
+                    why: format!("no answer within {:?}", self.settings.timeout),
+                });
+            }
+        };
+        let mut conn = RelayConn::new(stream, self.settings.max_message, self.settings.timeout);
+        conn.send(&[wire::RelayMessage::Hello(hello)]).await?;
+        Ok(conn)
+    }
+
+    /// Marks a peer dead after a failure that says it is gone.
+    fn peer_failed(&self, node: NodeId, error: &RelayError) {
+        if error.peer_lost() && self.routing.mark_dead(node) {
+            self.metrics.relay_peers_lost_total.inc();
+        }
+    }
+
+    /// What the hub shows as the publisher of a relayed stream: the peer's internal address.
+    fn publisher_info(&self, peer: NodeId) -> PublisherInfo {
+        let addr = self
+            .cluster
+            .state()
+            .borrow()
+            .nodes
+            .get(&peer)
+            .map(|n| n.internal_addr)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        PublisherInfo {
+            // Client ids start at 1; 0 marks a publisher that is another node.
+            client_id: 0,
+            peer: addr,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RelayView {
+    pub node: NodeId,
+    /// Origins this node routes to (committed pool minus those it sees dead).
+    pub origins: Vec<NodeId>,
+    /// Origins this node currently sees dead.
+    pub routed_around: Vec<NodeId>,
+    /// Streams this node pulls (one pull each, shared by its viewers).
+    pub pulls: Vec<String>,
+    /// Streams pushed to this node, with the pushing node.
+    pub pushed_in: std::collections::BTreeMap<String, NodeId>,
+    /// Streams other nodes pull from this one, with the pulling nodes.
+    pub served_pulls: std::collections::BTreeMap<String, Vec<NodeId>>,
+}
+
+/// Aborts its task when dropped.
+pub struct TaskGuard(JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn media_message(frame: &crate::hub::Frame) -> wire::RelayMessage {
+    wire::RelayMessage::Media {
+        kind: frame.kind,
+        timestamp: frame.timestamp,
+        payload: frame.payload.clone(),
+    }
+}

@@ -1,0 +1,236 @@
+//! One pull per stream per node: fetches a stream from its owner and publishes it into the
+//! local hub, where all local viewers share it. Follows the owner across failures; after a
+//! switch, frames the viewers already have are skipped so their timestamps never go back, and
+//! the gap is logged and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use skein_raft::NodeId;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use super::Relay;
+use super::conn::RelayError;
+use super::routing::RouteWatcher;
+use super::wire::{Hello, RelayMessage};
+use crate::hub::{MediaKind, PublisherHandle};
+
+enum PullEnd {
+    /// No local viewer for the linger time.
+    Unwatched,
+    /// The owner changed; pull from the new one.
+    Rerouted,
+    /// The owner had nothing to give within its hold time.
+    Refused(String),
+}
+
+/// What the local viewers have seen, to continue seamlessly from another origin.
+#[derive(Default)]
+struct Continuity {
+    handle: Option<PublisherHandle>,
+    last_audio: Option<u32>,
+    last_video: Option<u32>,
+    headers: Vec<Bytes>,
+    /// Set when the origin was lost while viewers were being fed: media time then.
+    gap_since: Option<Instant>,
+    last_media_at: Option<Instant>,
+}
+
+impl Continuity {
+    fn owner_lost(&mut self) {
+        if self.handle.is_some() && self.gap_since.is_none() {
+            self.gap_since = Some(self.last_media_at.unwrap_or_else(Instant::now));
+        }
+    }
+
+    /// Whether a frame from the (possibly new) origin is news to the local viewers.
+    fn is_new(&mut self, kind: MediaKind, timestamp: u32, payload: &Bytes) -> bool {
+        let is_header = match kind {
+            MediaKind::Metadata => true,
+            MediaKind::Video => crate::rtmp::message::is_video_sequence_header(payload),
+            MediaKind::Audio => crate::rtmp::message::is_audio_sequence_header(payload),
+        };
+        if is_header {
+            // Headers repeat on every (re)connect; only a changed one is news.
+            if self.headers.contains(payload) {
+                return false;
+            }
+            self.headers.push(payload.clone());
+            if self.headers.len() > 8 {
+                self.headers.remove(0);
+            }
+            return true;
+        }
+        let last = match kind {
+            MediaKind::Audio => &mut self.last_audio,
+            _ => &mut self.last_video,
+        };
+        if last.is_some_and(|l| timestamp <= l) {
+            return false;
+        }
+        *last = Some(timestamp);
+        true
+    }
+
+    fn forget(&mut self) {
+        self.handle = None;
+        self.last_audio = None;
+        self.last_video = None;
+        self.headers.clear();
+        self.gap_since = None;
+    }
+}
+
+pub(super) async fn run(relay: Arc<Relay>, stream: String) {
+    relay.metrics.relay_pulls.inc();
+    follow_owner(&relay, &stream).await;
+    relay.metrics.relay_pulls.dec();
+}
+
+/// Pulls from whichever node owns the stream until no local viewer is left.
+async fn follow_owner(relay: &Arc<Relay>, stream: &str) {
+    let mut continuity = Continuity::default();
+    let mut watcher = relay.routing.watcher();
+    loop {
+        let owner = relay.routing.owner(stream);
+        let Some(owner) = owner.filter(|o| *o != relay.routing.me()) else {
+            if owner.is_some() && continuity.handle.is_some() {
+                // The stream's publisher pushes to us now.
+                tracing::info!(stream = %stream, "this node owns the stream now; pull paused");
+                continuity.forget();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), watcher.changed()).await;
+            if relay.end_pull_if_unwatched(stream) {
+                return;
+            }
+            continue;
+        };
+        match pull_once(relay, stream, owner, &mut watcher, &mut continuity).await {
+            Ok(PullEnd::Unwatched) => {
+                if relay.end_pull_if_unwatched(stream) {
+                    tracing::info!(stream = %stream, "no viewers left; pull ends");
+                    return;
+                }
+            }
+            Ok(PullEnd::Rerouted) => {
+                tracing::info!(stream = %stream, from = owner, "stream owner changed; moving the pull");
+                continuity.owner_lost();
+            }
+            Ok(PullEnd::Refused(why)) => {
+                tracing::info!(stream = %stream, owner, "origin has no such stream: {why}");
+                continuity.forget();
+                if relay.end_pull_if_unwatched(stream) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream, owner, "pull from node {owner} failed: {e}");
+                relay.peer_failed(owner, &e);
+                if continuity.handle.is_some() {
+                    relay.metrics.relay_failovers_total.inc();
+                }
+                continuity.owner_lost();
+                if !e.peer_lost() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if relay.end_pull_if_unwatched(stream) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn pull_once(
+    relay: &Arc<Relay>,
+    stream: &str,
+    owner: NodeId,
+    watcher: &mut RouteWatcher,
+    continuity: &mut Continuity,
+) -> Result<PullEnd, RelayError> {
+    let hold_ms = relay.settings.pull_hold.as_millis().min(u32::MAX as u128) as u32;
+    let mut conn = relay
+        .connect(
+            owner,
+            Hello::Pull {
+                key: stream.to_owned(),
+                hold_ms,
+            },
+        )
+        .await?;
+    tracing::info!(stream = %stream, owner, "pulling from origin");
+    let timeout = relay.settings.timeout;
+    let mut keepalive = interval(relay.settings.keepalive_interval());
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut last_watched = Instant::now();
+    loop {
+        tokio::select! {
+            message = conn.recv() => {
+                last_heard = Instant::now();
+                match message? {
+                    Some(RelayMessage::Media { kind, timestamp, payload }) => {
+                        forward(relay, stream, owner, continuity, kind, timestamp, payload);
+                    }
+                    Some(RelayMessage::Unpublished) => continuity.forget(),
+                    Some(RelayMessage::Published | RelayMessage::Keepalive) => {}
+                    Some(RelayMessage::Refused(why)) => return Ok(PullEnd::Refused(why)),
+                    Some(RelayMessage::Hello(_)) => {
+                        return Err(RelayError::Refused("unexpected hello from the origin".into()));
+                    }
+                    None => return Err(RelayError::Closed),
+                }
+            }
+            _ = keepalive.tick() => {
+                conn.send(&[RelayMessage::Keepalive]).await?;
+                if relay.hub.get(stream).is_some_and(|s| s.player_count() > 0) {
+                    last_watched = Instant::now();
+                } else if last_watched.elapsed() >= relay.settings.pull_linger {
+                    conn.finish();
+                    return Ok(PullEnd::Unwatched);
+                }
+            }
+            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+            _ = watcher.changed() => {
+                if relay.routing.owner(stream) != Some(owner) {
+                    conn.finish();
+                    return Ok(PullEnd::Rerouted);
+                }
+            }
+        }
+    }
+}
+
+fn forward(
+    relay: &Arc<Relay>,
+    stream: &str,
+    owner: NodeId,
+    continuity: &mut Continuity,
+    kind: MediaKind,
+    timestamp: u32,
+    payload: Bytes,
+) {
+    if !continuity.is_new(kind, timestamp, &payload) {
+        return;
+    }
+    let now = Instant::now();
+    if let Some(since) = continuity.gap_since.take() {
+        let gap = now.duration_since(since);
+        relay.metrics.relay_gap_seconds.observe(gap.as_secs_f64());
+        tracing::info!(
+            stream = %stream,
+            owner,
+            gap_ms = gap.as_millis() as u64,
+            "pull resumed from another origin"
+        );
+    }
+    continuity.last_media_at = Some(now);
+    let handle = continuity.handle.get_or_insert_with(|| {
+        relay
+            .hub
+            .publish_relayed(stream, relay.publisher_info(owner))
+    });
+    handle.push(kind, timestamp, payload);
+}

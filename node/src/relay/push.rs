@@ -1,0 +1,140 @@
+//! A local publish, pushed to the stream's owner. Follows the owner: when the ring changes or
+//! the owner dies, the push moves to the new owner and starts again from the cached GOP, so the
+//! new owner's viewers start on a keyframe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_raft::NodeId;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use super::conn::RelayError;
+use super::routing::RouteWatcher;
+use super::wire::{Hello, RelayMessage};
+use super::{Relay, media_message};
+use crate::hub::{FeedItem, FeedPolicy, PlayerFeed};
+
+enum PushEnd {
+    /// The local publisher is gone.
+    Unpublished,
+    /// The owner changed; push to the new one.
+    Rerouted,
+}
+
+pub(super) async fn run(relay: Arc<Relay>, stream: String) {
+    relay.metrics.relay_pushes.inc();
+    let _gauge = scopeguard(&relay);
+    let mut watcher = relay.routing.watcher();
+    let mut waiting_logged = false;
+    loop {
+        let owner = relay.routing.owner(&stream);
+        let Some(owner) = owner.filter(|o| *o != relay.routing.me()) else {
+            if owner.is_none() && !waiting_logged {
+                tracing::warn!(stream = %stream, "no reachable origin; push waits for one");
+                waiting_logged = true;
+            }
+            // We own the stream (our hub serves it) or no origin is reachable yet.
+            let _ = tokio::time::timeout(Duration::from_secs(1), watcher.changed()).await;
+            continue;
+        };
+        waiting_logged = false;
+        match push_once(&relay, &stream, owner, &mut watcher).await {
+            Ok(PushEnd::Unpublished) => return,
+            Ok(PushEnd::Rerouted) => {
+                tracing::info!(stream = %stream, from = owner, "stream owner changed; moving the push");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream, owner, "push to node {owner} failed: {e}");
+                relay.peer_failed(owner, &e);
+                if !e.peer_lost() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn push_once(
+    relay: &Arc<Relay>,
+    stream: &str,
+    owner: NodeId,
+    watcher: &mut RouteWatcher,
+) -> Result<PushEnd, RelayError> {
+    let Some(subscription) = relay.hub.subscribe(stream, false) else {
+        return Ok(PushEnd::Unpublished);
+    };
+    let mut feed = PlayerFeed::new(
+        subscription,
+        FeedPolicy {
+            max_skips_per_minute: 10,
+            wait_for_publisher: Duration::ZERO,
+        },
+    );
+    let mut conn = relay
+        .connect(
+            owner,
+            Hello::Push {
+                key: stream.to_owned(),
+            },
+        )
+        .await?;
+    tracing::info!(stream = %stream, owner, "pushing to origin");
+    let timeout = relay.settings.timeout;
+    let mut keepalive = interval(relay.settings.keepalive_interval());
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        tokio::select! {
+            item = feed.next() => {
+                let mut item = Some(item);
+                while let Some(next) = item {
+                    match next {
+                        Ok(FeedItem::Frame(frame)) => batch.push(media_message(&frame)),
+                        Ok(FeedItem::Unpublished) => {
+                            conn.send(&batch).await?;
+                            conn.send(&[RelayMessage::Unpublished]).await?;
+                            conn.finish();
+                            return Ok(PushEnd::Unpublished);
+                        }
+                        Ok(FeedItem::Published) => batch.push(RelayMessage::Published),
+                        Err(end) => return Err(RelayError::Feed(end)),
+                    }
+                    item = if batch.len() < 64 { feed.try_next() } else { None };
+                }
+                conn.send(&batch).await?;
+                batch.clear();
+            }
+            message = conn.recv() => {
+                last_heard = Instant::now();
+                match message? {
+                    Some(RelayMessage::Keepalive) => {}
+                    Some(RelayMessage::Refused(why)) => return Err(RelayError::Refused(why)),
+                    Some(other) => {
+                        return Err(RelayError::Refused(format!("unexpected {other:?} from the origin")));
+                    }
+                    None => return Err(RelayError::Closed),
+                }
+            }
+            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
+            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+            _ = watcher.changed() => {
+                if relay.routing.owner(stream) != Some(owner) {
+                    conn.finish();
+                    return Ok(PushEnd::Rerouted);
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the push gauge however the task ends (aborted included).
+fn scopeguard(relay: &Arc<Relay>) -> impl Drop + use<> {
+    struct Gauge(Arc<Relay>);
+    impl Drop for Gauge {
+        fn drop(&mut self) {
+            self.0.metrics.relay_pushes.dec();
+        }
+    }
+    Gauge(relay.clone())
+}

@@ -1,0 +1,202 @@
+//! The owner's side: accept relay streams from other nodes, take pushes into the hub and serve
+//! pulls from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_raft::RelayListener;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{RelayConn, RelayError};
+use super::wire::{Hello, RelayMessage};
+use super::{Relay, media_message};
+use crate::hub::{FeedItem, FeedPolicy, PlayerFeed};
+
+pub(super) async fn accept_loop(
+    relay: Arc<Relay>,
+    mut listener: RelayListener,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = listener.accept() => match s { Some(s) => s, None => return },
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let peer = stream.peer;
+            let mut conn =
+                RelayConn::new(stream, relay.settings.max_message, relay.settings.timeout);
+            if let Err(e) = serve(&relay, &mut conn).await {
+                tracing::info!(peer, "relay stream from node {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve(relay: &Arc<Relay>, conn: &mut RelayConn) -> Result<(), RelayError> {
+    let hello = match tokio::time::timeout(relay.settings.timeout, conn.recv()).await {
+        Ok(Ok(Some(RelayMessage::Hello(hello)))) => hello,
+        Ok(Ok(Some(_))) => {
+            let why = "first message must be a hello".to_owned();
+            let _ = conn.send(&[RelayMessage::Refused(why.clone())]).await;
+            return Err(RelayError::Refused(why));
+        }
+        Ok(Ok(None)) => return Err(RelayError::Closed),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(RelayError::Timeout(relay.settings.timeout)),
+    };
+    match hello {
+        Hello::Ping => {
+            conn.send(&[RelayMessage::Keepalive]).await?;
+            conn.finish();
+            Ok(())
+        }
+        Hello::Push { key } => take_push(relay, conn, &key).await,
+        Hello::Pull { key, hold_ms } => {
+            let hold = Duration::from_millis(u64::from(hold_ms)).min(relay.settings.pull_hold);
+            serve_pull(relay, conn, &key, hold).await
+        }
+    }
+}
+
+/// A peer pushes a stream it has a publisher for: publish it here until the peer stops or dies.
+async fn take_push(relay: &Arc<Relay>, conn: &mut RelayConn, key: &str) -> Result<(), RelayError> {
+    let peer = conn.peer;
+    tracing::info!(stream = %key, peer, "relay push accepted");
+    let mut handle = Some(relay.hub.publish_relayed(key, relay.publisher_info(peer)));
+    relay.pushed_in.lock().insert(key.to_owned(), peer);
+    let result = pump_push(relay, conn, key, &mut handle).await;
+    {
+        let mut pushed = relay.pushed_in.lock();
+        if pushed.get(key) == Some(&peer) {
+            pushed.remove(key);
+        }
+    }
+    drop(handle);
+    tracing::info!(stream = %key, peer, "relay push ended");
+    result
+}
+
+async fn pump_push(
+    relay: &Arc<Relay>,
+    conn: &mut RelayConn,
+    key: &str,
+    handle: &mut Option<crate::hub::PublisherHandle>,
+) -> Result<(), RelayError> {
+    let timeout = relay.settings.timeout;
+    let mut keepalive = interval(relay.settings.keepalive_interval());
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            message = conn.recv() => {
+                last_heard = Instant::now();
+                match message? {
+                    None => return Ok(()),
+                    Some(RelayMessage::Media { kind, timestamp, payload }) => {
+                        let publisher = handle.get_or_insert_with(|| {
+                            relay.hub.publish_relayed(key, relay.publisher_info(conn.peer))
+                        });
+                        publisher.push(kind, timestamp, payload);
+                    }
+                    Some(RelayMessage::Unpublished) => *handle = None,
+                    Some(RelayMessage::Published | RelayMessage::Keepalive) => {}
+                    Some(other) => {
+                        return Err(RelayError::Refused(format!("unexpected {other:?} in a push")));
+                    }
+                }
+            }
+            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
+            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+        }
+    }
+}
+
+/// A peer wants a stream: serve it from the hub, holding the request up to `hold` while it has
+/// no publisher.
+async fn serve_pull(
+    relay: &Arc<Relay>,
+    conn: &mut RelayConn,
+    key: &str,
+    hold: Duration,
+) -> Result<(), RelayError> {
+    let peer = conn.peer;
+    let subscription = relay
+        .hub
+        .subscribe(key, true)
+        .expect("a waiting subscription always exists");
+    tracing::info!(stream = %key, peer, published = subscription.published, "relay pull accepted");
+    let mut feed = PlayerFeed::new(
+        subscription,
+        FeedPolicy {
+            max_skips_per_minute: 10,
+            wait_for_publisher: hold,
+        },
+    );
+    relay
+        .served_pulls
+        .lock()
+        .entry(key.to_owned())
+        .or_default()
+        .push(peer);
+    let result = pump_pull(relay, conn, &mut feed).await;
+    let mut served = relay.served_pulls.lock();
+    if let Some(peers) = served.get_mut(key) {
+        if let Some(i) = peers.iter().position(|p| *p == peer) {
+            peers.swap_remove(i);
+        }
+        if peers.is_empty() {
+            served.remove(key);
+        }
+    }
+    result
+}
+
+async fn pump_pull(
+    relay: &Arc<Relay>,
+    conn: &mut RelayConn,
+    feed: &mut PlayerFeed,
+) -> Result<(), RelayError> {
+    let timeout = relay.settings.timeout;
+    let mut keepalive = interval(relay.settings.keepalive_interval());
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        tokio::select! {
+            item = feed.next() => {
+                let mut item = Some(item);
+                while let Some(next) = item {
+                    match next {
+                        Ok(FeedItem::Frame(frame)) => batch.push(media_message(&frame)),
+                        Ok(FeedItem::Unpublished) => batch.push(RelayMessage::Unpublished),
+                        Ok(FeedItem::Published) => batch.push(RelayMessage::Published),
+                        Err(end) => {
+                            conn.send(&batch).await?;
+                            let _ = conn.send(&[RelayMessage::Refused(end.to_string())]).await;
+                            conn.finish();
+                            return Err(RelayError::Feed(end));
+                        }
+                    }
+                    item = if batch.len() < 64 { feed.try_next() } else { None };
+                }
+                conn.send(&batch).await?;
+                batch.clear();
+            }
+            message = conn.recv() => {
+                last_heard = Instant::now();
+                match message? {
+                    None => return Ok(()),
+                    Some(RelayMessage::Keepalive) => {}
+                    Some(other) => {
+                        return Err(RelayError::Refused(format!("unexpected {other:?} in a pull")));
+                    }
+                }
+            }
+            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
+            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+        }
+    }
+}

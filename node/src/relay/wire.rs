@@ -1,0 +1,318 @@
+//! The relay's wire format, sans-IO: what one QUIC stream between two nodes carries.
+//!
+//! Every message is a 9-byte header — kind (1 byte), timestamp (4, big endian), body length
+//! (4, big endian) — followed by the body. The opening side sends one `Hello` naming the stream
+//! and what it wants (push it to the peer, pull it from the peer, or just check the peer is
+//! alive); then media and control messages flow. Media bodies are the RTMP message payloads
+//! unchanged (FLV tag bodies), so a relayed frame is forwarded without re-encoding.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::hub::MediaKind;
+
+/// Header length of every message.
+pub const HEADER_LEN: usize = 9;
+
+const KIND_HELLO: u8 = 1;
+const KIND_AUDIO: u8 = 8;
+const KIND_VIDEO: u8 = 9;
+const KIND_METADATA: u8 = 18;
+const KIND_UNPUBLISHED: u8 = 0x20;
+const KIND_PUBLISHED: u8 = 0x21;
+const KIND_KEEPALIVE: u8 = 0x22;
+const KIND_REFUSED: u8 = 0x23;
+
+const OP_PUSH: u8 = 1;
+const OP_PULL: u8 = 2;
+const OP_PING: u8 = 3;
+
+/// What the opening side of a relay stream asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// "I have publisher of `key`; take it" (edge → owner).
+    Push { key: String },
+    /// "Send me `key`; wait up to `hold_ms` for its publisher" (edge → owner).
+    Pull { key: String, hold_ms: u32 },
+    /// "Are you there?" — answered by one keep-alive; used to clear a dead mark.
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayMessage {
+    Hello(Hello),
+    Media {
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// The stream's publisher went away (players wait for a republish).
+    Unpublished,
+    /// A publisher (re)started the stream.
+    Published,
+    /// Sent when nothing else was for a while, so either side can tell a silent peer from a
+    /// dead one.
+    Keepalive,
+    /// The request cannot be served; the reason is for logs.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("relay message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("unknown relay message kind {0:#04x}")]
+    UnknownKind(u8),
+    #[error("malformed relay hello: {0}")]
+    BadHello(&'static str),
+    #[error("relay text is not UTF-8")]
+    NotUtf8,
+}
+
+/// Splits a byte stream into messages. Bodies are split off the read buffer without copying.
+#[derive(Debug)]
+pub struct Decoder {
+    max_body: usize,
+}
+
+impl Decoder {
+    pub fn new(max_body: usize) -> Self {
+        Self { max_body }
+    }
+
+    /// The next whole message in `buf`, consuming it; `None` until one is complete. An error
+    /// means the stream is corrupt and must be closed.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<RelayMessage>, WireError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        let timestamp = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
+        if len > self.max_body {
+            return Err(WireError::TooLarge {
+                len,
+                max: self.max_body,
+            });
+        }
+        if !known_kind(kind) {
+            return Err(WireError::UnknownKind(kind));
+        }
+        if buf.len() < HEADER_LEN + len {
+            buf.reserve(HEADER_LEN + len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let body = buf.split_to(len).freeze();
+        let media = |kind| RelayMessage::Media {
+            kind,
+            timestamp,
+            payload: body.clone(),
+        };
+        Ok(Some(match kind {
+            KIND_HELLO => RelayMessage::Hello(decode_hello(&body)?),
+            KIND_AUDIO => media(MediaKind::Audio),
+            KIND_VIDEO => media(MediaKind::Video),
+            KIND_METADATA => media(MediaKind::Metadata),
+            KIND_UNPUBLISHED => RelayMessage::Unpublished,
+            KIND_PUBLISHED => RelayMessage::Published,
+            KIND_KEEPALIVE => RelayMessage::Keepalive,
+            KIND_REFUSED => RelayMessage::Refused(text(&body)?),
+            other => return Err(WireError::UnknownKind(other)),
+        }))
+    }
+}
+
+fn known_kind(kind: u8) -> bool {
+    matches!(
+        kind,
+        KIND_HELLO
+            | KIND_AUDIO
+            | KIND_VIDEO
+            | KIND_METADATA
+            | KIND_UNPUBLISHED
+            | KIND_PUBLISHED
+            | KIND_KEEPALIVE
+            | KIND_REFUSED
+    )
+}
+
+fn text(body: &[u8]) -> Result<String, WireError> {
+    String::from_utf8(body.to_vec()).map_err(|_| WireError::NotUtf8)
+}
+
+fn decode_hello(mut body: &[u8]) -> Result<Hello, WireError> {
+    if body.len() < 5 {
+        return Err(WireError::BadHello("shorter than 5 bytes"));
+    }
+    let op = body.get_u8();
+    let hold_ms = body.get_u32();
+    let key = text(body)?;
+    match op {
+        OP_PING if key.is_empty() => Ok(Hello::Ping),
+        OP_PUSH | OP_PULL if crate::hub::validate_stream_name(&key).is_err() => {
+            Err(WireError::BadHello("invalid stream name"))
+        }
+        OP_PUSH => Ok(Hello::Push { key }),
+        OP_PULL => Ok(Hello::Pull { key, hold_ms }),
+        _ => Err(WireError::BadHello("unknown operation")),
+    }
+}
+
+fn header(kind: u8, timestamp: u32, len: usize) -> Bytes {
+    let mut h = BytesMut::with_capacity(HEADER_LEN);
+    h.put_u8(kind);
+    h.put_u32(timestamp);
+    h.put_u32(len as u32);
+    h.freeze()
+}
+
+/// Encodes a message as header and body; media bodies are the shared payload, not a copy.
+pub fn encode(message: &RelayMessage) -> [Bytes; 2] {
+    let empty = |kind| [header(kind, 0, 0), Bytes::new()];
+    match message {
+        RelayMessage::Hello(hello) => {
+            let (op, hold, key) = match hello {
+                Hello::Push { key } => (OP_PUSH, 0, key.as_str()),
+                Hello::Pull { key, hold_ms } => (OP_PULL, *hold_ms, key.as_str()),
+                Hello::Ping => (OP_PING, 0, ""),
+            };
+            let mut body = BytesMut::with_capacity(5 + key.len());
+            body.put_u8(op);
+            body.put_u32(hold);
+            body.put_slice(key.as_bytes());
+            [header(KIND_HELLO, 0, body.len()), body.freeze()]
+        }
+        RelayMessage::Media {
+            kind,
+            timestamp,
+            payload,
+        } => {
+            let kind = match kind {
+                MediaKind::Audio => KIND_AUDIO,
+                MediaKind::Video => KIND_VIDEO,
+                MediaKind::Metadata => KIND_METADATA,
+            };
+            [header(kind, *timestamp, payload.len()), payload.clone()]
+        }
+        RelayMessage::Unpublished => empty(KIND_UNPUBLISHED),
+        RelayMessage::Published => empty(KIND_PUBLISHED),
+        RelayMessage::Keepalive => empty(KIND_KEEPALIVE),
+        RelayMessage::Refused(why) => [
+            header(KIND_REFUSED, 0, why.len()),
+            Bytes::copy_from_slice(why.as_bytes()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(message: RelayMessage) {
+        let mut buf = BytesMut::new();
+        for part in encode(&message) {
+            buf.extend_from_slice(&part);
+        }
+        let decoder = Decoder::new(1 << 20);
+        // Byte by byte: nothing until the last byte, then exactly the message.
+        let all = buf.split().freeze();
+        for (i, b) in all.iter().enumerate() {
+            buf.put_u8(*b);
+            let got = decoder.decode(&mut buf).unwrap();
+            if i + 1 < all.len() {
+                assert_eq!(got, None, "early message at byte {i}");
+            } else {
+                assert_eq!(got, Some(message.clone()));
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_message_roundtrips_byte_by_byte() {
+        roundtrip(RelayMessage::Hello(Hello::Push {
+            key: "live/cam".into(),
+        }));
+        roundtrip(RelayMessage::Hello(Hello::Pull {
+            key: "live/cam".into(),
+            hold_ms: 10_000,
+        }));
+        roundtrip(RelayMessage::Hello(Hello::Ping));
+        roundtrip(RelayMessage::Media {
+            kind: MediaKind::Video,
+            timestamp: 0xdead_beef,
+            payload: Bytes::from_static(b"\x17\x01frame"),
+        });
+        roundtrip(RelayMessage::Media {
+            kind: MediaKind::Audio,
+            timestamp: 1,
+            payload: Bytes::new(),
+        });
+        roundtrip(RelayMessage::Media {
+            kind: MediaKind::Metadata,
+            timestamp: 0,
+            payload: Bytes::from_static(b"\x02\x00\x0aonMetaData"),
+        });
+        roundtrip(RelayMessage::Unpublished);
+        roundtrip(RelayMessage::Published);
+        roundtrip(RelayMessage::Keepalive);
+        roundtrip(RelayMessage::Refused("no publisher".into()));
+    }
+
+    #[test]
+    fn oversized_body_is_refused_from_the_header_alone() {
+        let mut buf = BytesMut::from(&header(KIND_VIDEO, 0, 2 << 20)[..]);
+        let err = Decoder::new(1 << 20).decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            WireError::TooLarge {
+                len: 2 << 20,
+                max: 1 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_hello_are_errors() {
+        let decoder = Decoder::new(1024);
+        let mut buf = BytesMut::from(&header(0x7f, 0, 0)[..]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap_err(),
+            WireError::UnknownKind(0x7f)
+        );
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&header(KIND_HELLO, 0, 7));
+        buf.extend_from_slice(&[OP_PUSH, 0, 0, 0, 0, b'.', b'/']);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(WireError::BadHello(_))
+        ));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&header(KIND_HELLO, 0, 2));
+        buf.extend_from_slice(&[OP_PUSH, 0]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(WireError::BadHello(_))
+        ));
+    }
+
+    #[test]
+    fn two_messages_in_one_buffer_come_out_in_order() {
+        let mut buf = BytesMut::new();
+        for m in [RelayMessage::Published, RelayMessage::Keepalive] {
+            for part in encode(&m) {
+                buf.extend_from_slice(&part);
+            }
+        }
+        let decoder = Decoder::new(16);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(RelayMessage::Published)
+        );
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(RelayMessage::Keepalive)
+        );
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    }
+}
