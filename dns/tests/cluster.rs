@@ -75,13 +75,15 @@ impl Drop for FakeCluster {
     }
 }
 
-fn node(id: u32, region: &str, roles: &str, e: &TestEdge) -> String {
+/// A node as skein-raft's `ClusterStatus` lists it; `edge` says whether it serves viewers.
+fn node(id: u32, region: &str, edge: bool, e: &TestEdge) -> String {
     format!(
-        r#"{{"id":{id},"name":"n{id}","region":"{region}","roles":[{roles}],
+        r#"{{"id":{id},"name":"n{id}","region":"{region}","roles":{{"edge":{edge},"origin":{origin}}},"raft":"voter",
             "public_addr":{{"rtmp":"{ip}:{r}","http":"{ip}:{h}"}},"health":"up","extra":{{"x":1}}}}"#,
         ip = e.ip,
         r = e.rtmp_port,
-        h = e.http_port
+        h = e.http_port,
+        origin = !edge,
     )
 }
 
@@ -99,10 +101,7 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
     let a1 = TestEdge::start("127.0.1.1");
     let a9 = TestEdge::start("127.0.1.9"); // an origin: never handed out
     let b1 = TestEdge::start("127.0.2.1");
-    let cluster = FakeCluster::start(doc(&[
-        node(1, "a", r#""edge""#, &a1),
-        node(2, "a", r#""origin""#, &a9),
-    ]));
+    let cluster = FakeCluster::start(doc(&[node(1, "a", true, &a1), node(2, "a", false, &a9)]));
     let seed = format!("127.0.0.1:{}", cluster.port);
     let extra =
         "[geo]\ncity = \"geo.mmdb\"\n[cluster]\npoll_interval_ms = 200\ncache = \"members.json\"\n";
@@ -119,9 +118,9 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
 
     // a new edge appears in region b; it becomes answerable without a restart
     cluster.set(doc(&[
-        node(1, "a", r#""edge""#, &a1),
-        node(2, "a", r#""origin""#, &a9),
-        node(3, "b", r#""edge","voter""#, &b1),
+        node(1, "a", true, &a1),
+        node(2, "a", false, &a9),
+        node(3, "b", true, &b1),
     ]));
     let b1_ip: IpAddr = "127.0.2.1".parse().unwrap();
     s.wait_until("new edge in b (a dead → spill)", |s| {
