@@ -11,11 +11,13 @@ use ipnet::IpNet;
 
 use crate::automap::{Family, Plan, RegionView, Rng};
 use crate::config::{Config, RateLimitConfig};
+use crate::ecs::ClientSubnet;
 use crate::geo::{GeoDb, Hit, Location};
 use crate::wire::{
-    self, Owner, ParseError, QNAME_OFFSET, Query, Rcode, ResponseHeader, ResponseWriter, rtype,
+    self, Edns, LowerName, Owner, ParseError, QNAME_OFFSET, Query, Rcode, ResponseHeader,
+    ResponseWriter, rtype,
 };
-use crate::zone::{Lookup, RrSet, Zone, Zones};
+use crate::zone::{Glue, Lookup, RrSet, Zone, Zones};
 
 /// How the query arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +45,8 @@ pub struct Snapshot {
     /// Most specific first.
     subnets: Vec<(IpNet, usize)>,
     default_region: Option<usize>,
-    ttl: u32,
+    /// TTL of service answers.
+    pub ttl: u32,
     /// Rate limiting in force (UDP workers rebuild their limiter when it changes).
     pub rate_limit: RateLimitConfig,
     /// Answer counters by plan region index (filled in by the control loop).
@@ -133,6 +136,140 @@ pub struct Outcome {
     pub truncated: bool,
 }
 
+/// A question for the engine, whichever parser read it (our `wire` codec or hickory-proto).
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    pub qname: &'a LowerName,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns>,
+}
+
+impl<'a> From<&'a Query<'_>> for Question<'a> {
+    fn from(q: &'a Query<'_>) -> Self {
+        Question {
+            qname: &q.qname,
+            qtype: q.qtype,
+            qclass: q.qclass,
+            edns: q.edns,
+        }
+    }
+}
+
+/// What the zone data and the geo/load logic say about a question.
+#[derive(Debug)]
+pub struct Resolved<'s> {
+    pub rcode: Rcode,
+    pub authoritative: bool,
+    pub body: Body<'s>,
+    /// The client-subnet option to echo, with the scope the answer is valid for.
+    pub client_subnet: Option<ClientSubnet>,
+    /// Region whose addresses were answered.
+    pub region: Option<usize>,
+}
+
+/// The records of an answer.
+#[derive(Debug)]
+pub enum Body<'z> {
+    Empty,
+    /// NXDOMAIN or NODATA: the zone's SOA in the authority section.
+    Negative(&'z Zone),
+    /// Static data; NS at the apex also carries the glue.
+    Set(&'z Zone, &'z RrSet),
+    /// Service addresses.
+    Addrs(Vec<IpAddr>),
+}
+
+impl Resolved<'_> {
+    /// The glue to add: present only for the apex NS set.
+    pub fn glue(&self, q: &Question<'_>) -> &[Glue] {
+        match self.body {
+            Body::Set(zone, set)
+                if set.rtype == rtype::NS && q.qname.as_bytes() == zone.apex.as_slice() =>
+            {
+                &zone.glue
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// The engine: answers a question for a client (the resolver's address; the ECS option of the
+/// question takes precedence). No I/O, no parsing, no encoding.
+pub fn resolve<'s>(
+    snap: &'s Snapshot,
+    scratch: &mut Scratch,
+    q: &Question<'_>,
+    client: IpAddr,
+) -> Resolved<'s> {
+    let client_subnet = q.edns.and_then(|e| e.client_subnet);
+    let mut r = Resolved {
+        rcode: Rcode::NoError,
+        authoritative: true,
+        body: Body::Empty,
+        client_subnet: None,
+        region: None,
+    };
+    let mut scope = 0u8;
+    if q.edns.is_some_and(|e| e.version > 0) {
+        r.rcode = Rcode::BadVers;
+        r.authoritative = false;
+        return r;
+    }
+    if q.qclass != wire::CLASS_IN || matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
+        r.rcode = Rcode::Refused;
+        r.authoritative = false;
+        return r;
+    }
+    r.body = match snap.zones.lookup(q.qname, q.qtype) {
+        Lookup::Refused => {
+            r.rcode = Rcode::Refused;
+            r.authoritative = false;
+            return r;
+        }
+        Lookup::NxDomain(zone) => {
+            r.rcode = Rcode::NxDomain;
+            Body::Negative(zone)
+        }
+        Lookup::NoData(zone) => Body::Negative(zone),
+        Lookup::Records(zone, set) => Body::Set(zone, set),
+        Lookup::Service(zone) => {
+            let family = if q.qtype == rtype::AAAA {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            let ecs = client_subnet.filter(|cs| cs.source_prefix > 0);
+            let (who, who_prefix) = match ecs {
+                Some(cs) => (cs.addr, cs.source_prefix),
+                None => (client.to_canonical(), 0),
+            };
+            let (home, matched) = locate(snap, scratch, who);
+            if ecs.is_some() {
+                scope = matched;
+            }
+            let choice = home.map(|h| {
+                let hash = client_hash(who, who_prefix);
+                snap.plan.choose(h, family, hash, &mut scratch.rng)
+            });
+            r.region = choice.as_ref().and_then(|c| c.region);
+            match choice {
+                Some(c) if !c.addrs.is_empty() => Body::Addrs(c.addrs),
+                _ => Body::Negative(zone),
+            }
+        }
+    };
+    // ECS is echoed only when the answer is authoritative data (tailored or not).
+    r.client_subnet = client_subnet.map(|c| c.with_scope(scope));
+    r
+}
+
+/// The largest UDP response for a question: its EDNS payload size (at least 512, at most
+/// [`wire::MAX_UDP_PAYLOAD`]), or 512 without EDNS.
+pub fn udp_limit(edns: Option<Edns>) -> usize {
+    usize::from(edns.map_or(512, |e| e.udp_payload.clamp(512, wire::MAX_UDP_PAYLOAD)))
+}
+
 /// Handles one query packet; the response (if any) is left in `scratch.out`.
 pub fn respond(
     snap: &Snapshot,
@@ -153,8 +290,8 @@ pub fn respond(
                 truncated: false,
             };
         }
-        Err(ParseError::FormErr { id, opcode, rd })
-        | Err(ParseError::NotImp { id, opcode, rd }) => {
+        Err(ParseError::FormErr { id, opcode, rd, cd })
+        | Err(ParseError::NotImp { id, opcode, rd, cd }) => {
             let rcode = if opcode == 0 {
                 Rcode::FormErr
             } else {
@@ -166,7 +303,7 @@ pub fn respond(
                 authoritative: false,
                 truncated: false,
                 recursion_desired: rd,
-                checking_disabled: false,
+                checking_disabled: cd,
                 rcode,
             };
             ResponseWriter::new(&mut scratch.out, header, &[]).finish();
@@ -186,73 +323,66 @@ pub fn respond(
         region: None,
         truncated: false,
     };
+    let question = Question::from(&q);
     if limit == Limit::Slip {
-        write_truncated(&q, scratch);
+        write_truncated(&mut scratch.out, &q, question.edns);
         outcome.truncated = true;
         return outcome;
     }
-    let client_subnet = q.edns.and_then(|e| e.client_subnet);
-    let mut scope = 0u8;
-    let mut authoritative = true;
-    let body = if q.edns.is_some_and(|e| e.version > 0) {
-        outcome.rcode = Rcode::BadVers;
-        authoritative = false;
-        Body::Empty
-    } else if q.qclass != wire::CLASS_IN || matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
-        outcome.rcode = Rcode::Refused;
-        authoritative = false;
-        Body::Empty
-    } else {
-        match snap.zones.lookup(&q.qname, q.qtype) {
-            Lookup::Refused => {
-                outcome.rcode = Rcode::Refused;
-                authoritative = false;
-                Body::Empty
-            }
-            Lookup::NxDomain(zone) => {
-                outcome.rcode = Rcode::NxDomain;
-                Body::Negative(zone)
-            }
-            Lookup::NoData(zone) => Body::Negative(zone),
-            Lookup::Records(zone, set) => Body::Set(zone, set),
-            Lookup::Service(zone) => {
-                let family = if q.qtype == rtype::AAAA {
-                    Family::V6
-                } else {
-                    Family::V4
-                };
-                let ecs = client_subnet.filter(|cs| cs.source_prefix > 0);
-                let (who, who_prefix) = match ecs {
-                    Some(cs) => (cs.addr, cs.source_prefix),
-                    None => (client.ip().to_canonical(), 0),
-                };
-                let (home, matched) = locate(snap, scratch, who);
-                if ecs.is_some() {
-                    scope = matched;
-                }
-                let choice = home.map(|h| {
-                    let hash = client_hash(who, who_prefix);
-                    snap.plan.choose(h, family, hash, &mut scratch.rng)
-                });
-                outcome.region = choice.as_ref().and_then(|c| c.region);
-                match choice {
-                    Some(c) if !c.addrs.is_empty() => Body::Addrs(c.addrs),
-                    _ => Body::Negative(zone),
-                }
-            }
-        }
-    };
+    let r = resolve(snap, scratch, &question, client.ip());
+    outcome.rcode = r.rcode;
+    outcome.region = r.region;
+    write_response(&mut scratch.out, snap, &q, &question, &r);
+    if transport == Transport::Udp && scratch.out.len() > udp_limit(question.edns) {
+        write_truncated(&mut scratch.out, &q, question.edns);
+        outcome.truncated = true;
+    }
+    outcome
+}
+
+/// The header fields of a query that its response repeats.
+pub trait QueryHeader {
+    fn id(&self) -> u16;
+    fn recursion_desired(&self) -> bool;
+    fn checking_disabled(&self) -> bool;
+    /// The question section as received.
+    fn question(&self) -> &[u8];
+}
+
+impl QueryHeader for Query<'_> {
+    fn id(&self) -> u16 {
+        self.id
+    }
+    fn recursion_desired(&self) -> bool {
+        self.recursion_desired
+    }
+    fn checking_disabled(&self) -> bool {
+        self.checking_disabled
+    }
+    fn question(&self) -> &[u8] {
+        self.question
+    }
+}
+
+/// Writes the wire form of an answer into `out`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    snap: &Snapshot,
+    h: &impl QueryHeader,
+    q: &Question<'_>,
+    r: &Resolved<'_>,
+) {
     let header = ResponseHeader {
-        id: q.id,
+        id: h.id(),
         opcode: 0,
-        authoritative,
+        authoritative: r.authoritative,
         truncated: false,
-        recursion_desired: q.recursion_desired,
-        checking_disabled: q.checking_disabled,
-        rcode: outcome.rcode,
+        recursion_desired: h.recursion_desired(),
+        checking_disabled: h.checking_disabled(),
+        rcode: r.rcode,
     };
-    let mut w = ResponseWriter::new(&mut scratch.out, header, q.question);
-    match body {
+    let mut w = ResponseWriter::new(out, header, h.question());
+    match &r.body {
         Body::Empty => {}
         Body::Negative(zone) => {
             w.section(1);
@@ -266,19 +396,20 @@ pub fn respond(
                 );
             }
         }
-        Body::Set(zone, set) => {
+        Body::Set(_, set) => {
             write_set(&mut w, Owner::Pointer(QNAME_OFFSET), set);
-            if set.rtype == rtype::NS && q.qname.as_bytes() == zone.apex.as_slice() {
+            let glue = r.glue(q);
+            if !glue.is_empty() {
                 w.section(2);
-                for (name, sets) in &zone.glue {
-                    for s in sets {
-                        write_set(&mut w, Owner::Name(name), s);
+                for g in glue {
+                    for s in &g.sets {
+                        write_set(&mut w, Owner::Name(&g.name), s);
                     }
                 }
             }
         }
         Body::Addrs(addrs) => {
-            for a in &addrs {
+            for a in addrs {
                 match a {
                     IpAddr::V4(v4) => w.record(
                         Owner::Pointer(QNAME_OFFSET),
@@ -297,32 +428,9 @@ pub fn respond(
         }
     }
     if let Some(e) = q.edns {
-        // ECS is echoed only when the answer was tailored or is authoritative data.
-        let cs = if outcome.rcode == Rcode::Refused || outcome.rcode == Rcode::BadVers {
-            None
-        } else {
-            client_subnet.map(|c| c.with_scope(scope))
-        };
-        w.opt(outcome.rcode, e.dnssec_ok, cs.as_ref());
+        w.opt(r.rcode, e.dnssec_ok, r.client_subnet.as_ref());
     }
     w.finish();
-    if transport == Transport::Udp {
-        let limit = q
-            .edns
-            .map_or(512, |e| e.udp_payload.clamp(512, wire::MAX_UDP_PAYLOAD));
-        if scratch.out.len() > usize::from(limit) {
-            write_truncated(&q, scratch);
-            outcome.truncated = true;
-        }
-    }
-    outcome
-}
-
-enum Body<'z> {
-    Empty,
-    Negative(&'z Zone),
-    Set(&'z Zone, &'z RrSet),
-    Addrs(Vec<IpAddr>),
 }
 
 fn write_set(w: &mut ResponseWriter<'_>, owner: Owner<'_>, set: &RrSet) {
@@ -332,18 +440,18 @@ fn write_set(w: &mut ResponseWriter<'_>, owner: Owner<'_>, set: &RrSet) {
 }
 
 /// An empty response with TC set: question and OPT only.
-fn write_truncated(q: &Query<'_>, scratch: &mut Scratch) {
+pub fn write_truncated(out: &mut Vec<u8>, h: &impl QueryHeader, edns: Option<Edns>) {
     let header = ResponseHeader {
-        id: q.id,
+        id: h.id(),
         opcode: 0,
         authoritative: true,
         truncated: true,
-        recursion_desired: q.recursion_desired,
-        checking_disabled: q.checking_disabled,
+        recursion_desired: h.recursion_desired(),
+        checking_disabled: h.checking_disabled(),
         rcode: Rcode::NoError,
     };
-    let mut w = ResponseWriter::new(&mut scratch.out, header, q.question);
-    if let Some(e) = q.edns {
+    let mut w = ResponseWriter::new(out, header, h.question());
+    if let Some(e) = edns {
         w.opt(Rcode::NoError, e.dnssec_ok, None);
     }
     w.finish();

@@ -40,6 +40,8 @@ pub struct Listen {
     pub metrics: Option<SocketAddr>,
     /// UDP sockets (and threads) per address; 0 = one per CPU core.
     pub udp_workers: usize,
+    /// Which UDP query path serves the sockets.
+    pub udp_engine: UdpEngine,
     pub tcp_max_connections: usize,
     pub tcp_idle_timeout_ms: u64,
 }
@@ -52,10 +54,22 @@ impl Default for Listen {
             tcp: vec![dns],
             metrics: None,
             udp_workers: 0,
+            udp_engine: UdpEngine::Hickory,
             tcp_max_connections: 256,
             tcp_idle_timeout_ms: 10_000,
         }
     }
+}
+
+/// The UDP query path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpEngine {
+    /// hickory-server's UDP loop with our `RequestHandler` (tokio, one socket per worker).
+    Hickory,
+    /// Our own codec on blocking sockets, one thread per socket, `recvmmsg`/`sendmmsg`
+    /// (Linux): less CPU per query, see docs/benchmarks.md.
+    Batched,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -551,6 +565,13 @@ mod tests {
         assert_eq!(c.health.rise, 2);
         assert_eq!(c.regions[0].edges[0].rtmp_port, 1935);
         assert_eq!(c.zones[0].soa.minimum, 60);
+        assert_eq!(c.listen.udp_engine, UdpEngine::Hickory);
+        let batched = format!("[listen]\nudp_engine = \"batched\"\n{MINIMAL}");
+        let c = Config::parse(&batched).unwrap();
+        assert_eq!(c.listen.udp_engine, UdpEngine::Batched);
+        let bad = format!("[listen]\nudp_engine = \"fast\"\n{MINIMAL}");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("udp_engine"), "{e}");
     }
 
     #[test]

@@ -63,12 +63,6 @@ impl ClientSubnet {
                 want,
             });
         }
-        if !source_prefix.is_multiple_of(8) {
-            let mask = 0xFFu8 >> (source_prefix % 8);
-            if addr_bytes[want - 1] & mask != 0 {
-                return Err(EcsError::HostBits);
-            }
-        }
         let addr = if family == 1 {
             let mut b = [0u8; 4];
             b[..want].copy_from_slice(addr_bytes);
@@ -78,6 +72,26 @@ impl ClientSubnet {
             b[..want].copy_from_slice(addr_bytes);
             IpAddr::V6(Ipv6Addr::from(b))
         };
+        Self::from_parts(addr, source_prefix, scope_prefix)
+    }
+
+    /// Validates an option some other parser already split into fields (the address holds
+    /// only the bytes the source prefix covers, the rest zero).
+    pub fn from_parts(addr: IpAddr, source_prefix: u8, scope_prefix: u8) -> Result<Self, EcsError> {
+        let max_bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        if source_prefix > max_bits {
+            return Err(EcsError::SourcePrefix(source_prefix));
+        }
+        if scope_prefix != 0 {
+            return Err(EcsError::ScopeInQuery);
+        }
+        let bits = match addr {
+            IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+            IpAddr::V6(a) => u128::from(a),
+        };
+        if bits.checked_shl(u32::from(source_prefix)).unwrap_or(0) != 0 {
+            return Err(EcsError::HostBits);
+        }
         Ok(ClientSubnet {
             addr,
             source_prefix,
@@ -156,6 +170,17 @@ mod tests {
             ClientSubnet::parse(&[0, 1, 20, 0, 10, 1, 0x11]),
             Err(EcsError::HostBits)
         );
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            ClientSubnet::from_parts(v4("10.1.0.1"), 24, 0),
+            Err(EcsError::HostBits)
+        );
+        assert_eq!(
+            ClientSubnet::from_parts(v4("2001:db8::"), 129, 0),
+            Err(EcsError::SourcePrefix(129))
+        );
+        assert!(ClientSubnet::from_parts(v4("0.0.0.0"), 0, 0).is_ok());
+        assert!(ClientSubnet::from_parts(v4("10.1.2.3"), 32, 0).is_ok());
     }
 
     #[test]

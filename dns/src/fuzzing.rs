@@ -1,14 +1,28 @@
 //! The query path as a single function over arbitrary bytes, for the fuzz target
-//! (`dns/fuzz`) and the unit test that replays its seed corpus.
+//! (`dns/fuzz`) and the unit test that replays its seed corpus: both engines (the batched
+//! engine's codec and hickory-server with our handler) over UDP and TCP, checked against each
+//! other.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use hickory_proto::op::Message;
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
 
 use crate::answer::{Limit, Scratch, Snapshot, Transport, respond};
 use crate::automap::{EdgeState, EdgeView, Load, RegionView};
 use crate::config::Config;
+use crate::handler::{Handler, serve_message};
+use crate::metrics::Metrics;
+use crate::server::Shared;
+use crate::wire::Rcode;
 use crate::zone::Zones;
 
 const CONFIG: &str = r#"
@@ -25,6 +39,9 @@ records = [
 
 [geo.overrides]
 subnet = { "127.0.2.0/24" = "b" }
+
+[rate_limit]
+responses_per_second = 0
 "#;
 
 /// A snapshot with two regions (one up, one down) and no geo database.
@@ -65,33 +82,159 @@ pub fn snapshot() -> Snapshot {
     Snapshot::new(Arc::new(zones), None, &regions, &config)
 }
 
-/// Runs one packet through the query path over UDP and TCP and checks what must hold for any
-/// input: a response is a well-formed DNS response with the query's ID, within the UDP limit.
-pub fn query_path(snap: &Snapshot, scratch: &mut Scratch, data: &[u8]) {
-    let client: SocketAddr = ([127, 0, 1, 7], 5300).into();
-    for transport in [Transport::Udp, Transport::Tcp] {
-        let o = respond(snap, scratch, data, client, transport, Limit::Pass);
-        if !o.send {
-            continue;
-        }
-        let out = &scratch.out;
-        assert!(out.len() >= 12, "response shorter than a header");
-        assert_eq!(&out[..2], &data[..2], "response ID differs");
-        assert!(out[2] & 0x80 != 0, "QR not set");
-        if transport == Transport::Udp {
-            assert!(out.len() <= 1232, "UDP response of {} bytes", out.len());
-        }
-        if let Err(e) = Message::from_vec(out) {
-            panic!("unparseable response ({e}): {out:02x?}");
+/// Both engines over one snapshot.
+pub struct Harness {
+    snap: Arc<Snapshot>,
+    handler: Handler,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        let shared = Arc::new(Shared::new(snapshot(), Arc::new(Metrics::default())));
+        Harness {
+            snap: shared.load(),
+            handler: Handler::new(shared),
         }
     }
-    let o = respond(snap, scratch, data, client, Transport::Udp, Limit::Slip);
-    if o.send {
-        let (tc, rcode) = (scratch.out[2] & 0x02 != 0, scratch.out[3] & 0x0f);
-        assert!(
-            tc || rcode != 0,
-            "slip must be truncated (or an error answer)"
+}
+
+/// A response handler that keeps the encoded message, with hickory's size limits.
+#[derive(Clone)]
+struct Capture {
+    udp: bool,
+    sent: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max = match (self.udp, response.edns()) {
+            (false, _) => u16::MAX,
+            (true, Some(e)) => e.max_payload(),
+            (true, None) => 512,
+        };
+        let mut buf = Vec::new();
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(max);
+        let info = response.destructive_emit(&mut encoder)?;
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
+        Ok(info)
+    }
+}
+
+/// Checks what must hold for any response: a well-formed DNS response with the query's ID,
+/// within the UDP limit.
+fn check_response(out: &[u8], query: &[u8], transport: Transport) -> Message {
+    assert!(out.len() >= 12, "response shorter than a header");
+    assert_eq!(&out[..2], &query[..2], "response ID differs");
+    assert!(out[2] & 0x80 != 0, "QR not set");
+    if transport == Transport::Udp {
+        assert!(out.len() <= 1232, "UDP response of {} bytes", out.len());
+    }
+    match Message::from_vec(out) {
+        Ok(m) => m,
+        Err(e) => panic!("unparseable response ({e}): {out:02x?}"),
+    }
+}
+
+impl Harness {
+    /// The hickory-server engine's response to one message, if any.
+    fn hickory(&self, data: &[u8], client: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let (udp, protocol) = match transport {
+            Transport::Udp => (true, Protocol::Udp),
+            Transport::Tcp => (false, Protocol::Tcp),
+        };
+        let capture = Capture {
+            udp,
+            sent: Arc::default(),
+        };
+        let fut = serve_message(
+            &self.handler,
+            data.to_vec(),
+            client,
+            protocol,
+            capture.clone(),
         );
+        // Nothing in the handler waits: one poll completes it.
+        let done = pin!(fut).poll(&mut Context::from_waker(Waker::noop()));
+        assert!(matches!(done, Poll::Ready(())), "handler did not complete");
+        capture
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Runs one packet through both engines over UDP and TCP. Every response must be well
+    /// formed; where the batched engine's strict parser accepts the query, hickory's engine
+    /// must give the same response (header, sections, OPT). Where ours says FORMERR, hickory's
+    /// more lenient parser may answer (e.g. trailing bytes after the message).
+    pub fn query_path(&self, scratch: &mut Scratch, data: &[u8]) {
+        let client: SocketAddr = ([127, 0, 1, 7], 5300).into();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let o = respond(&self.snap, scratch, data, client, transport, Limit::Pass);
+            let ours = o
+                .send
+                .then(|| check_response(&scratch.out, data, transport));
+            let theirs = self
+                .hickory(data, client, transport)
+                .map(|out| check_response(&out, data, transport));
+            match (o.send, o.rcode, ours, theirs) {
+                (false, _, _, theirs) => {
+                    assert!(theirs.is_none(), "hickory engine answered a dropped packet")
+                }
+                (true, Rcode::FormErr, _, _) => {}
+                (true, Rcode::NotImp, _, theirs) => {
+                    let rcode = theirs.map(|m| u16::from(m.metadata.response_code));
+                    assert!(
+                        matches!(rcode, Some(1 | 4)),
+                        "NOTIMP vs {rcode:?} from the hickory engine"
+                    );
+                }
+                (true, _, Some(ours), Some(theirs)) => {
+                    assert_eq!(ours.metadata, theirs.metadata, "{transport:?} header");
+                    assert_eq!(ours.queries, theirs.queries, "{transport:?} question");
+                    assert_eq!(ours.answers, theirs.answers, "{transport:?} answers");
+                    assert_eq!(
+                        ours.authorities, theirs.authorities,
+                        "{transport:?} authority"
+                    );
+                    assert_eq!(
+                        ours.additionals, theirs.additionals,
+                        "{transport:?} additional"
+                    );
+                    assert_eq!(ours.edns, theirs.edns, "{transport:?} OPT");
+                }
+                (true, rcode, _, theirs) => {
+                    panic!("{transport:?}: {rcode:?} from ours, {theirs:?} from hickory's engine")
+                }
+            }
+        }
+        let o = respond(
+            &self.snap,
+            scratch,
+            data,
+            client,
+            Transport::Udp,
+            Limit::Slip,
+        );
+        if o.send {
+            let (tc, rcode) = (scratch.out[2] & 0x02 != 0, scratch.out[3] & 0x0f);
+            assert!(
+                tc || rcode != 0,
+                "slip must be truncated (or an error answer)"
+            );
+        }
     }
 }
 
@@ -102,12 +245,12 @@ mod tests {
     #[test]
     fn replays_the_fuzz_seed_corpus() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/query");
-        let snap = snapshot();
+        let harness = Harness::default();
         let mut scratch = Scratch::new(1);
         let mut n = 0;
         for entry in std::fs::read_dir(dir).expect("seed corpus") {
             let data = std::fs::read(entry.expect("entry").path()).expect("read seed");
-            query_path(&snap, &mut scratch, &data);
+            harness.query_path(&mut scratch, &data);
             n += 1;
         }
         assert!(n >= 8, "only {n} seeds");

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use skein_dns::config::UdpEngine;
 use skein_dns::control::{Control, Loaded, Membership};
+use skein_dns::handler::{self, Handler};
 use skein_dns::metrics::Metrics;
+use skein_dns::server::Shared;
 use skein_dns::{geo, http, server};
 
 /// Authoritative GeoDNS server: answers the service name with healthy, load-aware edge
@@ -23,7 +26,9 @@ struct Cli {
     /// separated. The last membership is cached on disk (`[cluster] cache`).
     #[arg(long, value_name = "SEED,...", value_delimiter = ',')]
     cluster: Vec<String>,
-    /// Log filter (tracing syntax), e.g. "info" or "skein_dns=debug".
+    /// Log filter (tracing syntax), e.g. "info" or "skein_dns=debug". hickory-server and
+    /// hickory-proto log at most warnings and errors unless the filter names them (at info
+    /// hickory-server logs every UDP query).
     #[arg(long, env = "SKEIN_DNS_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]
@@ -56,12 +61,22 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("missing --config FILE (see --help)");
             };
             tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(log_filter(
+                    &cli.log,
+                ))?)
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             run(&config, cli.cluster)
         }
+    }
+}
+
+fn log_filter(given: &str) -> String {
+    if given.contains("hickory") {
+        given.to_string()
+    } else {
+        format!("{given},hickory_server=warn,hickory_proto=error")
     }
 }
 
@@ -105,30 +120,44 @@ fn run(config_path: &Path, cluster_cli: Vec<String>) -> anyhow::Result<()> {
     } else {
         listen.udp_workers
     };
+    let mut udp_sockets = Vec::new();
     for addr in &listen.udp {
         let socks = server::bind_udp(*addr, workers).with_context(|| format!("bind UDP {addr}"))?;
-        tracing::info!(%addr, sockets = socks.len(), "listening on UDP");
-        for (i, sock) in socks.into_iter().enumerate() {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("udp-{addr}-{i}"))
-                .spawn(move || server::udp_worker(sock, shared))?;
-        }
+        tracing::info!(%addr, sockets = socks.len(), engine = ?listen.udp_engine, "listening on UDP");
+        udp_sockets.extend(socks);
     }
+    let mut runtime_threads = 1;
+    match listen.udp_engine {
+        UdpEngine::Hickory => runtime_threads = workers,
+        UdpEngine::Batched => spawn_batched(udp_sockets.drain(..), &shared)?,
+    }
+    let handler = Handler::new(shared.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(runtime_threads)
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if !udp_sockets.is_empty() {
+            let mut udp = hickory_server::Server::new(handler.clone());
+            for sock in udp_sockets {
+                sock.set_nonblocking(true)?;
+                udp.register_socket(tokio::net::UdpSocket::from_std(sock)?);
+            }
+            tokio::spawn(async move {
+                if let Err(e) = udp.block_until_done().await {
+                    tracing::error!(error = %e, "UDP server stopped");
+                }
+            });
+        }
         for addr in &listen.tcp {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("bind TCP {addr}"))?;
             tracing::info!(%addr, max_connections = listen.tcp_max_connections, "listening on TCP");
-            tokio::spawn(server::serve_tcp(
+            tokio::spawn(handler::serve_tcp(
                 l,
-                shared.clone(),
+                handler.clone(),
                 listen.tcp_max_connections,
                 Duration::from_millis(listen.tcp_idle_timeout_ms),
             ));
@@ -148,4 +177,26 @@ fn run(config_path: &Path, cluster_cli: Vec<String>) -> anyhow::Result<()> {
         control.run(config_path.to_path_buf()).await;
         anyhow::Ok(())
     })
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_batched(
+    sockets: impl Iterator<Item = std::net::UdpSocket>,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    for (i, sock) in sockets.enumerate() {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("udp-{i}"))
+            .spawn(move || server::udp_worker(sock, shared))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_batched(
+    _: impl Iterator<Item = std::net::UdpSocket>,
+    _: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    anyhow::bail!("listen.udp_engine = \"batched\" needs Linux (recvmmsg/sendmmsg)")
 }

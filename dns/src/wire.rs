@@ -106,6 +106,29 @@ impl LowerName {
         &self.buf[..usize::from(self.len)]
     }
 
+    /// Builds a name from its labels (root label excluded), lowercasing; `None` when longer than
+    /// 255 bytes in wire form or a label is empty or longer than 63 bytes.
+    pub fn from_labels<'l>(labels: impl IntoIterator<Item = &'l [u8]>) -> Option<LowerName> {
+        let mut name = LowerName {
+            buf: [0; 255],
+            len: 0,
+        };
+        let mut n = 0usize;
+        for label in labels {
+            if label.is_empty() || label.len() > 63 || n + 1 + label.len() + 1 > 255 {
+                return None;
+            }
+            name.buf[n] = label.len() as u8;
+            for (dst, src) in name.buf[n + 1..n + 1 + label.len()].iter_mut().zip(label) {
+                *dst = src.to_ascii_lowercase();
+            }
+            n += 1 + label.len();
+        }
+        name.buf[n] = 0;
+        name.len = (n + 1) as u8;
+        Some(name)
+    }
+
     /// Offsets of every label start; the last entry is the root label.
     pub fn label_starts(&self) -> impl Iterator<Item = usize> + '_ {
         let bytes = self.as_bytes();
@@ -132,10 +155,20 @@ impl std::fmt::Debug for LowerName {
 pub enum ParseError {
     /// Not worth an answer: too short for a header, or a response (QR set).
     Drop,
-    /// Header readable, rest malformed: answer FORMERR.
-    FormErr { id: u16, opcode: u8, rd: bool },
+    /// Header readable, rest malformed: answer FORMERR (RD and CD copied).
+    FormErr {
+        id: u16,
+        opcode: u8,
+        rd: bool,
+        cd: bool,
+    },
     /// Opcode other than QUERY: answer NOTIMP.
-    NotImp { id: u16, opcode: u8, rd: bool },
+    NotImp {
+        id: u16,
+        opcode: u8,
+        rd: bool,
+        cd: bool,
+    },
 }
 
 struct Reader<'a> {
@@ -199,10 +232,11 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, ParseError> {
     }
     let opcode = ((flags >> 11) & 0xF) as u8;
     let rd = flags & 0x0100 != 0;
+    let cd = flags & 0x0010 != 0;
     if opcode != 0 {
-        return Err(ParseError::NotImp { id, opcode, rd });
+        return Err(ParseError::NotImp { id, opcode, rd, cd });
     }
-    let formerr = ParseError::FormErr { id, opcode, rd };
+    let formerr = ParseError::FormErr { id, opcode, rd, cd };
     let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
     let ancount = u16::from_be_bytes([packet[6], packet[7]]);
     let nscount = u16::from_be_bytes([packet[8], packet[9]]);
@@ -269,7 +303,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, ParseError> {
         id,
         opcode,
         recursion_desired: rd,
-        checking_disabled: flags & 0x0010 != 0,
+        checking_disabled: cd,
         question,
         qname,
         qtype,
@@ -558,6 +592,21 @@ mod tests {
             &apex
         ));
         assert!(!is_subdomain(&name_from_str("com").unwrap(), &apex));
+    }
+
+    #[test]
+    fn name_from_labels_matches_the_parser() {
+        let p = query("Live.Example.COM", rtype::A);
+        let parsed = parse_query(&p).unwrap().qname;
+        let built = LowerName::from_labels([&b"LIVE"[..], b"example", b"com"]).unwrap();
+        assert_eq!(parsed, built);
+        assert_eq!(LowerName::from_labels([]).unwrap().as_bytes(), &[0]);
+        assert!(LowerName::from_labels([&[b'x'; 64][..]]).is_none());
+        let long: Vec<&[u8]> = vec![&[b'x'; 63][..]; 4];
+        assert!(
+            LowerName::from_labels(long).is_none(),
+            "256 bytes in wire form"
+        );
     }
 
     #[test]

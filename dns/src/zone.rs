@@ -1,22 +1,48 @@
-//! Zone data: SOA, NS with glue, static records and the service names, pre-encoded to wire
-//! form at load time so the query path only copies bytes.
+//! Zone data: SOA, NS with glue, static records and the service names, prepared at load time
+//! in both forms the query path writes: wire bytes (the batched UDP engine copies them) and
+//! hickory-proto records (the hickory-server engine hands them to its encoder).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use hickory_proto::rr::{RData, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::binary::{
+    BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
+};
 
 use crate::config::{Config, StaticRecord, ZoneConfig, relative_name};
 use crate::wire::{self, rtype};
 
-/// Records of one type at one name, RDATA already in wire form.
+/// Records of one type at one name, RDATA in wire form and decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RrSet {
     pub rtype: u16,
     pub ttl: u32,
     pub rdatas: Vec<Vec<u8>>,
+    /// The same RDATA as hickory-proto values, in the same order.
+    pub data: Vec<RData>,
+}
+
+impl RrSet {
+    fn new(rtype: u16, ttl: u32) -> RrSet {
+        RrSet {
+            rtype,
+            ttl,
+            rdatas: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, rdata: Vec<u8>) -> Result<(), String> {
+        let mut d = BinDecoder::new(&rdata);
+        let len = Restrict::new(rdata.len() as u16);
+        let value = RData::read(&mut d, RecordType::from(self.rtype), len)
+            .map_err(|e| format!("RDATA of type {}: {e}", self.rtype))?;
+        self.data.push(value);
+        self.rdatas.push(rdata);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -30,12 +56,21 @@ struct Node {
 pub struct Zone {
     /// Apex, lowercased wire form.
     pub apex: Vec<u8>,
+    /// Number of labels of the apex (owner of the SOA in negative answers).
+    pub apex_labels: usize,
     pub soa: RrSet,
     pub ns: RrSet,
     /// TTL for the SOA in negative answers (RFC 2308: min of SOA TTL and MINIMUM).
     pub negative_ttl: u32,
-    /// In-zone NS names with their A/AAAA glue.
-    pub glue: Vec<(Vec<u8>, Vec<RrSet>)>,
+    /// In-zone NS names (wire form and as a hickory name) with their A/AAAA glue.
+    pub glue: Vec<Glue>,
+}
+
+#[derive(Debug)]
+pub struct Glue {
+    pub name: Vec<u8>,
+    pub owner: Name,
+    pub sets: Vec<RrSet>,
 }
 
 /// What the zone data says about a question.
@@ -86,32 +121,27 @@ impl Zones {
         ] {
             soa_rdata.extend_from_slice(&v.to_be_bytes());
         }
-        let soa = RrSet {
-            rtype: rtype::SOA,
-            ttl: z.soa.ttl,
-            rdatas: vec![soa_rdata],
-        };
-        let mut ns = RrSet {
-            rtype: rtype::NS,
-            ttl: z.ns_ttl,
-            rdatas: Vec::new(),
-        };
+        let mut soa = RrSet::new(rtype::SOA, z.soa.ttl);
+        soa.push(soa_rdata)?;
+        let mut ns = RrSet::new(rtype::NS, z.ns_ttl);
         let mut glue = Vec::new();
         let zone_idx = self.zones.len();
         self.apex_index.insert(apex.clone(), zone_idx);
         self.node(&apex, &apex).rrsets.push(soa.clone());
         for n in &z.ns {
             let name = wire::name_from_str(&n.name)?;
-            ns.rdatas.push(name.clone());
+            ns.push(name.clone())?;
             if wire::is_subdomain(&name, &apex) {
-                let sets = address_rrsets(&n.addrs, z.ns_ttl);
+                let sets = address_rrsets(&n.addrs, z.ns_ttl)?;
                 let node = self.node(&name, &apex);
                 for s in &sets {
                     if !node.rrsets.iter().any(|r| r.rtype == s.rtype) {
                         node.rrsets.push(s.clone());
                     }
                 }
-                glue.push((name, sets));
+                let owner = Name::from_ascii(wire::name_to_string(&name))
+                    .map_err(|e| format!("{}: {e}", n.name))?;
+                glue.push(Glue { name, owner, sets });
             }
         }
         self.node(&apex, &apex).rrsets.push(ns.clone());
@@ -134,13 +164,13 @@ impl Zones {
                         ));
                     }
                     set.ttl = set.ttl.min(r.ttl);
-                    set.rdatas.push(rdata);
+                    set.push(rdata)?;
                 }
-                None => node.rrsets.push(RrSet {
-                    rtype: rtype_,
-                    ttl: r.ttl,
-                    rdatas: vec![rdata],
-                }),
+                None => {
+                    let mut set = RrSet::new(rtype_, r.ttl);
+                    set.push(rdata)?;
+                    node.rrsets.push(set);
+                }
             }
         }
         for (name, node) in &self.nodes {
@@ -167,6 +197,7 @@ impl Zones {
             }
         }
         self.zones.push(Zone {
+            apex_labels: label_count(&apex),
             apex,
             negative_ttl: z.soa.ttl.min(z.soa.minimum),
             soa,
@@ -230,27 +261,33 @@ impl Zones {
     }
 }
 
-fn address_rrsets(addrs: &[IpAddr], ttl: u32) -> Vec<RrSet> {
-    let mut v4 = RrSet {
-        rtype: rtype::A,
-        ttl,
-        rdatas: Vec::new(),
-    };
-    let mut v6 = RrSet {
-        rtype: rtype::AAAA,
-        ttl,
-        rdatas: Vec::new(),
-    };
+/// Labels of a wire-form name, root excluded.
+fn label_count(name: &[u8]) -> usize {
+    let mut n = 0;
+    let mut pos = 0usize;
+    while let Some(&len) = name.get(pos) {
+        if len == 0 {
+            break;
+        }
+        n += 1;
+        pos += usize::from(len) + 1;
+    }
+    n
+}
+
+fn address_rrsets(addrs: &[IpAddr], ttl: u32) -> Result<Vec<RrSet>, String> {
+    let mut v4 = RrSet::new(rtype::A, ttl);
+    let mut v6 = RrSet::new(rtype::AAAA, ttl);
     for a in addrs {
         match a {
-            IpAddr::V4(a) => v4.rdatas.push(a.octets().to_vec()),
-            IpAddr::V6(a) => v6.rdatas.push(a.octets().to_vec()),
+            IpAddr::V4(a) => v4.push(a.octets().to_vec())?,
+            IpAddr::V6(a) => v6.push(a.octets().to_vec())?,
         }
     }
-    [v4, v6]
+    Ok([v4, v6]
         .into_iter()
         .filter(|s| !s.rdatas.is_empty())
-        .collect()
+        .collect())
 }
 
 /// Parses a static record to (owner, type, RDATA wire bytes) using hickory-proto's
@@ -344,6 +381,9 @@ mod tests {
                 assert_eq!(set.rtype, rtype::SOA);
                 assert_eq!(zone.negative_ttl, 30);
                 assert_eq!(zone.glue.len(), 1);
+                assert_eq!(zone.apex_labels, 2);
+                assert_eq!(zone.glue[0].owner.to_string(), "ns1.example.com.");
+                assert_eq!(set.data.len(), 1);
             }
             other => panic!("{other:?}"),
         }

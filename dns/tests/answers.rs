@@ -1,11 +1,40 @@
-//! End-to-end: the real skein-dns binary queried with dig over loopback.
+//! End-to-end: the real skein-dns binary queried with dig over loopback. The protocol tests
+//! run against both UDP engines (hickory-server with our handler, and the batched engine);
+//! TCP is hickory-server's in both.
 
 mod common;
 
-use std::net::{IpAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{DnsServer, TestEdge, config, demo_mmdb, temp_dir};
+use common::{DnsServer, TestEdge, config, demo_mmdb, temp_dir, with_engine};
+
+/// One `#[test]` per UDP engine for a test function taking the engine name.
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn hickory() {
+                super::$name("hickory");
+            }
+            #[test]
+            fn batched() {
+                super::$name("batched");
+            }
+        }
+    )*};
+}
+
+both_engines!(
+    authoritative_basics_soa_ns_a_aaaa_nxdomain_nodata_refused,
+    large_answer_truncated_over_udp_and_whole_over_tcp,
+    clients_get_their_regions_edges_via_ecs_and_source_address,
+    overrides_by_subnet_and_country,
+    failover_when_a_region_dies_and_back_after_recovery,
+    malformed_packets_get_formerr_or_nothing_and_server_keeps_answering,
+    rate_limit_drops_and_slips_per_client_network,
+);
 
 fn regions(a: &[&TestEdge], b: &[&TestEdge]) -> String {
     let list = |edges: &[&TestEdge], prefix: &str| {
@@ -44,11 +73,12 @@ fn in_region(addrs: &[IpAddr], third_octet: u8) -> bool {
 }
 
 /// Starts a server with the demo MMDB and the given edges; waits until every edge is up.
-fn geo_server(tag: &str, a: &[&TestEdge], b: &[&TestEdge], extra: &str) -> DnsServer {
-    let dir = temp_dir(tag);
+fn geo_server(tag: &str, engine: &str, a: &[&TestEdge], b: &[&TestEdge], extra: &str) -> DnsServer {
+    let dir = temp_dir(&format!("{tag}-{engine}"));
     demo_mmdb(&dir);
     let extra = format!("[geo]\ncity = \"geo.mmdb\"\n{extra}");
-    let s = DnsServer::start_in(dir, &config(&regions(a, b), &extra), &[]);
+    let cfg = with_engine(&config(&regions(a, b), &extra), engine);
+    let s = DnsServer::start_in(dir, &cfg, &[]);
     let n = a.len() + b.len();
     s.wait_until("all edges up", |s| {
         s.metrics().matches("state=\"up\"} 1").count() == n
@@ -56,11 +86,10 @@ fn geo_server(tag: &str, a: &[&TestEdge], b: &[&TestEdge], extra: &str) -> DnsSe
     s
 }
 
-#[test]
-fn authoritative_basics_soa_ns_a_aaaa_nxdomain_nodata_refused() {
+fn authoritative_basics_soa_ns_a_aaaa_nxdomain_nodata_refused(engine: &str) {
     let a1 = TestEdge::start("127.0.1.1");
     let b1 = TestEdge::start("127.0.2.1");
-    let s = geo_server("basics", &[&a1], &[&b1], "");
+    let s = geo_server("basics", engine, &[&a1], &[&b1], "");
 
     let soa = s.dig(&["example.com", "SOA"]);
     assert_eq!(soa.status, "NOERROR");
@@ -152,8 +181,7 @@ fn authoritative_basics_soa_ns_a_aaaa_nxdomain_nodata_refused() {
     assert!(m.contains("skein_dns_probe_duration_seconds_count"));
 }
 
-#[test]
-fn large_answer_truncated_over_udp_and_whole_over_tcp() {
+fn large_answer_truncated_over_udp_and_whole_over_tcp(engine: &str) {
     let records: String = (0..12)
         .map(|i| {
             format!(
@@ -166,7 +194,7 @@ fn large_answer_truncated_over_udp_and_whole_over_tcp() {
         "ns = [",
         &format!("records = [{records} {{ name = \"small\", type = \"TXT\", data = \"\\\"hi\\\"\" }}]\nns = ["),
     );
-    let s = DnsServer::start("trunc", &cfg, &[]);
+    let s = DnsServer::start("trunc", &with_engine(&cfg, engine), &[]);
     let udp = s.dig(&["big.example.com", "TXT", "+ignore", "+bufsize=1232"]);
     assert!(udp.flags.contains(&"tc".to_string()), "{}", udp.raw);
     assert!(udp.answers.is_empty());
@@ -181,13 +209,12 @@ fn large_answer_truncated_over_udp_and_whole_over_tcp() {
     assert_eq!(s.dig(&["small.example.com", "TXT"]).answers.len(), 1);
 }
 
-#[test]
-fn clients_get_their_regions_edges_via_ecs_and_source_address() {
+fn clients_get_their_regions_edges_via_ecs_and_source_address(engine: &str) {
     let a1 = TestEdge::start("127.0.1.1");
     let a2 = TestEdge::start("127.0.1.2");
     let b1 = TestEdge::start("127.0.2.1");
     let b2 = TestEdge::start("127.0.2.2");
-    let s = geo_server("regions", &[&a1, &a2], &[&b1, &b2], "");
+    let s = geo_server("regions", engine, &[&a1, &a2], &[&b1, &b2], "");
 
     let ecs_a = s.dig(&["live.example.com", "A", "+subnet=127.0.1.0/24"]);
     assert!(in_region(&ecs_a.addrs(), 1), "{}", ecs_a.raw);
@@ -231,13 +258,12 @@ fn clients_get_their_regions_edges_via_ecs_and_source_address() {
     assert!(in_region(&unknown.addrs(), 1), "{}", unknown.raw);
 }
 
-#[test]
-fn overrides_by_subnet_and_country() {
+fn overrides_by_subnet_and_country(engine: &str) {
     let a1 = TestEdge::start("127.0.1.1");
     let b1 = TestEdge::start("127.0.2.1");
     let extra =
         "[geo.overrides]\ncountry = { SG = \"b\" }\nsubnet = { \"127.0.1.128/25\" = \"b\" }\n";
-    let s = geo_server("overrides", &[&a1], &[&b1], extra);
+    let s = geo_server("overrides", engine, &[&a1], &[&b1], extra);
     let sub = s.dig(&["live.example.com", "A", "+subnet=127.0.1.200/32"]);
     assert!(in_region(&sub.addrs(), 2), "{}", sub.raw);
     assert_eq!(sub.client_subnet.as_deref(), Some("127.0.1.200/32/25"));
@@ -248,12 +274,11 @@ fn overrides_by_subnet_and_country() {
     assert!(in_region(&sg.addrs(), 2), "{}", sg.raw);
 }
 
-#[test]
-fn failover_when_a_region_dies_and_back_after_recovery() {
+fn failover_when_a_region_dies_and_back_after_recovery(engine: &str) {
     let mut a1 = TestEdge::start("127.0.1.1");
     let mut a2 = TestEdge::start("127.0.1.2");
     let b1 = TestEdge::start("127.0.2.1");
-    let s = geo_server("failover", &[&a1, &a2], &[&b1], "");
+    let s = geo_server("failover", engine, &[&a1, &a2], &[&b1], "");
     let q = ["live.example.com", "A", "+subnet=127.0.1.0/24"];
     assert!(in_region(&s.dig(&q).addrs(), 1));
 
@@ -278,7 +303,7 @@ fn edge_over_high_water_is_not_handed_out() {
     let a1 = TestEdge::start("127.0.1.1");
     let a2 = TestEdge::start("127.0.1.2");
     let b1 = TestEdge::start("127.0.2.1");
-    let s = geo_server("load", &[&a1, &a2], &[&b1], "");
+    let s = geo_server("load", "hickory", &[&a1, &a2], &[&b1], "");
     let q = ["live.example.com", "A", "+subnet=127.0.1.0/24"];
     assert_eq!(s.dig(&q).addrs().len(), 2);
 
@@ -301,7 +326,7 @@ fn edge_over_high_water_is_not_handed_out() {
 fn config_change_applies_live_and_bad_config_is_rejected() {
     let a1 = TestEdge::start("127.0.1.1");
     let b1 = TestEdge::start("127.0.2.1");
-    let s = geo_server("reload", &[&a1], &[&b1], "");
+    let s = geo_server("reload", "hickory", &[&a1], &[&b1], "");
     assert_eq!(s.dig(&["live.example.com", "A"]).answers[0].1, 20);
 
     let geo = "[geo]\ncity = \"geo.mmdb\"\n";
@@ -353,31 +378,68 @@ fn rcode(resp: &[u8]) -> u8 {
     resp[3] & 0x0f
 }
 
-#[test]
-fn malformed_packets_get_formerr_or_nothing_and_server_keeps_answering() {
-    let s = DnsServer::start("malformed", &config("", ""), &[]);
+fn malformed_packets_get_formerr_or_nothing_and_server_keeps_answering(engine: &str) {
+    let s = DnsServer::start("malformed", &with_engine(&config("", ""), engine), &[]);
     // runt: dropped
     assert_eq!(exchange(s.port, &[1, 2, 3, 4, 5]), None);
     // a response: dropped (no reflection)
     let mut resp = raw_query("example.com", 6);
     resp[2] |= 0x80;
     assert_eq!(exchange(s.port, &resp), None);
-    // truncated question: FORMERR
-    let q = raw_query("example.com", 6);
+    // a malformed response: dropped too
+    assert_eq!(exchange(s.port, &resp[..resp.len() - 3]), None);
+    // truncated question: FORMERR, no question section, RD copied
+    let mut q = raw_query("example.com", 6);
+    q[2] |= 0x01;
     let r = exchange(s.port, &q[..q.len() - 3]).expect("answer");
     assert_eq!(rcode(&r), 1);
     assert_eq!(&r[..2], &[0xab, 0xcd]);
+    assert_eq!(r[2], 0x81, "QR and RD");
+    assert_eq!(&r[4..12], &[0; 8], "no records");
+    // an answer record in a query: FORMERR
+    let mut an = raw_query("example.com", 6);
+    an[7] = 1;
+    an.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    assert_eq!(rcode(&exchange(s.port, &an).expect("answer")), 1);
+    // AXFR: REFUSED
+    assert_eq!(
+        rcode(&exchange(s.port, &raw_query("example.com", 252)).expect("answer")),
+        5
+    );
     // qdcount 2: FORMERR
     let mut two = raw_query("example.com", 6);
     two[5] = 2;
     assert_eq!(rcode(&exchange(s.port, &two).expect("answer")), 1);
-    // invalid ECS (scope prefix set in a query): FORMERR
-    let mut ecs = raw_query("live.example.com", 1);
-    ecs[11] = 1;
-    ecs.extend([
-        0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 8, 127, 0, 1,
-    ]);
-    assert_eq!(rcode(&exchange(s.port, &ecs).expect("answer")), 1);
+    // invalid ECS (scope prefix set in a query; host bits beyond the source prefix; two
+    // options): FORMERR
+    let ecs_query = |options: &[u8]| {
+        let mut q = raw_query("live.example.com", 1);
+        q[11] = 1;
+        q.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        q.extend((options.len() as u16).to_be_bytes());
+        q.extend(options);
+        q
+    };
+    let scope = [0, 8, 0, 7, 0, 1, 24, 8, 127, 0, 1];
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&scope)).expect("answer")),
+        1
+    );
+    let host_bits = [0, 8, 0, 7, 0, 1, 20, 0, 127, 0, 1];
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&host_bits)).expect("answer")),
+        1
+    );
+    let valid = [0, 8, 0, 7, 0, 1, 24, 0, 127, 0, 1];
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&valid)).expect("answer")),
+        0
+    );
+    let two = [valid, valid].concat();
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&two)).expect("answer")),
+        1
+    );
     // NOTIFY opcode: NOTIMP
     let mut notify = raw_query("example.com", 6);
     notify[2] = 4 << 3;
@@ -407,10 +469,9 @@ fn malformed_packets_get_formerr_or_nothing_and_server_keeps_answering() {
     assert_eq!(s.dig(&["example.com", "SOA"]).status, "NOERROR");
 }
 
-#[test]
-fn rate_limit_drops_and_slips_per_client_network() {
+fn rate_limit_drops_and_slips_per_client_network(engine: &str) {
     let extra = "[rate_limit]\nresponses_per_second = 5\nslip = 2\n";
-    let s = DnsServer::start("rrl", &config("", extra), &[]);
+    let s = DnsServer::start("rrl", &with_engine(&config("", extra), engine), &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
@@ -439,4 +500,63 @@ fn rate_limit_drops_and_slips_per_client_network() {
         s.metrics()
             .contains("skein_dns_rate_limited_total{action=\"drop\"}")
     );
+}
+
+#[test]
+fn tcp_connections_are_limited_and_idle_ones_closed() {
+    let cfg = config("", "").replace(
+        "udp_workers = 2\n",
+        "udp_workers = 2\ntcp_max_connections = 2\ntcp_idle_timeout_ms = 3000\n",
+    );
+    let s = DnsServer::start("tcp-limits", &cfg, &[]);
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c
+    };
+    let query = |c: &mut TcpStream| {
+        let q = raw_query("example.com", 6);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend(&q);
+        c.write_all(&framed).expect("write");
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).expect("length");
+        let mut resp = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut resp).expect("response");
+        resp
+    };
+    // two connections are served, several queries each
+    let (mut c1, mut c2) = (connect(), connect());
+    for c in [&mut c1, &mut c2] {
+        for _ in 0..3 {
+            let r = query(c);
+            assert_eq!(&r[..2], &[0xab, 0xcd]);
+            assert_eq!(rcode(&r), 0);
+        }
+    }
+    // the third is closed at once
+    let mut c3 = connect();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(c3.read(&mut buf), Ok(0) | Err(_)),
+        "third connection served"
+    );
+    assert!(
+        s.metrics().contains("skein_dns_tcp_rejected_total 1"),
+        "{}",
+        s.metrics()
+    );
+    // idle connections are closed by the server, which frees their slots
+    assert!(matches!(c1.read(&mut buf), Ok(0) | Err(_)));
+    assert!(matches!(c2.read(&mut buf), Ok(0) | Err(_)));
+    s.wait_until("a slot is free again", |s| {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let q = raw_query("example.com", 6);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend(&q);
+        c.write_all(&framed).is_ok() && c.read(&mut buf).is_ok_and(|n| n > 0)
+    });
 }

@@ -1,17 +1,18 @@
-//! Arbitrary bytes through the whole query path (parse, lookup, ECS, answer, truncation).
+//! Arbitrary bytes through the whole query path (parse, lookup, ECS, answer, truncation) of
+//! both UDP engines, which must agree wherever the strict parser accepts the query.
 //! Run: `cargo +nightly fuzz run query fuzz/corpus/query` from `dns/`.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skein_dns::answer::{Scratch, Snapshot};
-use skein_dns::fuzzing;
+use skein_dns::answer::Scratch;
+use skein_dns::fuzzing::Harness;
 
-static SNAPSHOT: OnceLock<Snapshot> = OnceLock::new();
+static HARNESS: OnceLock<Harness> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let snap = SNAPSHOT.get_or_init(fuzzing::snapshot);
+    let harness = HARNESS.get_or_init(Harness::default);
     let mut scratch = Scratch::new(7);
-    fuzzing::query_path(snap, &mut scratch, data);
+    harness.query_path(&mut scratch, data);
 });

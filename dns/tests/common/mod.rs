@@ -397,6 +397,15 @@ timeout_ms = 300
     )
 }
 
+/// The same config served by the given UDP engine ("hickory" or "batched").
+pub fn with_engine(config: &str, engine: &str) -> String {
+    config.replacen(
+        "udp_workers = 2\n",
+        &format!("udp_workers = 2\nudp_engine = \"{engine}\"\n"),
+        1,
+    )
+}
+
 /// Writes the demo MMDB into `dir` and returns its path.
 pub fn demo_mmdb(dir: &Path) -> PathBuf {
     let p = dir.join("geo.mmdb");
