@@ -255,4 +255,39 @@ mod tests {
         }
         assert!(n >= 8, "only {n} seeds");
     }
+
+    /// Deterministic mutations of the seeds (byte changes, cuts, appended bytes) through
+    /// both engines: a small in-process fuzz run for every `cargo test`.
+    #[test]
+    fn mutated_seeds_agree_between_engines() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/query");
+        let seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .expect("seed corpus")
+            .map(|e| std::fs::read(e.expect("entry").path()).expect("read seed"))
+            .collect();
+        let harness = Harness::default();
+        let mut scratch = Scratch::new(1);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000usize {
+            let mut data = seeds[round % seeds.len()].clone();
+            for _ in 0..1 + next() % 3 {
+                let r = next();
+                match r % 4 {
+                    0 | 1 if !data.is_empty() => {
+                        let at = (r >> 8) as usize % data.len();
+                        data[at] = (r >> 32) as u8;
+                    }
+                    2 if !data.is_empty() => data.truncate((r >> 8) as usize % data.len()),
+                    _ => data.push((r >> 8) as u8),
+                }
+            }
+            harness.query_path(&mut scratch, &data);
+        }
+    }
 }
