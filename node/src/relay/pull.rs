@@ -23,6 +23,9 @@ enum PullEnd {
     Rerouted,
     /// The owner had nothing to give within its hold time.
     Refused(String),
+    /// The owner says the stream's publisher left it: the publisher stopped, or its push moved
+    /// to another origin (a drain or a ring change this node may not have applied yet).
+    Unpublished,
 }
 
 /// What the local viewers have seen, to continue seamlessly from another origin.
@@ -117,6 +120,15 @@ async fn follow_owner(relay: &Arc<Relay>, stream: &str) {
                 tracing::info!(stream = %stream, from = owner, "stream owner changed; moving the pull");
                 continuity.owner_lost();
             }
+            Ok(PullEnd::Unpublished) => {
+                if moved_within(relay, stream, owner, &mut watcher).await {
+                    tracing::info!(stream = %stream, from = owner, "stream moved to another origin; moving the pull");
+                    continuity.owner_lost();
+                } else {
+                    // The publisher really left: local viewers are told, and wait for it.
+                    continuity.forget();
+                }
+            }
             Ok(PullEnd::Refused(why)) => {
                 tracing::info!(stream = %stream, owner, "origin has no such stream: {why}");
                 continuity.forget();
@@ -141,6 +153,24 @@ async fn follow_owner(relay: &Arc<Relay>, stream: &str) {
             }
         }
     }
+}
+
+/// Whether the stream's owner changes from `owner` within the relay timeout: a push that
+/// moves to another origin ends at the old one before every node has applied the new ring.
+async fn moved_within(
+    relay: &Arc<Relay>,
+    stream: &str,
+    owner: NodeId,
+    watcher: &mut RouteWatcher,
+) -> bool {
+    let moved = async {
+        while relay.routing.owner(stream) == Some(owner) {
+            watcher.changed().await;
+        }
+    };
+    tokio::time::timeout(relay.settings.timeout, moved)
+        .await
+        .is_ok()
 }
 
 async fn pull_once(
@@ -174,7 +204,11 @@ async fn pull_once(
                     Some(RelayMessage::Media { kind, timestamp, payload }) => {
                         forward(relay, stream, owner, continuity, kind, timestamp, payload);
                     }
-                    Some(RelayMessage::Unpublished) => continuity.forget(),
+                    Some(RelayMessage::Unpublished) if continuity.handle.is_some() => {
+                        conn.finish();
+                        return Ok(PullEnd::Unpublished);
+                    }
+                    Some(RelayMessage::Unpublished) => {}
                     Some(RelayMessage::Published | RelayMessage::Keepalive) => {}
                     Some(RelayMessage::Refused(why)) => return Ok(PullEnd::Refused(why)),
                     Some(RelayMessage::Hello(_)) => {
