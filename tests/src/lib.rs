@@ -1,10 +1,16 @@
 //! Helpers shared by the cross-process end-to-end tests: locate the workspace's binaries and
-//! run them as child processes that are killed when the test ends.
+//! run them as child processes that are killed when the test ends; a cluster of `skein`
+//! processes (`cluster`); ffmpeg publishers and recorders (`media`).
 
-use std::net::{TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub mod cluster;
+pub mod media;
 
 /// Path of a binary of this workspace, built next to the test executable
 /// (`scripts/test.sh` builds all binaries before running the tests).
@@ -67,4 +73,32 @@ pub fn free_port(ip: &str) -> u16 {
         }
     }
     panic!("no free port on {ip}");
+}
+
+/// Minimal HTTP/1.0 request over a fresh connection: (status, body); `None` when the server
+/// does not answer within a few seconds.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> Option<(u16, String)> {
+    let mut socket = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        socket,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }

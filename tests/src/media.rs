@@ -1,0 +1,215 @@
+//! Real media peers: ffmpeg publishing a test pattern, ffmpeg recording what a viewer
+//! receives, ffprobe reading streams and packets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Process;
+use crate::cluster::{run_bounded, wait_child};
+
+/// ffmpeg publishing a lavfi test pattern (H.264, keyframe every second, + AAC) in real time to
+/// `url` for `seconds`; killed on drop.
+pub fn publish(url: &str, seconds: u32) -> Process {
+    Process::spawn(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// One packet as ffprobe reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    /// `video` or `audio`.
+    pub kind: String,
+    pub dts_ms: f64,
+}
+
+/// A viewer: ffmpeg playing `url` over one connection and copying `seconds` of media into an
+/// FLV file. It gives up when the server sends nothing for 30 s.
+pub struct Recording {
+    process: Process,
+    pub file: PathBuf,
+    url: String,
+}
+
+impl Recording {
+    pub fn start(url: &str, seconds: u32, file: &Path) -> Self {
+        let _ = std::fs::remove_file(file);
+        let process = Process::spawn(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(["-rw_timeout", "30000000", "-i", url])
+                .args(["-c", "copy", "-t", &seconds.to_string(), "-f", "flv"])
+                .arg(file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        Self {
+            process,
+            file: file.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// Waits (bounded) until media reached the file: the viewer is playing.
+    pub fn wait_playing(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while std::fs::metadata(&self.file).map_or(0, |m| m.len()) < 4096 {
+            assert!(
+                Instant::now() < deadline,
+                "viewer of {} received nothing within {timeout:?}",
+                self.url
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (bounded) for the recording to end, checks that ffmpeg succeeded, and returns the
+    /// packets it got.
+    pub fn finish(mut self, timeout: Duration) -> Vec<Packet> {
+        let status = wait_child(&mut self.process.0, timeout)
+            .unwrap_or_else(|| panic!("viewer of {} still running after {timeout:?}", self.url));
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.process.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        assert!(
+            status.success(),
+            "viewer of {} failed ({status}): {stderr}",
+            self.url
+        );
+        packets(&self.file)
+    }
+}
+
+/// Packets of a media file, in file order.
+pub fn packets(file: &Path) -> Vec<Packet> {
+    let out = run_bounded(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "packet=codec_type,dts_time"])
+            .args(["-of", "json"])
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["packets"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some(Packet {
+                kind: p["codec_type"].as_str()?.to_owned(),
+                dts_ms: p["dts_time"].as_str()?.parse::<f64>().ok()? * 1000.0,
+            })
+        })
+        .collect()
+}
+
+/// What a recording shows about continuity.
+#[derive(Debug)]
+pub struct Continuity {
+    /// Media time covered by video packets, ms.
+    pub span_ms: f64,
+    /// Largest step between consecutive video timestamps, ms.
+    pub largest_step_ms: f64,
+    pub video_packets: usize,
+    pub audio_packets: usize,
+}
+
+/// Checks that audio and video timestamps never go back, and measures the coverage.
+pub fn continuity(packets: &[Packet]) -> Continuity {
+    let mut result = Continuity {
+        span_ms: 0.0,
+        largest_step_ms: 0.0,
+        video_packets: 0,
+        audio_packets: 0,
+    };
+    for kind in ["video", "audio"] {
+        let dts: Vec<f64> = packets
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.dts_ms)
+            .collect();
+        for (i, pair) in dts.windows(2).enumerate() {
+            assert!(
+                pair[1] >= pair[0],
+                "{kind} timestamp went back at packet {}: {} ms after {} ms",
+                i + 1,
+                pair[1],
+                pair[0]
+            );
+        }
+        if kind == "video" {
+            result.video_packets = dts.len();
+            result.span_ms =
+                dts.last().copied().unwrap_or(0.0) - dts.first().copied().unwrap_or(0.0);
+            result.largest_step_ms = dts.windows(2).map(|p| p[1] - p[0]).fold(0.0, f64::max);
+        } else {
+            result.audio_packets = dts.len();
+        }
+    }
+    result
+}
+
+/// Streams of a file or URL as ffprobe reports them: sorted (codec_type, codec_name).
+pub fn streams(input: &str) -> Vec<(String, String)> {
+    let out = run_bounded(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "20000000"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name",
+                "-of",
+                "json",
+            ])
+            .arg(input),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut s: Vec<(String, String)> = v["streams"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    s.sort();
+    s
+}
