@@ -112,8 +112,20 @@ fn removed(state: &ClusterState, view: &HealthView) -> Option<Action> {
         .map(|&l| Action::RemoveFromMembership(l))
 }
 
-/// Best learner to make a voter: healthy, caught up, preferably in a region without a voter;
-/// then the oldest (lowest id) for stability.
+/// Whether `n` is in the origin pool now (active or draining).
+fn is_origin(state: &ClusterState, n: NodeId) -> bool {
+    state.origins.contains_key(&n)
+}
+
+/// Origins in the voter set must stay a minority, so that losing every origin at once still
+/// leaves a quorum (the cluster must be able to promote new origins then).
+fn origins_are_minority(state: &ClusterState, voters: &BTreeSet<NodeId>) -> bool {
+    let origins = voters.iter().filter(|v| is_origin(state, **v)).count();
+    origins * 2 < voters.len()
+}
+
+/// Best learner to make a voter: healthy, caught up, preferably not an origin, then in a
+/// region without a voter; then the oldest (lowest id) for stability.
 fn candidate(state: &ClusterState, view: &HealthView, keep: &BTreeSet<NodeId>) -> Option<NodeId> {
     let regions: BTreeSet<&str> = keep
         .iter()
@@ -126,7 +138,13 @@ fn candidate(state: &ClusterState, view: &HealthView, keep: &BTreeSet<NodeId>) -
         .filter(|n| {
             view.caught_up.contains(&n.id) && view.silent(n.id) < state.settings.down_after_ms
         })
-        .min_by_key(|n| (regions.contains(n.region.as_str()), n.id))
+        .min_by_key(|n| {
+            (
+                is_origin(state, n.id),
+                regions.contains(n.region.as_str()),
+                n.id,
+            )
+        })
         .map(|n| n.id)
 }
 
@@ -176,7 +194,30 @@ fn voters(state: &ClusterState, view: &HealthView) -> Option<Action> {
             ));
         }
     }
-    // 4. Spread: swap a voter sharing its region for a learner from an unrepresented region.
+    // 4. Keep origins a minority of the voters: swap an origin voter (never the leader) for a
+    //    non-origin learner.
+    if !origins_are_minority(state, current) {
+        let out = current
+            .iter()
+            .copied()
+            .filter(|v| *v != view.leader && is_origin(state, *v))
+            .max();
+        if let Some(out) = out {
+            let keep: BTreeSet<NodeId> = current.iter().copied().filter(|v| *v != out).collect();
+            if let Some(c) = candidate(state, view, &keep).filter(|c| !is_origin(state, *c)) {
+                let mut next = keep;
+                next.insert(c);
+                return Some(Action::SetVoters(
+                    next,
+                    format!(
+                        "origins must stay a minority of the voters: {c} replaces origin {out}"
+                    ),
+                ));
+            }
+        }
+    }
+    // 5. Spread: swap a voter sharing its region for a learner from an unrepresented region,
+    //    unless that would make the origins a majority.
     let mut by_region: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
     for v in current {
         if let Some(n) = state.nodes.get(v) {
@@ -192,9 +233,11 @@ fn voters(state: &ClusterState, view: &HealthView) -> Option<Action> {
         let keep: BTreeSet<NodeId> = current.iter().copied().filter(|v| *v != out).collect();
         if let Some(c) = candidate(state, view, &keep) {
             let region = state.nodes.get(&c).map(|n| n.region.as_str());
-            if region.is_some_and(|r| !by_region.contains_key(r)) {
-                let mut next = keep;
-                next.insert(c);
+            let mut next = keep;
+            next.insert(c);
+            if region.is_some_and(|r| !by_region.contains_key(r))
+                && (origins_are_minority(state, &next) || !origins_are_minority(state, current))
+            {
                 return Some(Action::SetVoters(
                     next,
                     format!("spreading voters over regions: {c} replaces {out}"),
@@ -520,5 +563,31 @@ mod tests {
             origins(&s, &v),
             Some(Action::Commit(Command::PromoteOrigin { .. }))
         ));
+    }
+
+    #[test]
+    fn origins_are_swapped_out_of_a_voter_majority() {
+        // Three origins joined first and became voters; then two edges from other regions.
+        let mut s = cluster(&["c", "c", "c", "a", "b", "a", "b"]);
+        s.settings.origin_target = 3;
+        for n in 1..=3 {
+            s.apply(40 + n, &Command::PromoteOrigin { node: n, now_ms: 0 });
+        }
+        let mut v = view(&s, &[1, 2, 3, 4, 5]);
+        let Some(Action::SetVoters(next, why)) = voters(&s, &v) else {
+            panic!("expected a voter swap");
+        };
+        assert_eq!(next, set(&[1, 2, 4, 5, 6]), "{why}");
+        assert!(origins_are_minority(&s, &next));
+        // Once swapped, the set is stable: no spread move brings an origin back in.
+        v.voters = next;
+        v.learners = set(&[3, 7]);
+        assert_eq!(voters(&s, &v), None);
+        // Growing picks non-origins first.
+        let v = view(&s, &[1]);
+        let Some(Action::SetVoters(next, _)) = voters(&s, &v) else {
+            panic!("expected growth");
+        };
+        assert!(next.contains(&4), "{next:?}");
     }
 }
