@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use conn::RelayError;
 pub use routing::Routing;
 
-use crate::hub::{Hub, PublisherInfo};
+use crate::hub::{FeedEnd, FeedItem, Hub, PlayerFeed, PublisherInfo};
 use crate::metrics::Metrics;
 use conn::RelayConn;
 
@@ -241,10 +241,36 @@ impl Drop for TaskGuard {
     }
 }
 
-fn media_message(frame: &crate::hub::Frame) -> wire::RelayMessage {
-    wire::RelayMessage::Media {
-        kind: frame.kind,
-        timestamp: frame.timestamp,
-        payload: frame.payload.clone(),
+/// Messages forwarded in one vectored write at most.
+const BATCH: usize = 64;
+
+/// Appends the feed item just received, and whatever else is ready, to `batch` (up to
+/// [`BATCH`] messages), stopping after an unpublish. Returns the feed's end if it came.
+fn drain_feed(
+    first: Result<FeedItem, FeedEnd>,
+    feed: &mut PlayerFeed,
+    batch: &mut Vec<wire::RelayMessage>,
+) -> Option<FeedEnd> {
+    let mut item = Some(first);
+    while let Some(next) = item {
+        match next {
+            Ok(FeedItem::Frame(frame)) => batch.push(wire::RelayMessage::Media {
+                kind: frame.kind,
+                timestamp: frame.timestamp,
+                payload: frame.payload.clone(),
+            }),
+            Ok(FeedItem::Published) => batch.push(wire::RelayMessage::Published),
+            Ok(FeedItem::Unpublished) => {
+                batch.push(wire::RelayMessage::Unpublished);
+                return None;
+            }
+            Err(end) => return Some(end),
+        }
+        item = if batch.len() < BATCH {
+            feed.try_next()
+        } else {
+            None
+        };
     }
+    None
 }

@@ -11,8 +11,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use super::conn::RelayError;
 use super::routing::RouteWatcher;
 use super::wire::{Hello, RelayMessage};
-use super::{Relay, media_message};
-use crate::hub::{FeedItem, FeedPolicy, PlayerFeed};
+use super::{BATCH, Relay, drain_feed};
+use crate::hub::{FeedPolicy, PlayerFeed};
 
 enum PushEnd {
     /// The local publisher is gone.
@@ -83,27 +83,21 @@ async fn push_once(
     let mut keepalive = interval(relay.settings.keepalive_interval());
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut batch = Vec::with_capacity(64);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
-                let mut item = Some(item);
-                while let Some(next) = item {
-                    match next {
-                        Ok(FeedItem::Frame(frame)) => batch.push(media_message(&frame)),
-                        Ok(FeedItem::Unpublished) => {
-                            conn.send(&batch).await?;
-                            conn.send(&[RelayMessage::Unpublished]).await?;
-                            conn.finish();
-                            return Ok(PushEnd::Unpublished);
-                        }
-                        Ok(FeedItem::Published) => batch.push(RelayMessage::Published),
-                        Err(end) => return Err(RelayError::Feed(end)),
-                    }
-                    item = if batch.len() < 64 { feed.try_next() } else { None };
-                }
+                let end = drain_feed(item, &mut feed, &mut batch);
                 conn.send(&batch).await?;
+                let unpublished = batch.last() == Some(&RelayMessage::Unpublished);
                 batch.clear();
+                if let Some(end) = end {
+                    return Err(RelayError::Feed(end));
+                }
+                if unpublished {
+                    conn.finish();
+                    return Ok(PushEnd::Unpublished);
+                }
             }
             message = conn.recv() => {
                 last_heard = Instant::now();

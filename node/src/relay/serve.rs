@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{RelayConn, RelayError};
 use super::wire::{Hello, RelayMessage};
-use super::{Relay, media_message};
-use crate::hub::{FeedItem, FeedPolicy, PlayerFeed};
+use super::{BATCH, Relay, drain_feed};
+use crate::hub::{FeedPolicy, PlayerFeed};
 
 pub(super) async fn accept_loop(
     relay: Arc<Relay>,
@@ -163,27 +163,18 @@ async fn pump_pull(
     let mut keepalive = interval(relay.settings.keepalive_interval());
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut batch = Vec::with_capacity(64);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
-                let mut item = Some(item);
-                while let Some(next) = item {
-                    match next {
-                        Ok(FeedItem::Frame(frame)) => batch.push(media_message(&frame)),
-                        Ok(FeedItem::Unpublished) => batch.push(RelayMessage::Unpublished),
-                        Ok(FeedItem::Published) => batch.push(RelayMessage::Published),
-                        Err(end) => {
-                            conn.send(&batch).await?;
-                            let _ = conn.send(&[RelayMessage::Refused(end.to_string())]).await;
-                            conn.finish();
-                            return Err(RelayError::Feed(end));
-                        }
-                    }
-                    item = if batch.len() < 64 { feed.try_next() } else { None };
-                }
+                let end = drain_feed(item, feed, &mut batch);
                 conn.send(&batch).await?;
                 batch.clear();
+                if let Some(end) = end {
+                    let _ = conn.send(&[RelayMessage::Refused(end.to_string())]).await;
+                    conn.finish();
+                    return Err(RelayError::Feed(end));
+                }
             }
             message = conn.recv() => {
                 last_heard = Instant::now();
