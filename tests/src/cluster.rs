@@ -110,7 +110,7 @@ impl Member {
     }
 
     /// Waits until the node serves HTTP (it does once it is a member), and learns its id.
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some((200, body)) = http_request(self.http, "GET", "/api/v1/relay", "") {
@@ -219,9 +219,14 @@ impl Member {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The node's whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Whether the node's log contains `needle`.
     pub fn log_contains(&self, needle: &str) -> bool {
-        std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle))
+        self.log().contains(needle)
     }
 }
 
@@ -287,6 +292,13 @@ impl Cluster {
 
     /// `skein join` of a new node with the join command `init` printed. Returns its index.
     pub fn join(&mut self, name: &str, region: &str, roles: Option<&str>) -> usize {
+        let index = self.start_join(name, region, roles);
+        self.nodes[index].wait_ready();
+        index
+    }
+
+    /// Starts `skein join` of a new node without waiting for it. Returns its index.
+    pub fn start_join(&mut self, name: &str, region: &str, roles: Option<&str>) -> usize {
         let join = self.join.clone();
         let seeds = self.live_seeds(&join.seeds);
         let mut node = Member::new(&self.root, name, region, roles);
@@ -298,7 +310,6 @@ impl Cluster {
                 .args(args)
                 .stdout(Stdio::null()),
         );
-        node.wait_ready();
         self.nodes.push(node);
         self.nodes.len() - 1
     }
