@@ -120,7 +120,7 @@ impl Default for ClusterSection {
             region_coordinates: Vec::new(),
             origin_target: 2,
             pull_hold_secs: 10,
-            relay_timeout_ms: 1000,
+            relay_timeout_ms: 750,
         }
     }
 }

@@ -76,8 +76,8 @@ impl ClusterConfig {
             settings: Settings::default(),
             heartbeat_interval: Duration::from_millis(500),
             policy_interval: Duration::from_millis(500),
-            raft_heartbeat: Duration::from_millis(150),
-            election_timeout: Duration::from_millis(1000),
+            raft_heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
         }
     }
 
@@ -714,7 +714,9 @@ async fn write(inner: &Inner, cmd: Command) -> Result<CommandResult, ClusterErro
                 leader,
                 addr,
                 &Request::Write(cmd.clone()),
-                Duration::from_secs(5),
+                // Short: a leader that just died must not hold the write past the election
+                // that replaces it (commands are idempotent, so a retry is harmless).
+                Duration::from_millis(500),
             )
             .await
             {
@@ -726,7 +728,7 @@ async fn write(inner: &Inner, cmd: Command) -> Result<CommandResult, ClusterErro
         if Instant::now() >= deadline {
             return Err(ClusterError::NoLeader);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
