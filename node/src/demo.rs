@@ -93,8 +93,13 @@ struct Managed {
 }
 
 impl Managed {
-    fn terminate(&self) {
-        // SAFETY: plain kill(2) on our own child's pid.
+    /// Sends SIGTERM unless the child was already reaped (its pid may belong to another
+    /// process by then).
+    fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: plain kill(2) on our own child's pid, not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
@@ -131,7 +136,7 @@ struct Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         // All at once (each node stops in parallel), then wait for them with one deadline.
-        for child in &self.children {
+        for child in &mut self.children {
             child.terminate();
         }
         let deadline = Instant::now() + Duration::from_secs(5);

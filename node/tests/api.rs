@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeProcess, Publisher, http_get, http_request, require};
+use common::{NodeProcess, http_get, http_request, publish, require};
 
 #[test]
 fn api_reports_and_admin_kick_needs_the_token() {
@@ -26,7 +26,7 @@ fn api_reports_and_admin_kick_needs_the_token() {
         assert!(!health[field].is_null(), "health lacks {field}: {health}");
     }
 
-    let _publisher = Publisher::start(&node.rtmp_url("api"), 60);
+    let _publisher = publish(&node.rtmp_url("api"), 60);
     let clients = node.wait_json("/api/v1/clients", Duration::from_secs(20), |v| {
         v["clients"]
             .as_array()

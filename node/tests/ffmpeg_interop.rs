@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NodeProcess, Publisher, packets, record, require, streams, temp_dir};
+use common::{NodeProcess, packets, publish, record, require, streams, temp_dir};
 
 fn check_recording(file: &std::path::Path, what: &str) {
     let packets = packets(file);
@@ -38,7 +38,7 @@ fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
     require("ffmpeg");
     require("ffprobe");
     let node = NodeProcess::start("127.0.0.1", "ffmpeg-interop", "");
-    let _publisher = Publisher::start(&node.rtmp_url("cam"), 30);
+    let _publisher = publish(&node.rtmp_url("cam"), 30);
 
     let listed = node.wait_json("/api/v1/streams", Duration::from_secs(20), |v| {
         v["streams"][0]["media"]["video_codec"] == "H.264"
@@ -97,12 +97,12 @@ fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
 fn second_ffmpeg_publish_on_a_taken_key_is_refused_and_the_first_goes_on() {
     require("ffmpeg");
     let node = NodeProcess::start("127.0.0.1", "ffmpeg-taken", "");
-    let _first = Publisher::start(&node.rtmp_url("taken"), 30);
+    let _first = publish(&node.rtmp_url("taken"), 30);
     node.wait_json("/api/v1/streams", Duration::from_secs(20), |v| {
         v["streams"][0]["bitrate_bps"].as_u64().unwrap_or(0) > 0
     });
-    let second = Publisher::start(&node.rtmp_url("taken"), 5);
-    let status = second.wait();
+    let mut second = publish(&node.rtmp_url("taken"), 5);
+    let status = second.0.wait().unwrap();
     assert!(!status.success(), "the second publisher must be refused");
     let v = node.json("/api/v1/streams");
     assert_eq!(v["streams"].as_array().unwrap().len(), 1);

@@ -53,7 +53,14 @@ pub async fn create_token(
 ) -> Result<Response, ApiError> {
     authorize(&node, &headers)?;
     let link = member(&node)?;
-    let ttl = Duration::from_secs(request.ttl_secs.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let ttl_secs = request.ttl_secs.unwrap_or(86_400);
+    if !(60..=30 * 86_400).contains(&ttl_secs) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("ttl_secs = {ttl_secs} is out of range: a join token lives 60 s to 30 days"),
+        ));
+    }
+    let ttl = Duration::from_secs(ttl_secs);
     let token = link.cluster.create_token(ttl).await.map_err(unavailable)?;
     let ca_pem = link.cluster.state().borrow().ca_cert_pem.clone();
     let ca_hash = skein_raft::pki::ca_hash_pem(&ca_pem)

@@ -15,6 +15,9 @@ pub struct Routing {
     me: NodeId,
     state: watch::Receiver<Arc<ClusterState>>,
     dead: Mutex<HashMap<NodeId, Instant>>,
+    /// The ring of the last origin set asked for: every play asks for an owner, and the set
+    /// changes rarely.
+    ring: Mutex<Option<(Vec<NodeId>, Arc<Ring>)>>,
     /// Bumped whenever the dead set changes, so tasks re-route.
     epoch: watch::Sender<u64>,
 }
@@ -25,6 +28,7 @@ impl Routing {
             me,
             state,
             dead: Mutex::new(HashMap::new()),
+            ring: Mutex::new(None),
             epoch: watch::Sender::new(0),
         }
     }
@@ -50,7 +54,18 @@ impl Routing {
         if origins.is_empty() {
             return None;
         }
-        Ring::new(origins).owner(stream)
+        let ring = {
+            let mut cached = self.ring.lock();
+            match &*cached {
+                Some((set, ring)) if *set == origins => ring.clone(),
+                _ => {
+                    let ring = Arc::new(Ring::new(origins.iter().copied()));
+                    *cached = Some((origins, ring.clone()));
+                    ring
+                }
+            }
+        };
+        ring.owner(stream)
     }
 
     /// Routes around `node` from now on, until a probe reaches it again.

@@ -3,13 +3,13 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use skein_tests::free_port;
+pub use skein_tests::media::publish;
+pub use skein_tests::{free_port, http_request};
 
 /// Fails the test with a clear message when a real peer is missing (never skips silently).
 pub fn require(tool: &str) {
@@ -110,73 +110,8 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Minimal HTTP/1.0 request over a fresh connection: (status, body). `None` if unreachable.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http_request(addr, "GET", path, "")
-}
-
-/// ffmpeg publishing a lavfi test pattern (H.264 + AAC) to `url` for `seconds`, killed on drop.
-pub struct Publisher(Child);
-
-impl Publisher {
-    pub fn start(url: &str, seconds: u32) -> Self {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ffmpeg");
-        Self(child)
-    }
-
-    pub fn wait(mut self) -> std::process::ExitStatus {
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Records `seconds` of `url` into an FLV file with ffmpeg (stream copy).
