@@ -48,6 +48,13 @@ pub struct HttpSection {
     pub listen: SocketAddr,
     /// Bearer token for admin calls (`DELETE /api/v1/clients/{id}`). Empty: admin calls refused.
     pub admin_token: String,
+    /// Open HTTP connections (API, metrics, HTTP-FLV) beyond which the listener stops
+    /// accepting until one closes. HTTP-FLV viewers also count against `limits`.
+    pub max_connections: usize,
+    /// On SIGTERM the node reports `draining` on its health endpoint and refuses new viewers
+    /// for at most this long — until every recent health reader (GeoDNS) has seen it — before
+    /// closing its connections.
+    pub drain_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +158,8 @@ impl Default for HttpSection {
         Self {
             listen: "0.0.0.0:8080".parse().expect("static address"),
             admin_token: String::new(),
+            max_connections: 10_000,
+            drain_ms: 4_000,
         }
     }
 }
@@ -210,6 +219,12 @@ impl Config {
         }
         if self.rtmp.handshake_timeout_secs == 0 || self.rtmp.idle_timeout_secs == 0 {
             bail!("rtmp.handshake_timeout_secs and rtmp.idle_timeout_secs must be positive");
+        }
+        if self.http.max_connections == 0 {
+            bail!("http.max_connections must be positive");
+        }
+        if self.http.drain_ms > 60_000 {
+            bail!("http.drain_ms must be at most 60000 (one minute)");
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
             bail!("limits.max_connections and limits.max_connections_per_ip must be positive");

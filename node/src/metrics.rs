@@ -10,8 +10,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::clients::Traffic;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
     pub protocol: &'static str,
@@ -203,4 +201,12 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Node-wide byte counters; every connection adds to them as it goes. They are Prometheus
+/// counters, so `/metrics` exports them as they are.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
 }

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use skein_node::RunningNode;
+use skein_node::client::{RtmpClient, RtmpUrl};
 use skein_node::config::Config;
-use skein_node::node::RunningNode;
 use skein_node::rtmp::amf0::{self, Value};
 use skein_node::rtmp::chunk;
 use skein_node::rtmp::client::ClientEvent;
 use skein_node::rtmp::handshake::{ClientHandshake, HandshakeProgress};
-use skein_node::rtmp_client::{RtmpClient, RtmpUrl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -230,7 +230,7 @@ async fn a_player_that_never_reads_is_dropped_and_memory_stays_bounded() {
             .clients
             .list()
             .iter()
-            .filter(|c| matches!(c.role, skein_node::clients::Role::Player(_)))
+            .filter(|c| matches!(c.role, skein_node::server::clients::Role::Player(_)))
             .count();
         if players == 0 && sent > 8 << 20 {
             break;

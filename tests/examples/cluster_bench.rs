@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use skein_node::bench::Percentiles;
+use skein_node::client::{Percentiles, RtmpClient, RtmpUrl, synthetic};
 use skein_node::rtmp::client::ClientEvent;
-use skein_node::rtmp_client::{RtmpClient, RtmpUrl};
 use skein_raft::ring::Ring;
 use skein_tests::cluster::{Cluster, Member, wait_for};
 
@@ -127,42 +126,27 @@ async fn publish(rtmp: SocketAddr, stream: &str, stop: Arc<AtomicBool>) {
         .publish(&url.key, Duration::from_secs(10))
         .await
         .expect("publish");
-    client.session().send_video(0, &avc_sequence_header());
     client
         .session()
-        .send_audio(0, &Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10]));
+        .send_video(0, &synthetic::avc_sequence_header());
+    client
+        .session()
+        .send_audio(0, &synthetic::aac_sequence_header());
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / FPS);
     let mut frame = 0u32;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let ts = start.elapsed().as_millis() as u32;
-        client
-            .session()
-            .send_video(ts, &video_frame(frame.is_multiple_of(FPS), frame));
+        client.session().send_video(
+            ts,
+            &synthetic::video_frame(frame.is_multiple_of(FPS), 4_000, frame),
+        );
         if client.flush().await.is_err() {
             return;
         }
         frame += 1;
     }
-}
-
-fn avc_sequence_header() -> Bytes {
-    Bytes::from_static(&[
-        0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x04, 0x67, 0x64, 0x00,
-        0x1f, 0x01, 0x00, 0x04, 0x68, 0xee, 0x3c, 0x80,
-    ])
-}
-
-fn video_frame(keyframe: bool, seq: u32) -> Bytes {
-    let size = 4_000;
-    let mut out = BytesMut::with_capacity(size);
-    out.put_u8(if keyframe { 0x17 } else { 0x27 });
-    out.put_slice(&[0x01, 0, 0, 0]);
-    out.put_u32(size as u32 - 9);
-    out.put_u32(seq);
-    out.resize(size, 0xab);
-    out.freeze()
 }
 
 /// A player recording video arrivals until `stop`; reconnects never (one connection).

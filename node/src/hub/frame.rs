@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::flv;
+use crate::media::{FrameFlags, MediaKind, flv};
 use crate::rtmp::chunk;
 use crate::rtmp::message as msg;
 
@@ -13,43 +13,32 @@ use crate::rtmp::message as msg;
 /// stream id 1 to the first `createStream` of a connection, which is the one players use.
 pub const SHARED_STREAM_ID: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    /// `onMetaData` script data, as an AMF0 data message body.
-    Metadata,
-}
-
 #[derive(Debug)]
 pub struct Frame {
     pub kind: MediaKind,
     /// Output timestamp in milliseconds (already rebased by the hub).
     pub timestamp: u32,
     pub payload: Bytes,
-    pub keyframe: bool,
-    pub sequence_header: bool,
+    /// Key frame and sequence header, as classified where the stream was published.
+    pub flags: FrameFlags,
     chunk_size: u32,
     rtmp: OnceLock<Bytes>,
     flv: OnceLock<Bytes>,
 }
 
 impl Frame {
-    pub fn new(kind: MediaKind, timestamp: u32, payload: Bytes, chunk_size: u32) -> Self {
-        let (keyframe, sequence_header) = match kind {
-            MediaKind::Video => (
-                msg::is_video_keyframe(&payload),
-                msg::is_video_sequence_header(&payload),
-            ),
-            MediaKind::Audio => (false, msg::is_audio_sequence_header(&payload)),
-            MediaKind::Metadata => (false, false),
-        };
+    pub fn new(
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        flags: FrameFlags,
+        chunk_size: u32,
+    ) -> Self {
         Self {
             kind,
             timestamp,
             payload,
-            keyframe,
-            sequence_header,
+            flags,
             chunk_size,
             rtmp: OnceLock::new(),
             flv: OnceLock::new(),

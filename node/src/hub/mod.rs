@@ -7,8 +7,7 @@
 //! bounded by the ring length plus the GOP cache limit, whatever the players do.
 
 mod frame;
-mod media_info;
-pub mod player;
+mod player;
 mod stream;
 
 use std::collections::HashMap;
@@ -19,8 +18,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-pub use frame::{Frame, MediaKind, SHARED_STREAM_ID};
-pub use media_info::MediaInfo;
+pub use frame::{Frame, SHARED_STREAM_ID};
 pub use player::{FeedEnd, FeedItem, FeedPolicy, PlayerFeed};
 pub use stream::{HubEvent, PublisherHandle, Stream, StreamSnapshot, Subscription};
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::{Frame, HubEvent, MediaKind, Subscription};
+use super::{Frame, HubEvent, Subscription};
+use crate::media::MediaKind;
 
 #[derive(Debug, Clone)]
 pub struct FeedPolicy {
@@ -151,7 +152,7 @@ impl PlayerFeed {
                 self.give_up_at = None;
                 if self.skipping {
                     let resume = match frame.kind {
-                        MediaKind::Video => frame.keyframe,
+                        MediaKind::Video => frame.flags.keyframe,
                         MediaKind::Audio => !self.sub.stream.has_video(),
                         MediaKind::Metadata => false,
                     };

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::media_info::MediaInfo;
-use super::{Frame, HubConfig, MediaKind, PublishError, PublisherInfo};
+use super::{Frame, HubConfig, PublishError, PublisherInfo};
+use crate::media::{FrameFlags, MediaInfo, MediaKind};
 
 /// What a player's ring carries: media, and the publisher coming and going (in order with it).
 #[derive(Debug, Clone)]
@@ -138,23 +138,23 @@ impl Stream {
         let _ = self.tx.send(HubEvent::Unpublished);
     }
 
-    fn push(&self, kind: MediaKind, timestamp: u32, payload: Bytes) {
+    fn push(&self, kind: MediaKind, timestamp: u32, payload: Bytes, flags: FrameFlags) {
         self.bytes_in
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let mut state = self.state.lock();
         let timestamp = state.timeline.map(timestamp);
-        let frame = Arc::new(Frame::new(kind, timestamp, payload, self.chunk_size));
+        let frame = Arc::new(Frame::new(kind, timestamp, payload, flags, self.chunk_size));
         match kind {
             MediaKind::Metadata => {
                 state.info.update_from_metadata(&frame.payload);
                 state.metadata = Some(frame.clone());
             }
-            MediaKind::Video if frame.sequence_header => {
+            MediaKind::Video if frame.flags.sequence_header => {
                 self.has_video.store(true, Ordering::Relaxed);
                 state.info.update_from_video_header(&frame.payload);
                 state.video_header = Some(frame.clone());
             }
-            MediaKind::Audio if frame.sequence_header => {
+            MediaKind::Audio if frame.flags.sequence_header => {
                 state.info.update_from_audio_header(&frame.payload);
                 state.audio_header = Some(frame.clone());
             }
@@ -233,7 +233,7 @@ impl State {
     /// Keeps the frames since the latest video keyframe. A GOP that outgrows the limit is
     /// dropped; caching resumes at the next keyframe.
     fn cache_in_gop(&mut self, frame: &Arc<Frame>, max_bytes: usize) {
-        if frame.kind == MediaKind::Video && frame.keyframe {
+        if frame.kind == MediaKind::Video && frame.flags.keyframe {
             self.gop.clear();
             self.gop_bytes = 0;
         } else if self.gop.is_empty() {
@@ -283,8 +283,21 @@ impl PublisherHandle {
         &self.stream
     }
 
+    /// One media message from a local publisher: classified here, once for the cluster.
     pub fn push(&self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        self.stream.push(kind, timestamp, payload);
+        let flags = FrameFlags::classify(kind, &payload);
+        self.stream.push(kind, timestamp, payload, flags);
+    }
+
+    /// One media message relayed from another node, with the flags it was classified with.
+    pub fn push_classified(
+        &self,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        flags: FrameFlags,
+    ) {
+        self.stream.push(kind, timestamp, payload, flags);
     }
 }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::player::{FeedEnd, FeedItem, FeedPolicy, PlayerFeed};
 use super::*;
+use crate::media::{FrameFlags, MediaKind};
 
 fn hub(queue: usize, replace: bool) -> Arc<Hub> {
     Hub::new(HubConfig {
@@ -73,10 +73,10 @@ async fn new_player_starts_with_headers_then_the_last_gop() {
     let sub = hub.subscribe("live/a", false).unwrap();
     let mut feed = PlayerFeed::new(sub, policy(0, 3));
     assert_eq!(frame(feed.next().await).kind, MediaKind::Metadata);
-    assert!(frame(feed.next().await).sequence_header);
-    assert!(frame(feed.next().await).sequence_header);
+    assert!(frame(feed.next().await).flags.sequence_header);
+    assert!(frame(feed.next().await).flags.sequence_header);
     let first = frame(feed.next().await);
-    assert!(first.keyframe);
+    assert!(first.flags.keyframe);
     assert_eq!(first.timestamp, 1000);
     assert_eq!(frame(feed.next().await).timestamp, 1033);
     assert_eq!(frame(feed.next().await).timestamp, 1066);
@@ -119,7 +119,7 @@ async fn play_without_publisher_is_refused_or_waits() {
     let p = hub.publish("live/later", who(1)).unwrap();
     publish_gop(&p, 0, 1);
     assert!(matches!(feed.next().await, Ok(FeedItem::Published)));
-    assert!(frame(feed.next().await).keyframe);
+    assert!(frame(feed.next().await).flags.keyframe);
 
     let sub = hub.subscribe("live/never", true).unwrap();
     let mut feed = PlayerFeed::new(sub, policy(20, 3));
@@ -163,7 +163,7 @@ async fn slow_player_skips_to_the_next_keyframe_then_is_dropped() {
     p.push(MediaKind::Video, 2000, video(true));
     p.push(MediaKind::Video, 2033, video(false));
     let resumed = frame(feed.next().await);
-    assert!(resumed.keyframe, "resumes on a keyframe");
+    assert!(resumed.flags.keyframe, "resumes on a keyframe");
     assert_eq!(resumed.timestamp, 2000);
     assert_eq!(frame(feed.next().await).timestamp, 2033);
     assert_eq!(feed.skips(), 1);
@@ -210,7 +210,13 @@ fn memory_is_bounded_whatever_players_do() {
 
 #[test]
 fn frames_are_serialized_once_and_shared() {
-    let f = Frame::new(MediaKind::Video, 5, video(true), 4096);
+    let f = Frame::new(
+        MediaKind::Video,
+        5,
+        video(true),
+        FrameFlags::classify(MediaKind::Video, &video(true)),
+        4096,
+    );
     let a = f.rtmp_chunks().clone();
     let b = f.rtmp_chunks().clone();
     assert_eq!(a.as_ptr(), b.as_ptr(), "same allocation for every player");

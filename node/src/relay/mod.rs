@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use skein_raft::{Cluster, NodeId, StreamLoad};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use conn::RelayError;
 pub use routing::Routing;
@@ -67,15 +68,21 @@ pub struct Relay {
     pushed_in: Mutex<HashMap<String, NodeId>>,
     /// Pulls this node serves, per stream: the nodes pulling it.
     served_pulls: Mutex<HashMap<String, Vec<NodeId>>>,
+    /// Every relay task, tracked with the node's connection tasks.
+    tasks: TaskTracker,
+    /// Ends every relay task when the node stops.
+    shutdown: CancellationToken,
 }
 
 impl Relay {
-    /// Starts serving incoming relay streams and probing dead peers until `shutdown`.
+    /// Starts serving incoming relay streams and probing dead peers until `shutdown`; every
+    /// relay task is spawned on `tasks`.
     pub fn start(
         cluster: Arc<Cluster>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         settings: RelaySettings,
+        tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let routing = Routing::new(cluster.node_id(), cluster.state());
@@ -88,16 +95,25 @@ impl Relay {
             pulls: Mutex::new(HashSet::new()),
             pushed_in: Mutex::new(HashMap::new()),
             served_pulls: Mutex::new(HashMap::new()),
+            tasks,
+            shutdown,
         });
         if let Some(listener) = relay.cluster.relay_listener() {
-            tokio::spawn(serve::accept_loop(
-                relay.clone(),
-                listener,
-                shutdown.clone(),
-            ));
+            relay.spawn(serve::accept_loop(relay.clone(), listener));
         }
-        tokio::spawn(probe::run(relay.clone(), shutdown));
+        relay.spawn(probe::run(relay.clone()));
         relay
+    }
+
+    /// Runs a relay task until it ends or the node stops.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = task => {}
+            }
+        })
     }
 
     pub fn routing(&self) -> &Routing {
@@ -116,7 +132,7 @@ impl Relay {
 
     /// Pushes a local publish to the stream's owner for as long as the returned guard lives.
     pub fn push(self: &Arc<Self>, stream: &str) -> TaskGuard {
-        TaskGuard(tokio::spawn(push::run(self.clone(), stream.to_owned())))
+        TaskGuard(self.spawn(push::run(self.clone(), stream.to_owned())))
     }
 
     /// Makes sure one pull of `stream` runs. Call after subscribing the viewer, so a pull that
@@ -124,7 +140,7 @@ impl Relay {
     pub fn ensure_pull(self: &Arc<Self>, stream: &str) {
         let mut pulls = self.pulls.lock();
         if pulls.insert(stream.to_owned()) {
-            tokio::spawn(pull::run(self.clone(), stream.to_owned()));
+            self.spawn(pull::run(self.clone(), stream.to_owned()));
         }
     }
 
@@ -254,11 +270,12 @@ fn drain_feed(
     let mut item = Some(first);
     while let Some(next) = item {
         match next {
-            Ok(FeedItem::Frame(frame)) => batch.push(wire::RelayMessage::Media {
+            Ok(FeedItem::Frame(frame)) => batch.push(wire::RelayMessage::Media(wire::Media {
                 kind: frame.kind,
+                flags: frame.flags,
                 timestamp: frame.timestamp,
                 payload: frame.payload.clone(),
-            }),
+            })),
             Ok(FeedItem::Published) => batch.push(wire::RelayMessage::Published),
             Ok(FeedItem::Unpublished) => {
                 batch.push(wire::RelayMessage::Unpublished);

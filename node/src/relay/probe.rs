@@ -4,19 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::Relay;
 use super::wire::{Hello, RelayMessage};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
-pub(super) async fn run(relay: Arc<Relay>, shutdown: CancellationToken) {
+pub(super) async fn run(relay: Arc<Relay>) {
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
-        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
         relay.routing.forget_non_origins();
         for node in relay.routing.dead() {
             if ping(&relay, node).await {

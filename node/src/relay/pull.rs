@@ -13,8 +13,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use super::Relay;
 use super::conn::RelayError;
 use super::routing::RouteWatcher;
-use super::wire::{Hello, RelayMessage};
-use crate::hub::{MediaKind, PublisherHandle};
+use super::wire::{Hello, Media, RelayMessage};
+use crate::hub::PublisherHandle;
+use crate::media::MediaKind;
 
 enum PullEnd {
     /// No local viewer for the linger time.
@@ -48,13 +49,14 @@ impl Continuity {
     }
 
     /// Whether a frame from the (possibly new) origin is news to the local viewers.
-    fn is_new(&mut self, kind: MediaKind, timestamp: u32, payload: &Bytes) -> bool {
-        let is_header = match kind {
-            MediaKind::Metadata => true,
-            MediaKind::Video => crate::rtmp::message::is_video_sequence_header(payload),
-            MediaKind::Audio => crate::rtmp::message::is_audio_sequence_header(payload),
-        };
-        if is_header {
+    fn is_new(&mut self, media: &Media) -> bool {
+        let Media {
+            kind,
+            flags,
+            timestamp,
+            ref payload,
+        } = *media;
+        if kind == MediaKind::Metadata || flags.sequence_header {
             // Headers repeat on every (re)connect; only a changed one is news.
             if self.headers.contains(payload) {
                 return false;
@@ -201,8 +203,8 @@ async fn pull_once(
             message = conn.recv() => {
                 last_heard = Instant::now();
                 match message? {
-                    Some(RelayMessage::Media { kind, timestamp, payload }) => {
-                        forward(relay, stream, owner, continuity, kind, timestamp, payload);
+                    Some(RelayMessage::Media(media)) => {
+                        forward(relay, stream, owner, continuity, media);
                     }
                     Some(RelayMessage::Unpublished) if continuity.handle.is_some() => {
                         conn.finish();
@@ -242,11 +244,9 @@ fn forward(
     stream: &str,
     owner: NodeId,
     continuity: &mut Continuity,
-    kind: MediaKind,
-    timestamp: u32,
-    payload: Bytes,
+    media: Media,
 ) {
-    if !continuity.is_new(kind, timestamp, &payload) {
+    if !continuity.is_new(&media) {
         return;
     }
     let now = Instant::now();
@@ -266,5 +266,5 @@ fn forward(
             .hub
             .publish_relayed(stream, relay.publisher_info(owner))
     });
-    handle.push(kind, timestamp, payload);
+    handle.push_classified(media.kind, media.timestamp, media.payload, media.flags);
 }

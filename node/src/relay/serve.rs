@@ -6,25 +6,17 @@ use std::time::Duration;
 
 use skein_raft::RelayListener;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
-use tokio_util::sync::CancellationToken;
 
 use super::conn::{RelayConn, RelayError};
 use super::wire::{Hello, RelayMessage};
 use super::{BATCH, Relay, drain_feed};
 use crate::hub::{FeedPolicy, PlayerFeed};
 
-pub(super) async fn accept_loop(
-    relay: Arc<Relay>,
-    mut listener: RelayListener,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = listener.accept() => match s { Some(s) => s, None => return },
-        };
-        let relay = relay.clone();
-        tokio::spawn(async move {
+pub(super) async fn accept_loop(relay: Arc<Relay>, mut listener: RelayListener) {
+    while let Some(stream) = listener.accept().await {
+        let task_relay = relay.clone();
+        relay.spawn(async move {
+            let relay = task_relay;
             let peer = stream.peer;
             let mut conn =
                 RelayConn::new(stream, relay.settings.max_message, relay.settings.timeout);
@@ -95,11 +87,11 @@ async fn pump_push(
                 last_heard = Instant::now();
                 match message? {
                     None => return Ok(()),
-                    Some(RelayMessage::Media { kind, timestamp, payload }) => {
+                    Some(RelayMessage::Media(media)) => {
                         let publisher = handle.get_or_insert_with(|| {
                             relay.hub.publish_relayed(key, relay.publisher_info(conn.peer))
                         });
-                        publisher.push(kind, timestamp, payload);
+                        publisher.push_classified(media.kind, media.timestamp, media.payload, media.flags);
                     }
                     Some(RelayMessage::Unpublished) => *handle = None,
                     Some(RelayMessage::Published | RelayMessage::Keepalive) => {}

@@ -1,14 +1,16 @@
 //! The relay's wire format, sans-IO: what one QUIC stream between two nodes carries.
 //!
 //! Every message is a 9-byte header — kind (1 byte), timestamp (4, big endian), body length
-//! (4, big endian) — followed by the body. The opening side sends one `Hello` naming the stream
+//! (4, big endian) — followed by the body. A media kind carries the frame's flags in its two
+//! high bits (key frame, sequence header): frames are classified once, at the node where the
+//! publisher is, and every later hop takes the flags from the wire. The opening side sends one `Hello` naming the stream
 //! and what it wants (push it to the peer, pull it from the peer, or just check the peer is
 //! alive); then media and control messages flow. Media bodies are the RTMP message payloads
 //! unchanged (FLV tag bodies), so a relayed frame is forwarded without re-encoding.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::hub::MediaKind;
+use crate::media::{FrameFlags, MediaKind};
 
 /// Header length of every message.
 pub const HEADER_LEN: usize = 9;
@@ -21,6 +23,10 @@ const KIND_UNPUBLISHED: u8 = 0x20;
 const KIND_PUBLISHED: u8 = 0x21;
 const KIND_KEEPALIVE: u8 = 0x22;
 const KIND_REFUSED: u8 = 0x23;
+/// Flags in the kind byte of audio and video messages.
+const FLAG_KEYFRAME: u8 = 0x40;
+const FLAG_SEQUENCE_HEADER: u8 = 0x80;
+const FLAGS: u8 = FLAG_KEYFRAME | FLAG_SEQUENCE_HEADER;
 
 const OP_PUSH: u8 = 1;
 const OP_PULL: u8 = 2;
@@ -40,11 +46,7 @@ pub enum Hello {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayMessage {
     Hello(Hello),
-    Media {
-        kind: MediaKind,
-        timestamp: u32,
-        payload: Bytes,
-    },
+    Media(Media),
     /// The stream's publisher went away (players wait for a republish).
     Unpublished,
     /// A publisher (re)started the stream.
@@ -54,6 +56,15 @@ pub enum RelayMessage {
     Keepalive,
     /// The request cannot be served; the reason is for logs.
     Refused(String),
+}
+
+/// One media message: an RTMP audio, video or data payload with its timestamp and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub kind: MediaKind,
+    pub flags: FrameFlags,
+    pub timestamp: u32,
+    pub payload: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +96,7 @@ impl Decoder {
         if buf.len() < HEADER_LEN {
             return Ok(None);
         }
-        let kind = buf[0];
+        let (kind, flags) = split_kind(buf[0])?;
         let timestamp = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
         let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
         if len > self.max_body {
@@ -94,19 +105,19 @@ impl Decoder {
                 max: self.max_body,
             });
         }
-        if !known_kind(kind) {
-            return Err(WireError::UnknownKind(kind));
-        }
         if buf.len() < HEADER_LEN + len {
             buf.reserve(HEADER_LEN + len - buf.len());
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
         let body = buf.split_to(len).freeze();
-        let media = |kind| RelayMessage::Media {
-            kind,
-            timestamp,
-            payload: body.clone(),
+        let media = |kind| {
+            RelayMessage::Media(Media {
+                kind,
+                flags,
+                timestamp,
+                payload: body.clone(),
+            })
         };
         Ok(Some(match kind {
             KIND_HELLO => RelayMessage::Hello(decode_hello(&body)?),
@@ -122,18 +133,24 @@ impl Decoder {
     }
 }
 
-fn known_kind(kind: u8) -> bool {
-    matches!(
-        kind,
-        KIND_HELLO
-            | KIND_AUDIO
-            | KIND_VIDEO
-            | KIND_METADATA
-            | KIND_UNPUBLISHED
-            | KIND_PUBLISHED
-            | KIND_KEEPALIVE
-            | KIND_REFUSED
-    )
+/// The message kind and, for audio and video, the frame flags of a header's kind byte.
+/// Unknown kinds (and flags on anything but audio or video) are errors.
+fn split_kind(byte: u8) -> Result<(u8, FrameFlags), WireError> {
+    let base = byte & !FLAGS;
+    let flags = FrameFlags {
+        keyframe: byte & FLAG_KEYFRAME != 0,
+        sequence_header: byte & FLAG_SEQUENCE_HEADER != 0,
+    };
+    let known = match base {
+        KIND_AUDIO | KIND_VIDEO => true,
+        KIND_HELLO | KIND_METADATA | KIND_UNPUBLISHED | KIND_PUBLISHED | KIND_KEEPALIVE
+        | KIND_REFUSED => byte & FLAGS == 0,
+        _ => false,
+    };
+    if !known {
+        return Err(WireError::UnknownKind(byte));
+    }
+    Ok((base, flags))
 }
 
 fn text(body: &[u8]) -> Result<String, WireError> {
@@ -182,17 +199,26 @@ pub fn encode(message: &RelayMessage) -> [Bytes; 2] {
             body.put_slice(key.as_bytes());
             [header(KIND_HELLO, 0, body.len()), body.freeze()]
         }
-        RelayMessage::Media {
+        RelayMessage::Media(Media {
             kind,
+            flags,
             timestamp,
             payload,
-        } => {
-            let kind = match kind {
+        }) => {
+            let mut byte = match kind {
                 MediaKind::Audio => KIND_AUDIO,
                 MediaKind::Video => KIND_VIDEO,
                 MediaKind::Metadata => KIND_METADATA,
             };
-            [header(kind, *timestamp, payload.len()), payload.clone()]
+            if *kind != MediaKind::Metadata {
+                if flags.keyframe {
+                    byte |= FLAG_KEYFRAME;
+                }
+                if flags.sequence_header {
+                    byte |= FLAG_SEQUENCE_HEADER;
+                }
+            }
+            [header(byte, *timestamp, payload.len()), payload.clone()]
         }
         RelayMessage::Unpublished => empty(KIND_UNPUBLISHED),
         RelayMessage::Published => empty(KIND_PUBLISHED),
@@ -270,25 +296,46 @@ mod tests {
             hold_ms: 10_000,
         }));
         roundtrip(RelayMessage::Hello(Hello::Ping));
-        roundtrip(RelayMessage::Media {
+        roundtrip(RelayMessage::Media(Media {
             kind: MediaKind::Video,
+            flags: FrameFlags {
+                keyframe: true,
+                sequence_header: false,
+            },
             timestamp: 0xdead_beef,
             payload: Bytes::from_static(b"\x17\x01frame"),
-        });
-        roundtrip(RelayMessage::Media {
+        }));
+        roundtrip(RelayMessage::Media(Media {
             kind: MediaKind::Audio,
+            flags: FrameFlags {
+                keyframe: false,
+                sequence_header: true,
+            },
             timestamp: 1,
             payload: Bytes::new(),
-        });
-        roundtrip(RelayMessage::Media {
+        }));
+        roundtrip(RelayMessage::Media(Media {
             kind: MediaKind::Metadata,
+            flags: FrameFlags::default(),
             timestamp: 0,
             payload: Bytes::from_static(b"\x02\x00\x0aonMetaData"),
-        });
+        }));
         roundtrip(RelayMessage::Unpublished);
         roundtrip(RelayMessage::Published);
         roundtrip(RelayMessage::Keepalive);
         roundtrip(RelayMessage::Refused("no publisher".into()));
+    }
+
+    #[test]
+    fn flags_only_on_audio_and_video() {
+        let decoder = Decoder::new(1 << 20);
+        for byte in [
+            KIND_METADATA | FLAG_KEYFRAME,
+            KIND_KEEPALIVE | FLAG_SEQUENCE_HEADER,
+        ] {
+            let mut buf = BytesMut::from(&header(byte, 0, 0)[..]);
+            assert_eq!(decoder.decode(&mut buf), Err(WireError::UnknownKind(byte)));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::clients::Traffic;
+use crate::metrics::Traffic;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Load {

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Traffic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,14 +34,29 @@ pub enum Refused {
     TooMany(usize),
     #[error("per-address connection limit reached ({0} connections from this address)")]
     TooManyFromAddress(usize),
+    #[error("node is shutting down")]
+    ShuttingDown,
 }
 
-/// Node-wide byte counters; every connection adds to them as it goes. They are Prometheus
-/// counters, so `/metrics` exports them as they are.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
+impl Refused {
+    /// Label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::TooMany(_) => "max_connections",
+            Refused::TooManyFromAddress(_) => "max_connections_per_ip",
+            Refused::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl Protocol {
+    /// Label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::HttpFlv => "http-flv",
+        }
+    }
 }
 
 pub struct Client {

@@ -2,7 +2,6 @@
 //! stream and then live tags. Each tag is serialized once per message and shared by all viewers.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,64 +10,44 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::clients::{ClientGuard, Protocol, Role};
-use crate::flv;
-use crate::hub::player::{FeedEnd, FeedItem, PlayerFeed};
-use crate::hub::{Frame, MediaKind, validate_key};
-use crate::metrics::{ProtocolLabel, ReasonLabel};
-use crate::node::Node;
+use super::listener::PeerAddr;
+use crate::hub::{FeedEnd, FeedItem, Frame, PlayerFeed};
+use crate::media::MediaKind;
+use crate::media::flv;
+use crate::server::admission::{self, Refusal};
+use crate::server::clients::{ClientGuard, Protocol};
+use crate::server::context::Node;
 
+/// `GET /{app}/{key}.flv`.
 pub async fn play(
     State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
     Path((app, file)): Path<(String, String)>,
 ) -> Response {
     let Some(key) = file.strip_suffix(".flv") else {
         return (StatusCode::NOT_FOUND, "not found: play URLs end in .flv\n").into_response();
     };
-    if let Err(why) = validate_key(&app).and_then(|_| validate_key(key)) {
-        return (StatusCode::BAD_REQUEST, format!("bad stream name: {why}\n")).into_response();
-    }
-    let name = format!("{app}/{key}");
-    let client = match node.clients.admit(peer, Protocol::HttpFlv) {
+    let client = match admission::connect(&node, peer.0, Protocol::HttpFlv) {
         Ok(client) => client,
         Err(refused) => {
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
         }
     };
-    let wait = node.wants_wait(&name);
-    let subscription = node.hub.subscribe(&name, wait);
-    if subscription.is_some() {
-        node.pull_if_remote(&name);
-    }
-    let Some(subscription) = subscription else {
-        node.metrics.plays_refused_total.inc();
-        tracing::info!(client = client.id, %peer, stream = %name, "http-flv play refused: no such stream");
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no stream {name} is being published\n"),
-        )
-            .into_response();
+    let feed = match admission::play(&node, &client, &app, key) {
+        Ok(feed) => feed,
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::BadName(_) => StatusCode::BAD_REQUEST,
+                Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+                Refusal::Taken(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, format!("{refusal}\n")).into_response();
+        }
     };
-    node.metrics
-        .connections_total
-        .get_or_create(&ProtocolLabel {
-            protocol: "http-flv",
-        })
-        .inc();
-    node.metrics
-        .plays_total
-        .get_or_create(&ProtocolLabel {
-            protocol: "http-flv",
-        })
-        .inc();
-    tracing::info!(client = client.id, %peer, stream = %name, "http-flv play");
-    client.set_role(Role::Player(name));
-    let policy = node.feed_policy(subscription.published);
     let viewer = Viewer {
         node,
         client,
-        feed: PlayerFeed::new(subscription, policy),
+        feed,
         preamble: Some(Vec::new()),
         ready: VecDeque::new(),
     };
@@ -112,19 +91,15 @@ impl Viewer {
             }
             let item = tokio::select! {
                 _ = self.client.cancel.cancelled() => return None,
+                // The body ends cleanly: the viewer sees the end of the stream, not a reset.
+                _ = self.node.shutdown.cancelled() => return None,
                 item = self.feed.next() => item,
             };
             match item {
                 Ok(FeedItem::Frame(frame)) => self.queue(frame),
                 Ok(FeedItem::Unpublished | FeedItem::Published) => continue,
                 Err(end) => {
-                    self.node
-                        .metrics
-                        .players_dropped_total
-                        .get_or_create(&ReasonLabel {
-                            reason: end.reason(),
-                        })
-                        .inc();
+                    admission::player_dropped(&self.node, end);
                     tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.feed.stream_key(), reason = %end, "http-flv close");
                     return None;
                 }
@@ -137,7 +112,7 @@ impl Viewer {
             self.ready.push_back(frame.flv_tag().clone());
             return;
         };
-        let is_preamble = frame.kind == MediaKind::Metadata || frame.sequence_header;
+        let is_preamble = frame.kind == MediaKind::Metadata || frame.flags.sequence_header;
         preamble.push(frame);
         if is_preamble && preamble.len() < MAX_PREAMBLE {
             return;

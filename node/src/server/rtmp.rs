@@ -8,17 +8,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-use crate::clients::{ClientGuard, Protocol, Role};
-use crate::hub::player::{FeedEnd, FeedItem, PlayerFeed};
-use crate::hub::{
-    MediaKind, PublishError, PublisherHandle, PublisherInfo, SHARED_STREAM_ID, validate_key,
-};
-use crate::metrics::{ProtocolLabel, ReasonLabel};
-use crate::net::write_all_vectored;
-use crate::node::Node;
-use crate::relay::TaskGuard;
+use super::admission::{self, Publication, Refusal};
+use super::clients::{ClientGuard, Protocol, Role};
+use super::context::Node;
+use super::net::write_all_vectored;
+use crate::hub::{FeedEnd, FeedItem, PlayerFeed, SHARED_STREAM_ID};
+use crate::media::MediaKind;
+use crate::metrics::ReasonLabel;
 use crate::rtmp::chunk::ChunkLimits;
 use crate::rtmp::server::{ServerConfig, ServerEvent, ServerSession};
 
@@ -30,10 +27,11 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 const READ_SMALL: usize = 2 * 1024;
 const READ_PUBLISHER: usize = 32 * 1024;
 
-pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
+/// Accepts RTMP connections until the node stops; each connection is one tracked task.
+pub(super) async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = node.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
@@ -45,33 +43,15 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: Cancellatio
                 continue;
             }
         };
-        let client = match node.clients.admit(peer, Protocol::Rtmp) {
-            Ok(client) => client,
-            Err(refused) => {
-                let reason = match refused {
-                    crate::clients::Refused::TooMany(_) => "max_connections",
-                    crate::clients::Refused::TooManyFromAddress(_) => "max_connections_per_ip",
-                };
-                node.metrics
-                    .connections_refused_total
-                    .get_or_create(&ReasonLabel { reason })
-                    .inc();
-                tracing::debug!(%peer, %refused, "rtmp connection refused");
-                continue;
-            }
+        let Ok(client) = admission::connect(&node, peer, Protocol::Rtmp) else {
+            continue;
         };
-        node.metrics
-            .connections_total
-            .get_or_create(&ProtocolLabel { protocol: "rtmp" })
-            .inc();
         let node = node.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        node.tasks.clone().spawn(async move {
             let _ = socket.set_nodelay(true);
-            tracing::info!(client = client.id, %peer, "rtmp connect");
             let mut conn = Connection::new(&node, socket, client);
             let outcome = tokio::select! {
-                _ = shutdown.cancelled() => Err(Close::Shutdown),
+                _ = node.shutdown.cancelled() => Err(Close::Shutdown),
                 outcome = conn.run() => outcome,
             };
             conn.finish(outcome);
@@ -118,9 +98,7 @@ enum Activity {
     Idle,
     Publishing {
         stream_id: u32,
-        handle: PublisherHandle,
-        /// In a cluster: the push of this stream to its owner, for as long as we publish.
-        _relay_push: Option<TaskGuard>,
+        publication: Publication,
     },
     Playing {
         stream_id: u32,
@@ -303,11 +281,6 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn stream_name(&self, key: &str) -> String {
-        let key = key.split('?').next().unwrap_or_default();
-        format!("{}/{}", self.app.as_deref().unwrap_or_default(), key)
-    }
-
     fn on_event(&mut self, event: ServerEvent) {
         match event {
             ServerEvent::Connect { app, tc_url, .. } => {
@@ -354,12 +327,11 @@ impl<'a> Connection<'a> {
     fn push(&mut self, stream_id: u32, kind: MediaKind, timestamp: u32, payload: Bytes) {
         if let Activity::Publishing {
             stream_id: s,
-            handle,
-            ..
+            publication,
         } = &self.activity
             && *s == stream_id
         {
-            handle.push(kind, timestamp, payload);
+            publication.push(kind, timestamp, payload);
         }
     }
 
@@ -370,16 +342,11 @@ impl<'a> Connection<'a> {
         }
     }
 
+    fn app(&self) -> &str {
+        self.app.as_deref().unwrap_or_default()
+    }
+
     fn on_publish(&mut self, stream_id: u32, key: &str) {
-        let name = self.stream_name(key);
-        let peer = self.client.peer;
-        if let Err(why) = validate_key(key) {
-            self.node.metrics.publishes_refused_total.inc();
-            tracing::info!(client = self.client.id, %peer, stream = %name, why, "publish refused");
-            self.session
-                .reject_publish(stream_id, "NetStream.Publish.BadName", why);
-            return;
-        }
         if !matches!(self.activity, Activity::Idle) {
             self.session.reject_publish(
                 stream_id,
@@ -388,39 +355,26 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        let info = PublisherInfo {
-            client_id: self.client.id,
-            peer,
-            cancel: self.client.cancel.clone(),
-        };
-        match self.node.hub.publish(&name, info) {
-            Ok(handle) => {
-                self.node.metrics.publishes_total.inc();
-                tracing::info!(client = self.client.id, %peer, stream = %name, "publish");
+        match admission::publish(self.node, &self.client, self.app(), key) {
+            Ok(publication) => {
                 self.session.accept_publish(stream_id);
-                let relay_push = self.node.cluster().map(|link| link.relay.push(&name));
-                self.client.set_role(Role::Publisher(name));
                 self.activity = Activity::Publishing {
                     stream_id,
-                    handle,
-                    _relay_push: relay_push,
+                    publication,
                 };
             }
-            Err(PublishError::Taken(_)) => {
-                self.node.metrics.publishes_refused_total.inc();
-                tracing::info!(client = self.client.id, %peer, stream = %name, "publish refused: stream already published");
-                self.session.reject_publish(
-                    stream_id,
-                    "NetStream.Publish.BadName",
-                    &format!("stream {name} is already being published"),
-                );
+            Err(refusal) => {
+                let code = match refusal {
+                    Refusal::Draining => "NetStream.Publish.BadConnection",
+                    _ => "NetStream.Publish.BadName",
+                };
+                self.session
+                    .reject_publish(stream_id, code, &refusal.to_string());
             }
         }
     }
 
     fn on_play(&mut self, stream_id: u32, key: &str) {
-        let name = self.stream_name(key);
-        let peer = self.client.peer;
         if !matches!(self.activity, Activity::Idle) {
             self.session.reject_play(
                 stream_id,
@@ -429,47 +383,31 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        let wait = self.node.wants_wait(&name);
-        let subscription = validate_key(key)
-            .ok()
-            .and_then(|_| self.node.hub.subscribe(&name, wait));
-        if subscription.is_some() {
-            self.node.pull_if_remote(&name);
+        match admission::play(self.node, &self.client, self.app(), key) {
+            Ok(feed) => {
+                self.session.accept_play(stream_id);
+                self.activity = Activity::Playing { stream_id, feed };
+            }
+            Err(refusal) => {
+                let code = match refusal {
+                    Refusal::NotFound(_) | Refusal::BadName(_) => "NetStream.Play.StreamNotFound",
+                    _ => "NetStream.Play.Failed",
+                };
+                self.session
+                    .reject_play(stream_id, code, &refusal.to_string());
+            }
         }
-        let Some(subscription) = subscription else {
-            self.node.metrics.plays_refused_total.inc();
-            tracing::info!(client = self.client.id, %peer, stream = %name, "play refused: no such stream");
-            self.session.reject_play(
-                stream_id,
-                "NetStream.Play.StreamNotFound",
-                &format!("no stream {name} is being published"),
-            );
-            return;
-        };
-        self.node
-            .metrics
-            .plays_total
-            .get_or_create(&ProtocolLabel { protocol: "rtmp" })
-            .inc();
-        tracing::info!(client = self.client.id, %peer, stream = %name, "play");
-        self.session.accept_play(stream_id);
-        let policy = self.node.feed_policy(subscription.published);
-        self.client.set_role(Role::Player(name));
-        self.activity = Activity::Playing {
-            stream_id,
-            feed: PlayerFeed::new(subscription, policy),
-        };
     }
 
     fn finish(mut self, outcome: Result<(), Close>) {
         let close = outcome.err().unwrap_or(Close::PeerClosed);
-        if let (Close::Feed(end), Activity::Playing { stream_id, .. }) = (&close, &self.activity) {
-            let reason = end.reason();
-            self.node
-                .metrics
-                .players_dropped_total
-                .get_or_create(&ReasonLabel { reason })
-                .inc();
+        if let Close::Feed(end) = &close {
+            admission::player_dropped(self.node, *end);
+        }
+        // A player told to stop gets a clean end of stream.
+        if let (Close::Feed(_) | Close::Shutdown, Activity::Playing { stream_id, .. }) =
+            (&close, &self.activity)
+        {
             let stream_id = *stream_id;
             self.session.send_stream_eof(stream_id);
             self.session.send_status(

@@ -3,17 +3,23 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::node::Node;
+use super::listener::PeerAddr;
+use crate::server::context::Node;
 
 /// Health and load, read by GeoDNS every probe interval for load-aware answers.
-pub async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+pub async fn health(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(reader): ConnectInfo<PeerAddr>,
+) -> Json<serde_json::Value> {
     let load = node.monitor.load();
+    let draining = node.is_draining();
+    node.health.answered(reader.0.ip(), draining);
     Json(json!({
         "status": "ok",
         "node": node.config.node.name,
@@ -23,7 +29,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "cpu": load.cpu,
         "egress_bps": load.egress_bps,
         "max_egress_bps": node.config.limits.max_egress_mbps * 1_000_000,
-        "draining": false,
+        "draining": draining,
     }))
 }
 

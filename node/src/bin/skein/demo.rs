@@ -175,7 +175,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let stop = crate::cli::stop_signal();
+    let stop = crate::process::stop_signal();
     let mut demo = Demo {
         stop: stop.clone(),
         dir,

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
+use super::tag;
 use crate::rtmp::amf0;
-use crate::rtmp::message as msg;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MediaInfo {
@@ -19,11 +19,11 @@ pub struct MediaInfo {
 
 impl MediaInfo {
     pub fn update_from_video_header(&mut self, payload: &[u8]) {
-        self.video_codec = msg::video_codec_name(payload).or(self.video_codec);
+        self.video_codec = tag::video_codec_name(payload).or(self.video_codec);
     }
 
     pub fn update_from_audio_header(&mut self, payload: &[u8]) {
-        self.audio_codec = msg::audio_codec_name(payload).or(self.audio_codec);
+        self.audio_codec = tag::audio_codec_name(payload).or(self.audio_codec);
     }
 
     /// `payload` is an `onMetaData` data message: the name, then an object or ECMA array.

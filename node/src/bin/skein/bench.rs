@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::rtmp::client::ClientEvent;
-use crate::rtmp_client::{RtmpClient, RtmpUrl};
+use skein_node::client::{Percentiles, RtmpClient, RtmpUrl, synthetic};
+use skein_node::rtmp::client::ClientEvent;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -96,34 +96,6 @@ struct PlayerOutcome {
     worst_gap: Option<Duration>,
     video_frames: u64,
     bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles of `values` (milliseconds); `None` when empty.
-    pub fn of(mut values: Vec<f64>) -> Option<Self> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let i = ((p / 100.0) * values.len() as f64).ceil() as usize;
-            values[i.clamp(1, values.len()) - 1]
-        };
-        Some(Self {
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: values[values.len() - 1],
-        })
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -290,39 +262,6 @@ impl PublishReport {
 }
 
 /// Payloads shaped like FLV H.264/AAC tag bodies; the node inspects only their first bytes.
-mod synthetic {
-    use bytes::{BufMut, Bytes, BytesMut};
-
-    pub fn avc_sequence_header() -> Bytes {
-        Bytes::from_static(&[
-            0x17, 0x00, 0, 0, 0, // keyframe, AVC, sequence header, cts 0
-            0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x04, 0x67, 0x64, 0x00, 0x1f, 0x01, 0x00,
-            0x04, 0x68, 0xee, 0x3c, 0x80,
-        ])
-    }
-
-    pub fn aac_sequence_header() -> Bytes {
-        Bytes::from_static(&[0xaf, 0x00, 0x12, 0x10])
-    }
-
-    pub fn video_frame(keyframe: bool, size: usize, seq: u32) -> Bytes {
-        let mut out = BytesMut::with_capacity(size.max(16));
-        out.put_u8(if keyframe { 0x17 } else { 0x27 });
-        out.put_slice(&[0x01, 0, 0, 0]);
-        out.put_u32((size.saturating_sub(9)) as u32);
-        out.put_u32(seq);
-        out.resize(size.max(13), 0xab);
-        out.freeze()
-    }
-
-    pub fn aac_frame() -> Bytes {
-        let mut out = BytesMut::with_capacity(200);
-        out.put_slice(&[0xaf, 0x01]);
-        out.resize(200, 0x21);
-        out.freeze()
-    }
-}
-
 async fn publish_one(
     url: RtmpUrl,
     args: (u64, u32, u32),
@@ -434,22 +373,5 @@ mod tests {
         let one = Percentiles::of(vec![7.0]).unwrap();
         assert_eq!((one.p50, one.p99), (7.0, 7.0));
         assert!(Percentiles::of(vec![]).is_none());
-    }
-
-    #[test]
-    fn synthetic_frames_are_recognised_by_the_hub() {
-        use crate::rtmp::message as msg;
-        assert!(msg::is_video_sequence_header(
-            &synthetic::avc_sequence_header()
-        ));
-        assert!(msg::is_audio_sequence_header(
-            &synthetic::aac_sequence_header()
-        ));
-        let key = synthetic::video_frame(true, 1000, 0);
-        assert_eq!(key.len(), 1000);
-        assert!(msg::is_video_keyframe(&key));
-        assert!(!msg::is_video_keyframe(&synthetic::video_frame(
-            false, 1000, 1
-        )));
     }
 }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{ApiError, authorize};
-use crate::cluster::ClusterLink;
-use crate::node::Node;
+use crate::server::context::Node;
+use crate::server::membership::ClusterLink;
 
 fn member(node: &Node) -> Result<&Arc<ClusterLink>, ApiError> {
     node.cluster().ok_or_else(|| {

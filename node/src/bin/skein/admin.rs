@@ -4,10 +4,47 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
 use serde_json::Value;
 use skein_raft::{ClusterStatus, NodeStatus, OriginState, RaftRole};
+use std::path::PathBuf;
 
-use crate::cli::AdminArgs;
+use crate::duration::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// HTTP address of any cluster member.
+    #[arg(long, env = "SKEIN_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// Print the raw JSON of GET /api/v1/cluster.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// HTTP address of the node to ask.
+    #[arg(long, env = "SKEIN_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// Admin token; default: read from DATA_DIR/admin.token of a local member.
+    #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Data directory of the local member, to read its admin token.
+    #[arg(long, env = "SKEIN_DATA_DIR", default_value = "skein-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print the join command.
+    Create {
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

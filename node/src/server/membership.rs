@@ -13,8 +13,8 @@ use skein_raft::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::context::Node;
 use crate::config::Config;
-use crate::node::Node;
 use crate::relay::{Relay, RelaySettings};
 
 /// How this node becomes (or stays) a cluster member.
@@ -47,20 +47,23 @@ impl Membership {
 
 /// A node's cluster side, reachable from every connection through `Node::cluster`.
 pub struct ClusterLink {
+    /// The Raft member.
     pub cluster: Arc<Cluster>,
+    /// Media to and from the other nodes.
     pub relay: Arc<Relay>,
-    /// Cancelled to stop the node once it has left the cluster.
-    stop: CancellationToken,
+    /// Cancelled once the node has left the cluster, so it stops.
+    left: CancellationToken,
 }
 
-/// Joins or opens the cluster, starts the relay and the background duties. Returns the join
-/// info after `init` (to print the join command).
-pub async fn start(
+/// Joins or opens the cluster, starts the relay, the load reports and the region publication.
+/// `left` is cancelled once the node leaves the cluster. Returns the join info after `init`
+/// (to print the join command).
+pub(super) async fn start(
     node: &Arc<Node>,
     membership: Membership,
     rtmp: SocketAddr,
     http: SocketAddr,
-    stop: CancellationToken,
+    left: CancellationToken,
 ) -> anyhow::Result<Option<(Arc<ClusterLink>, Option<JoinInfo>)>> {
     let section = &node.config.cluster;
     let mut config = ClusterConfig::new(
@@ -118,21 +121,21 @@ pub async fn start(
             max_message: node.config.rtmp.max_message_size as usize,
             pull_linger: Duration::from_secs(5),
         },
-        stop.clone(),
+        node.tasks.clone(),
+        node.shutdown.clone(),
     );
     let link = Arc::new(ClusterLink {
         cluster,
         relay,
-        stop: stop.clone(),
+        left,
     });
-    tokio::spawn(report_load(node.clone(), link.clone(), stop.clone()));
+    node.spawn(report_load(node.clone(), link.clone()));
     if let [lat, lon] = node.config.cluster.region_coordinates[..] {
-        tokio::spawn(publish_region(
+        node.spawn(publish_region(
             link.clone(),
             node.config.node.region.clone(),
             lat,
             lon,
-            stop,
         ));
     }
     Ok(Some((link, info)))
@@ -155,13 +158,10 @@ fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAd
 }
 
 /// Heartbeats to the leader carry the load; they are not log entries.
-async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>, stop: CancellationToken) {
+async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        tick.tick().await;
         let load = node.monitor.load();
         link.cluster.report_load(LoadReport {
             connections: node.clients.count() as u64,
@@ -176,13 +176,7 @@ async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>, stop: Cancellation
 
 /// Publishes the region's coordinates when the cluster has none yet (GeoDNS needs them). The
 /// leader may not be known right after start, so this retries for a while.
-async fn publish_region(
-    link: Arc<ClusterLink>,
-    name: String,
-    lat: f64,
-    lon: f64,
-    stop: CancellationToken,
-) {
+async fn publish_region(link: Arc<ClusterLink>, name: String, lat: f64, lon: f64) {
     for _ in 0..60 {
         let known = link.cluster.state().borrow().regions.get(&name).cloned();
         let Some(region) = known else {
@@ -204,10 +198,7 @@ async fn publish_region(
             }
             Err(e) => tracing::debug!(region = %name, "cannot publish region coordinates yet: {e}"),
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tracing::warn!(region = %name, "gave up publishing the region's coordinates");
 }
@@ -216,37 +207,69 @@ impl ClusterLink {
     /// `skein leave`: an origin first leaves the ring and waits (bounded) until its streams
     /// have moved, then the node leaves the registry and stops.
     pub async fn leave(&self) -> anyhow::Result<()> {
-        let me = self.cluster.node_id();
-        let is_origin = self
-            .cluster
-            .state()
-            .borrow()
-            .origins
-            .get(&me)
-            .is_some_and(|slot| slot.state == OriginState::Active);
-        if is_origin {
-            tracing::info!("leaving: draining this origin so its streams move away");
-            self.cluster
-                .write(Command::DrainOrigin {
-                    node: me,
-                    now_ms: unix_ms(),
-                })
+        if self.is_active_origin() {
+            self.write_drain()
                 .await
                 .context("cannot drain this origin")?;
-            for _ in 0..150 {
-                if self.relay.origin_streams().is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            self.wait_streams_moved(Duration::from_secs(15)).await;
         }
+        let me = self.cluster.node_id();
         self.cluster
             .leave()
             .await
             .context("cannot leave the cluster")?;
         tracing::info!(node = me, "left the cluster; stopping");
-        self.stop.cancel();
+        self.left.cancel();
         Ok(())
+    }
+
+    /// A stopping node: an active origin leaves the ring and waits until its streams moved,
+    /// all within `bound`. Failures are logged, not fatal: the node stops anyway and the
+    /// leader's health watch takes it out of the pool.
+    pub async fn drain_origin(&self, bound: Duration) {
+        if !self.is_active_origin() {
+            return;
+        }
+        let drain = async {
+            match self.write_drain().await {
+                Ok(()) => self.wait_streams_moved(bound).await,
+                Err(e) => tracing::warn!("cannot take this origin out of the ring: {e:#}"),
+            }
+        };
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            tracing::warn!(
+                streams = self.relay.origin_streams().len(),
+                "origin streams not all moved within {bound:?}"
+            );
+        }
+    }
+
+    fn is_active_origin(&self) -> bool {
+        let me = self.cluster.node_id();
+        self.cluster
+            .state()
+            .borrow()
+            .origins
+            .get(&me)
+            .is_some_and(|slot| slot.state == OriginState::Active)
+    }
+
+    async fn write_drain(&self) -> anyhow::Result<()> {
+        tracing::info!("draining this origin so its streams move away");
+        self.cluster
+            .write(Command::DrainOrigin {
+                node: self.cluster.node_id(),
+                now_ms: unix_ms(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn wait_streams_moved(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !self.relay.origin_streams().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Resolves `skein remove NODE`: a node id or a node name.

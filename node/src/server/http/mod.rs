@@ -3,18 +3,19 @@
 mod api;
 mod cluster;
 mod flv;
+mod listener;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
+use crate::server::context::Node;
+use listener::{CappedListener, PeerAddr};
 
-pub fn router(node: Arc<Node>) -> Router {
+/// Every route of the public HTTP port.
+fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/streams", get(api::streams))
@@ -31,8 +32,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
-    let app = router(node).into_make_service_with_connect_info::<SocketAddr>();
+/// Serves HTTP until the node stops, with at most `http.max_connections` connections open.
+pub(super) async fn serve(listener: TcpListener, node: Arc<Node>) {
+    let listener = CappedListener::new(listener, node.config.http.max_connections);
+    let shutdown = node.shutdown.clone();
+    let app = router(node).into_make_service_with_connect_info::<PeerAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -1,0 +1,158 @@
+//! [`Node`]: the state every driver of a running node receives — configuration, hub, client
+//! table, metrics, machine monitor, the cluster side once the node is a member, the tracker of
+//! connection tasks and the drain flag. Drivers reach the node through this and through
+//! [`admission`](super::admission), never through the assembly in [`server`](super).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::clients::Clients;
+use super::membership::ClusterLink;
+use super::monitor::Monitor;
+use crate::config::Config;
+use crate::hub::{Hub, HubConfig};
+use crate::metrics::Metrics;
+
+/// State shared by every connection of the node.
+pub struct Node {
+    /// The settings the node was started with.
+    pub config: Config,
+    /// The streams this node holds.
+    pub hub: Arc<Hub>,
+    /// Every RTMP and HTTP-FLV connection, against the connection limits.
+    pub clients: Arc<Clients>,
+    /// The Prometheus registry.
+    pub metrics: Arc<Metrics>,
+    /// CPU, memory and traffic of the machine and the process.
+    pub monitor: Arc<Monitor>,
+    /// Set once at start when the node is a cluster member.
+    cluster: OnceLock<Arc<ClusterLink>>,
+    /// Connection tasks, awaited (with a bound) when the node stops.
+    pub tasks: TaskTracker,
+    /// Cancelled when the node stops serving: every connection ends cleanly.
+    pub shutdown: CancellationToken,
+    /// Who reads the health endpoint, and whether they have been told the node drains.
+    pub health: HealthWatch,
+    draining: AtomicBool,
+}
+
+impl Node {
+    /// A node for `config`, not yet serving.
+    pub fn new(config: Config) -> Arc<Self> {
+        let hub = Hub::new(HubConfig::new(&config.hub, config.rtmp.chunk_size));
+        let clients = Clients::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let metrics = Arc::new(Metrics::new(&clients.traffic));
+        Arc::new(Self {
+            config,
+            hub,
+            clients,
+            metrics,
+            monitor: Monitor::new(),
+            cluster: OnceLock::new(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            health: HealthWatch::default(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The node's cluster side, when it is a member.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.get()
+    }
+
+    pub(super) fn set_cluster(&self, link: Arc<ClusterLink>) {
+        let _ = self.cluster.set(link);
+    }
+
+    /// Whether the node is stopping: health says so (GeoDNS stops sending viewers) and new
+    /// publishes and plays are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs a background duty, tracked with the connection tasks, until it ends or the node
+    /// stops.
+    pub fn spawn(&self, duty: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = duty => {}
+            }
+        });
+    }
+
+    /// How long a player's socket may accept nothing before the player is dropped.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.hub.write_timeout_secs)
+    }
+}
+
+/// A prober that read the health endpoint this recently is taken to be still watching.
+const PROBER_MEMORY: Duration = Duration::from_secs(10);
+
+/// The health endpoint's readers (GeoDNS servers, load balancers), by address, and whether
+/// each has been answered `draining: true` yet. A stopping node waits until every recent reader
+/// was told, so they stop sending viewers before the listeners close.
+#[derive(Default)]
+pub struct HealthWatch {
+    /// Last read, and whether that answer said draining.
+    readers: Mutex<HashMap<IpAddr, (Instant, bool)>>,
+    told: Notify,
+}
+
+impl HealthWatch {
+    /// Records that `reader` was answered, saying `draining` or not.
+    pub fn answered(&self, reader: IpAddr, draining: bool) {
+        self.readers
+            .lock()
+            .insert(reader, (Instant::now(), draining));
+        if draining {
+            self.told.notify_one();
+        }
+    }
+
+    fn untold(&self) -> usize {
+        let now = Instant::now();
+        self.readers
+            .lock()
+            .values()
+            .filter(|(at, told)| !told && now.duration_since(*at) < PROBER_MEMORY)
+            .count()
+    }
+
+    /// Waits until every recent reader has been told the node drains, at most `bound`. Returns
+    /// at once when nobody reads the health endpoint.
+    pub async fn announced_draining(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.untold() > 0 {
+            if tokio::time::timeout_at(deadline, self.told.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    untold = self.untold(),
+                    "drain window over before every health reader saw it"
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Everything of the node that owns a socket or a task. [`RunningNode`] binds the public
+//! listeners, makes the node a cluster member, spawns the drivers and background duties, and
+//! drains and stops them; the drivers (`rtmp`, `http`) see only the shared [`Node`] context
+//! and the one [`admission`] path.
+//!
+//! Stopping is first-class: [`RunningNode::stop`] reports `draining: true` on the health
+//! endpoint (GeoDNS stops sending viewers), refuses new connections, lets an origin leave the
+//! ring so its streams move, then ends every connection cleanly (players get an end of stream)
+//! and waits — with a bound — for the connection tasks.
+
+pub mod admission;
+pub mod clients;
+mod context;
+mod http;
+pub mod membership;
+pub mod monitor;
+mod net;
+mod rtmp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+pub use context::Node;
+use membership::Membership;
+
+/// Connection tasks get this long to finish after they were told to stop.
+const CONNECTIONS_CLOSE_BOUND: Duration = Duration::from_secs(3);
+
+/// Handle on a started node: its bound addresses, and a way to stop it.
+pub struct RunningNode {
+    /// The context the drivers share.
+    pub node: Arc<Node>,
+    /// Where the RTMP listener is bound.
+    pub rtmp_addr: SocketAddr,
+    /// Where the HTTP listener is bound.
+    pub http_addr: SocketAddr,
+    /// Cancelled by the cluster side once the node has left its cluster.
+    left_cluster: CancellationToken,
+    /// Listeners and background duties (connection tasks are in `node.tasks`).
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    /// Binds the listeners (port 0 picks a free port) and starts serving a standalone node.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Ok(Self::start_member(config, Membership::Standalone).await?.0)
+    }
+
+    /// Binds the listeners, becomes a cluster member as `membership` says, and starts serving.
+    /// After `init`, also returns what `skein join` needs.
+    pub async fn start_member(
+        config: Config,
+        membership: Membership,
+    ) -> anyhow::Result<(Self, Option<skein_raft::JoinInfo>)> {
+        config.validate()?;
+        let rtmp_listener = TcpListener::bind(config.rtmp.listen)
+            .await
+            .with_context(|| format!("cannot listen for RTMP on {}", config.rtmp.listen))?;
+        let http_listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let rtmp_addr = rtmp_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+        let node = Node::new(config);
+        let left_cluster = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut join_info = None;
+        if let Some((link, info)) = membership::start(
+            &node,
+            membership,
+            rtmp_addr,
+            http_addr,
+            left_cluster.clone(),
+        )
+        .await?
+        {
+            join_info = info;
+            node.set_cluster(link);
+        }
+
+        let monitor_node = node.clone();
+        tasks.spawn(async move {
+            let hub = monitor_node.hub.clone();
+            monitor_node
+                .monitor
+                .clone()
+                .run(monitor_node.clients.traffic.clone(), move |elapsed| {
+                    hub.tick(elapsed)
+                })
+                .await;
+        });
+        tasks.spawn(rtmp::serve(rtmp_listener, node.clone()));
+        tasks.spawn(http::serve(http_listener, node.clone()));
+        tracing::info!(
+            name = %node.config.node.name,
+            rtmp = %rtmp_addr,
+            http = %http_addr,
+            "node serving"
+        );
+        Ok((
+            Self {
+                node,
+                rtmp_addr,
+                http_addr,
+                left_cluster,
+                tasks,
+            },
+            join_info,
+        ))
+    }
+
+    /// Serves until `stop` is cancelled, the node left its cluster, or a serving task ended;
+    /// then stops gracefully.
+    pub async fn wait(mut self, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = self.left_cluster.cancelled() => {}
+            _ = self.tasks.join_next() => {
+                tracing::error!("a serving task ended; stopping");
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Drains and stops the node: health says `draining`, new connections and plays are
+    /// refused, an origin lets its streams move, and after the drain window every connection
+    /// ends cleanly. Bounded by the drain window plus a few seconds.
+    pub async fn stop(mut self) {
+        let node = &self.node;
+        node.start_draining();
+        let drain = Duration::from_millis(node.config.http.drain_ms);
+        tracing::info!(
+            connections = node.clients.count(),
+            drain_ms = drain.as_millis() as u64,
+            "draining: health reports draining, new connections refused"
+        );
+        let origin_moved = async {
+            if let Some(link) = node.cluster() {
+                link.drain_origin(drain).await;
+            }
+        };
+        tokio::join!(origin_moved, node.health.announced_draining(drain));
+        node.shutdown.cancel();
+        node.tasks.close();
+        let open = node.clients.count();
+        if tokio::time::timeout(CONNECTIONS_CLOSE_BOUND, node.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = node.tasks.len(),
+                "connections still open after {CONNECTIONS_CLOSE_BOUND:?}; abandoning them"
+            );
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(link) = node.cluster() {
+            link.cluster.stop().await;
+        }
+        tracing::info!(closed = open, "node stopped");
+    }
+}
