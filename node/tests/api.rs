@@ -1,15 +1,15 @@
 //! The HTTP API of a running `skein` process: health (read by GeoDNS), streams, clients,
 //! summary, the admin kick with its token, and Prometheus metrics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{NodeProcess, http_get, http_request, publish, require};
+use skein_tests::media::publish;
+use skein_tests::node::{NodeProcess, http_get};
+use skein_tests::{http_request, require};
 
 #[test]
 fn api_reports_and_admin_kick_needs_the_token() {
-    require("ffmpeg");
+    require("ffmpeg", "ffmpeg");
     let node = NodeProcess::start("127.0.0.1", "api", "[limits]\nmax_egress_mbps = 1000\n");
 
     let health = node.json("/api/v1/health");

@@ -2,16 +2,16 @@
 //! back over RTMP and HTTP-FLV. Codecs, picture size, frame counts, the keyframe start (GOP
 //! cache) and timestamp continuity are checked on what the players received.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{NodeProcess, packets, publish, record, require, streams, temp_dir};
+use skein_tests::media::{packets, publish, record, stream_sizes};
+use skein_tests::node::{NodeProcess, temp_dir};
+use skein_tests::require;
 
 fn check_recording(file: &std::path::Path, what: &str) {
     let packets = packets(file);
-    let video: Vec<_> = packets.iter().filter(|p| p.0 == "video").collect();
-    let audio: Vec<_> = packets.iter().filter(|p| p.0 == "audio").collect();
+    let video: Vec<_> = packets.iter().filter(|p| p.kind == "video").collect();
+    let audio: Vec<_> = packets.iter().filter(|p| p.kind == "audio").collect();
     // 4 s at 25 fps, plus up to one cached GOP (25 frames) delivered at once.
     assert!(
         (75..=140).contains(&video.len()),
@@ -19,10 +19,13 @@ fn check_recording(file: &std::path::Path, what: &str) {
         video.len()
     );
     assert!(audio.len() > 100, "{what}: {} audio frames", audio.len());
-    assert!(video[0].2, "{what}: playback must start on a keyframe");
+    assert!(
+        video[0].keyframe,
+        "{what}: playback must start on a keyframe"
+    );
     for track in [&video, &audio] {
         for pair in track.windows(2) {
-            let (a, b) = (pair[0].1, pair[1].1);
+            let (a, b) = (pair[0].dts_ms, pair[1].dts_ms);
             assert!(b >= a, "{what}: timestamp went back from {a} to {b} ms");
             assert!(
                 b - a < 500.0,
@@ -35,8 +38,8 @@ fn check_recording(file: &std::path::Path, what: &str) {
 
 #[test]
 fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
-    require("ffmpeg");
-    require("ffprobe");
+    require("ffmpeg", "ffmpeg");
+    require("ffprobe", "ffmpeg");
     let node = NodeProcess::start("127.0.0.1", "ffmpeg-interop", "");
     let _publisher = publish(&node.rtmp_url("cam"), 30);
 
@@ -55,7 +58,7 @@ fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
             .starts_with("127.0.0.1:")
     );
 
-    let probed = streams(&node.rtmp_url("cam"));
+    let probed = stream_sizes(&node.rtmp_url("cam"));
     assert_eq!(
         probed,
         vec![
@@ -95,7 +98,7 @@ fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
 
 #[test]
 fn second_ffmpeg_publish_on_a_taken_key_is_refused_and_the_first_goes_on() {
-    require("ffmpeg");
+    require("ffmpeg", "ffmpeg");
     let node = NodeProcess::start("127.0.0.1", "ffmpeg-taken", "");
     let _first = publish(&node.rtmp_url("taken"), 30);
     node.wait_json("/api/v1/streams", Duration::from_secs(20), |v| {

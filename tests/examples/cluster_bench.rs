@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use skein_node::client::{Percentiles, RtmpClient, RtmpUrl, synthetic};
 use skein_node::rtmp::client::ClientEvent;

@@ -1,6 +1,7 @@
 //! Helpers shared by the cross-process end-to-end tests: locate the workspace's binaries and
 //! run them as child processes that are killed when the test ends; a cluster of `skein`
-//! processes (`cluster`); ffmpeg publishers and recorders (`media`).
+//! processes (`cluster`); a standalone node (`node`); `skein-dns` and dig (`dns`); ffmpeg
+//! publishers and recorders (`media`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -10,7 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub mod cluster;
+pub mod dns;
 pub mod media;
+pub mod node;
 
 /// Path of a binary of this workspace, built next to the test executable
 /// (`scripts/test.sh` builds all binaries before running the tests).

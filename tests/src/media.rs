@@ -41,6 +41,8 @@ pub struct Packet {
     /// `video` or `audio`.
     pub kind: String,
     pub dts_ms: f64,
+    /// ffprobe flags the packet a key frame.
+    pub keyframe: bool,
 }
 
 /// A viewer: ffmpeg playing `url` over one connection and copying `seconds` of media into an
@@ -106,7 +108,12 @@ impl Recording {
 pub fn packets(file: &Path) -> Vec<Packet> {
     let out = run_bounded(
         Command::new("ffprobe")
-            .args(["-v", "error", "-show_entries", "packet=codec_type,dts_time"])
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=codec_type,dts_time,flags",
+            ])
             .args(["-of", "json"])
             .arg(file),
         Duration::from_secs(60),
@@ -127,6 +134,7 @@ pub fn packets(file: &Path) -> Vec<Packet> {
             Some(Packet {
                 kind: p["codec_type"].as_str()?.to_owned(),
                 dts_ms: p["dts_time"].as_str()?.parse::<f64>().ok()? * 1000.0,
+                keyframe: p["flags"].as_str().unwrap_or("").contains('K'),
             })
         })
         .collect()
@@ -180,12 +188,21 @@ pub fn continuity(packets: &[Packet]) -> Continuity {
 
 /// Streams of a file or URL as ffprobe reports them: sorted (codec_type, codec_name).
 pub fn streams(input: &str) -> Vec<(String, String)> {
+    stream_sizes(input)
+        .into_iter()
+        .map(|(kind, codec, _, _)| (kind, codec))
+        .collect()
+}
+
+/// Streams of a file or URL with their picture size: sorted (codec_type, codec_name, width,
+/// height); audio streams have size 0 × 0.
+pub fn stream_sizes(input: &str) -> Vec<(String, String, i64, i64)> {
     let out = run_bounded(
         Command::new("ffprobe")
             .args(["-v", "error", "-rw_timeout", "20000000"])
             .args([
                 "-show_entries",
-                "stream=codec_type,codec_name",
+                "stream=codec_type,codec_name,width,height",
                 "-of",
                 "json",
             ])
@@ -198,7 +215,7 @@ pub fn streams(input: &str) -> Vec<(String, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut s: Vec<(String, String)> = v["streams"]
+    let mut s: Vec<_> = v["streams"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
@@ -207,9 +224,24 @@ pub fn streams(input: &str) -> Vec<(String, String)> {
             (
                 s["codec_type"].as_str().unwrap_or("").to_owned(),
                 s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["width"].as_i64().unwrap_or(0),
+                s["height"].as_i64().unwrap_or(0),
             )
         })
         .collect();
     s.sort();
     s
+}
+
+/// Records `seconds` of `url` into an FLV file with ffmpeg (stream copy), bounded in time.
+pub fn record(url: &str, seconds: u32, out: &Path) -> std::process::Output {
+    run_bounded(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-rw_timeout", "10000000", "-i", url])
+            .args(["-c", "copy", "-t", &seconds.to_string(), "-f", "flv"])
+            .arg(out)
+            .stdin(Stdio::null()),
+        Duration::from_secs(u64::from(seconds) + 60),
+    )
 }

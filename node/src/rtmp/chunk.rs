@@ -26,11 +26,15 @@ const MAX_RESERVE: usize = 1024 * 1024;
 /// A reassembled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
+    /// Chunk stream id the message travelled on (2..=[`MAX_CSID`]).
     pub csid: u32,
     /// Absolute timestamp in milliseconds (wraps at 2^32).
     pub timestamp: u32,
+    /// Message type id, e.g. [`AUDIO`](super::message::AUDIO).
     pub type_id: u8,
+    /// Message stream id (0 for NetConnection-level messages).
     pub stream_id: u32,
+    /// The reassembled message body.
     pub payload: Bytes,
 }
 
@@ -52,18 +56,39 @@ impl Default for ChunkLimits {
     }
 }
 
+/// Why the chunk stream from a peer could not be decoded; the connection is dropped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChunkError {
+    /// Set Chunk Size of 0 or above 2^31 - 1.
     #[error("chunk size {0} is outside 1..=2147483647")]
     InvalidChunkSize(u32),
+    /// Set Chunk Size above our [`MAX_CHUNK_SIZE`].
     #[error("chunk size {size} exceeds our limit of {limit}")]
-    ChunkSizeTooLarge { size: u32, limit: u32 },
+    ChunkSizeTooLarge {
+        /// The requested chunk size in bytes.
+        size: u32,
+        /// [`MAX_CHUNK_SIZE`].
+        limit: u32,
+    },
+    /// A message header announcing more than [`ChunkLimits::max_message_size`] bytes.
     #[error("message of {size} bytes exceeds the limit of {limit}")]
-    MessageTooLarge { size: u32, limit: u32 },
+    MessageTooLarge {
+        /// The message length in the header, in bytes.
+        size: u32,
+        /// [`ChunkLimits::max_message_size`].
+        limit: u32,
+    },
+    /// A new chunk stream id beyond [`ChunkLimits::max_chunk_streams`] (the limit).
     #[error("more than {0} chunk streams in use")]
     TooManyChunkStreams(usize),
+    /// A fmt 1/2/3 header on a chunk stream that never had a fmt 0 header.
     #[error("chunk header fmt {fmt} on chunk stream {csid} which has no previous header")]
-    UnknownChunkStream { csid: u32, fmt: u8 },
+    UnknownChunkStream {
+        /// The chunk stream id.
+        csid: u32,
+        /// The header format (1, 2 or 3).
+        fmt: u8,
+    },
 }
 
 /// Per chunk stream state needed to expand compressed headers.
@@ -149,6 +174,7 @@ fn parse_header(buf: &[u8]) -> Option<Header> {
 }
 
 impl ChunkDecoder {
+    /// A decoder at the default chunk size of 128 bytes.
     pub fn new(limits: ChunkLimits) -> Self {
         ChunkDecoder {
             limits,
@@ -172,6 +198,7 @@ impl ChunkDecoder {
         Ok(())
     }
 
+    /// The peer's current chunk size in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size as u32
     }
@@ -423,6 +450,7 @@ impl Default for ChunkEncoder {
 }
 
 impl ChunkEncoder {
+    /// An encoder at the default chunk size of 128 bytes, with no header state.
     pub fn new() -> Self {
         ChunkEncoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -436,10 +464,13 @@ impl ChunkEncoder {
         self.chunk_size = n.clamp(1, MAX_CHUNK_SIZE);
     }
 
+    /// Our current outgoing chunk size in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
     }
 
+    /// Appends `msg` to `out` as chunks, compressing the header against the previous one on
+    /// the same chunk stream.
     pub fn encode(&mut self, out: &mut BytesMut, msg: &RawMessage) {
         let length = msg.payload.len() as u32;
         let prev = self.sent.get(&msg.csid).copied();

@@ -17,16 +17,21 @@ pub use super::session::SessionError;
 /// Buffer length we ask for when playing, in milliseconds.
 const PLAY_BUFFER_MS: u32 = 3000;
 
+/// Settings of a [`ClientSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
+    /// The application name sent as `app` in connect (e.g. `live`).
     pub app: String,
+    /// The `tcUrl` sent in connect, e.g. `rtmp://host:1935/live`.
     pub tc_url: String,
     /// Chunk size we announce right after the handshake and use for our output.
     pub chunk_size: u32,
+    /// Limits on what the server may make the chunk decoder buffer.
     pub limits: ChunkLimits,
 }
 
 impl ClientConfig {
+    /// A config with 4096-byte chunks and default limits.
     pub fn new(app: impl Into<String>, tc_url: impl Into<String>) -> Self {
         ClientConfig {
             app: app.into(),
@@ -37,28 +42,43 @@ impl ClientConfig {
     }
 }
 
+/// What a [`ClientSession`] reports to its driver, from [`ClientSession::poll_event`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
+    /// The server accepted `connect`.
     Connected,
+    /// `NetStream.Publish.Start` arrived: media may be sent.
     PublishStarted,
+    /// `NetStream.Play.Start` arrived: media follows.
     PlayStarted,
     /// Any other `onStatus` (rejections have level "error"), or an `_error` reply.
     Status {
+        /// `status` or `error`.
         level: String,
+        /// The status code, e.g. `NetStream.Publish.BadName`.
         code: String,
+        /// The human-readable description.
         description: String,
     },
     /// `payload` is `"onMetaData", <object>` in AMF0.
     Metadata {
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The AMF0 data payload, without `@setDataFrame`.
         payload: Bytes,
     },
+    /// An audio message; `payload` is the FLV audio tag body.
     Audio {
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The FLV audio tag body.
         payload: Bytes,
     },
+    /// A video message; `payload` is the FLV video tag body.
     Video {
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The FLV video tag body.
         payload: Bytes,
     },
     /// The server refused the connection.
@@ -71,6 +91,9 @@ enum Intent {
     Play(String),
 }
 
+/// The client side of one RTMP connection, sans-IO: [`start`](Self::start), then
+/// [`feed`](Self::feed) received bytes, drain [`poll_event`](Self::poll_event) and write
+/// [`take_output`](Self::take_output).
 #[derive(Debug)]
 pub struct ClientSession {
     config: ClientConfig,
@@ -110,6 +133,8 @@ impl ClientSession {
         }
     }
 
+    /// Consumes received bytes (handshake first, then chunks); sends connect once the handshake
+    /// is done. Incomplete input stays in `buf` for the next call.
     pub fn feed(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
         let before = buf.len();
         let result = self.feed_inner(buf);
@@ -132,10 +157,12 @@ impl ClientSession {
         Ok(())
     }
 
+    /// The next event queued by [`feed`](Self::feed), if any.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
+    /// Bytes that must be written to the server, if any.
     pub fn take_output(&mut self) -> Option<Bytes> {
         self.link.take_output()
     }
@@ -158,6 +185,7 @@ impl ClientSession {
         self.send_media(CSID_DATA, DATA_AMF0, timestamp, data.freeze());
     }
 
+    /// Sends an audio message (an FLV audio tag body); dropped before the stream exists.
     pub fn send_audio(&mut self, timestamp: u32, payload: &[u8]) {
         self.send_media(
             CSID_AUDIO,
@@ -167,6 +195,7 @@ impl ClientSession {
         );
     }
 
+    /// Sends a video message (an FLV video tag body); dropped before the stream exists.
     pub fn send_video(&mut self, timestamp: u32, payload: &[u8]) {
         self.send_media(
             CSID_VIDEO,

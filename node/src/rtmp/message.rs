@@ -5,20 +5,35 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::amf0::{self, Amf0Error, Value};
 use super::chunk::RawMessage;
 
+/// Set Chunk Size (type 1): the sender's new maximum chunk payload size.
 pub const SET_CHUNK_SIZE: u8 = 1;
+/// Abort (type 2): discard the partly received message on a chunk stream.
 pub const ABORT: u8 = 2;
+/// Acknowledgement (type 3): total bytes received so far.
 pub const ACK: u8 = 3;
+/// User Control (type 4): stream and ping events, see [`UserControl`].
 pub const USER_CONTROL: u8 = 4;
+/// Window Acknowledgement Size (type 5): bytes the peer may receive between acknowledgements.
 pub const WINDOW_ACK_SIZE: u8 = 5;
+/// Set Peer Bandwidth (type 6): limit on the peer's output window.
 pub const SET_PEER_BANDWIDTH: u8 = 6;
+/// Audio (type 8).
 pub const AUDIO: u8 = 8;
+/// Video (type 9).
 pub const VIDEO: u8 = 9;
+/// Data message, AMF3 (type 15).
 pub const DATA_AMF3: u8 = 15;
+/// Shared Object, AMF3 (type 16); not supported.
 pub const SHARED_OBJECT_AMF3: u8 = 16;
+/// Command message, AMF3 (type 17).
 pub const COMMAND_AMF3: u8 = 17;
+/// Data message, AMF0 (type 18), e.g. `onMetaData`.
 pub const DATA_AMF0: u8 = 18;
+/// Shared Object, AMF0 (type 19); not supported.
 pub const SHARED_OBJECT_AMF0: u8 = 19;
+/// Command message, AMF0 (type 20), e.g. `connect`, `publish`, `play`.
 pub const COMMAND_AMF0: u8 = 20;
+/// Aggregate (type 22); not supported.
 pub const AGGREGATE: u8 = 22;
 
 // Chunk stream ids. The sessions' header-compressing `ChunkEncoder` owns 2, 3 and 5; the
@@ -38,67 +53,114 @@ pub const CSID_AUDIO: u32 = 6;
 /// Video messages.
 pub const CSID_VIDEO: u32 = 7;
 
-/// Set Peer Bandwidth limit types.
+/// Set Peer Bandwidth limit type Hard: the peer should limit its output to the window size.
 pub const LIMIT_HARD: u8 = 0;
+/// Set Peer Bandwidth limit type Soft: the smaller of this window and the limit in effect.
 pub const LIMIT_SOFT: u8 = 1;
+/// Set Peer Bandwidth limit type Dynamic: Hard if the previous limit was Hard, else ignored.
 pub const LIMIT_DYNAMIC: u8 = 2;
 
+/// Why a [`RawMessage`] payload could not be parsed as a [`Message`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
+    /// The payload is shorter than the fixed fields of its message type.
     #[error("{what} message is {len} bytes, expected at least {need}")]
     TooShort {
+        /// Message type name, as in the spec.
         what: &'static str,
+        /// Payload length in bytes.
         len: usize,
+        /// Bytes the message type needs.
         need: usize,
     },
+    /// A command message whose first AMF0 value is not a string.
     #[error("command message does not start with a name string")]
     MissingCommandName,
+    /// The AMF0 values of a command or data message do not decode.
     #[error("bad AMF0 in {what} message: {source}")]
     Amf {
+        /// `"command"` or `"data"`.
         what: &'static str,
+        /// The AMF0 decoding error.
         #[source]
         source: Amf0Error,
     },
 }
 
+/// A User Control event (message type 4); `u32` payloads are stream ids unless noted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserControl {
+    /// Stream Begin (event 0): the stream is ready for use.
     StreamBegin(u32),
+    /// Stream EOF (event 1): playback of the stream is over.
     StreamEof(u32),
+    /// Stream Dry (event 2): no more data on the stream for now.
     StreamDry(u32),
-    SetBufferLength { stream_id: u32, millis: u32 },
+    /// Set Buffer Length (event 3): the client's buffer size for a stream.
+    SetBufferLength {
+        /// The stream the buffer is for.
+        stream_id: u32,
+        /// Buffer length in milliseconds.
+        millis: u32,
+    },
+    /// Stream Is Recorded (event 4): the stream is a recording, not live.
     StreamIsRecorded(u32),
+    /// Ping Request (event 6); the value is the sender's timestamp.
     PingRequest(u32),
+    /// Ping Response (event 7); echoes the request's timestamp.
     PingResponse(u32),
-    Other { event: u16 },
+    /// Any other event type, without its data.
+    Other {
+        /// The event type.
+        event: u16,
+    },
 }
 
+/// A typed RTMP message, parsed from or encodable to a [`RawMessage`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// Set Chunk Size: the sender's new chunk size in bytes.
     SetChunkSize(u32),
+    /// Abort: the chunk stream id whose partial message to discard.
     Abort(u32),
+    /// Acknowledgement: the sender's total received byte count (wrapping).
     Acknowledgement(u32),
+    /// Window Acknowledgement Size in bytes.
     WindowAckSize(u32),
+    /// Set Peer Bandwidth.
     SetPeerBandwidth {
+        /// Window size in bytes.
         size: u32,
+        /// Limit type: [`LIMIT_HARD`], [`LIMIT_SOFT`] or [`LIMIT_DYNAMIC`].
         limit: u8,
     },
+    /// User Control event.
     UserControl(UserControl),
+    /// A command (AMF0 or AMF3) such as `connect`, `createStream`, `publish`, `play`.
     Command {
+        /// Command name, e.g. `"connect"`.
         name: String,
+        /// Transaction id; 0 for calls that expect no reply.
         transaction_id: f64,
+        /// The command object (`Null` when absent).
         object: Value,
+        /// Further arguments after the command object.
         args: Vec<Value>,
     },
     /// A data message; `payload` is its AMF0 wire form (what gets encoded), `values` its decoding.
     Data {
+        /// The decoded AMF0 values.
         values: Vec<Value>,
+        /// The AMF0 wire form, without any AMF3 format byte.
         payload: Bytes,
     },
+    /// Audio: an FLV audio tag body.
     Audio(Bytes),
+    /// Video: an FLV video tag body.
     Video(Bytes),
     /// Any other type (shared objects, aggregates); encodes as an empty payload.
     Unknown {
+        /// The message type id.
         type_id: u8,
     },
 }
@@ -123,6 +185,7 @@ fn skip_amf3_prefix(type_id: u8, payload: &Bytes) -> Bytes {
 }
 
 impl Message {
+    /// Parses a raw message by its type id; unknown types become [`Message::Unknown`].
     pub fn parse(raw: &RawMessage) -> Result<Message, MessageError> {
         let p = &raw.payload[..];
         Ok(match raw.type_id {

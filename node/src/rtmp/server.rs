@@ -20,6 +20,7 @@ const MAX_STREAMS: usize = 64;
 /// Most createStream calls one connection may make.
 const MAX_CREATE_STREAM: u32 = 1024;
 
+/// Settings of a [`ServerSession`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Chunk size we announce after connect and use for all our output.
@@ -27,7 +28,9 @@ pub struct ServerConfig {
     /// Window Acknowledgement Size we ask the client to acknowledge with; also our own
     /// acknowledgement window until the client announces one.
     pub window_ack_size: u32,
+    /// Window size in bytes sent in our Set Peer Bandwidth (limit type Dynamic) after connect.
     pub peer_bandwidth: u32,
+    /// Limits on what the client may make the chunk decoder buffer.
     pub limits: ChunkLimits,
 }
 
@@ -42,46 +45,71 @@ impl Default for ServerConfig {
     }
 }
 
+/// What a [`ServerSession`] reports to its driver, from [`ServerSession::poll_event`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerEvent {
     /// The session already replied `NetConnection.Connect.Success`; the driver may still close.
     Connect {
+        /// The `app` property of the connect command object (empty when absent).
         app: String,
+        /// The `tcUrl` property, if given.
         tc_url: Option<String>,
+        /// The client's `objectEncoding` (0 for AMF0), echoed in the reply.
         object_encoding: f64,
     },
     /// Answer with [`ServerSession::accept_publish`] or [`ServerSession::reject_publish`].
     Publish {
+        /// The message stream id the client publishes on.
         stream_id: u32,
+        /// The stream name given to `publish`, as sent.
         key: String,
+        /// The publishing type argument (`live`, `record`, `append`); `live` when absent.
         publish_type: String,
     },
     /// Answer with [`ServerSession::accept_play`] or [`ServerSession::reject_play`].
     Play {
+        /// The message stream id the client plays on.
         stream_id: u32,
+        /// The stream name given to `play`, as sent.
         key: String,
+        /// The `start` argument in seconds; -2 (live, falling back to recorded) when absent.
         start: f64,
     },
+    /// A publish ended by deleteStream, closeStream or FCUnpublish.
     Unpublish {
+        /// The message stream id that was publishing.
         stream_id: u32,
     },
+    /// A play ended by deleteStream or closeStream.
     StopPlay {
+        /// The message stream id that was playing.
         stream_id: u32,
     },
     /// `payload` is `"onMetaData", <object>` in AMF0, ready to forward as a DATA_AMF0 message.
     Metadata {
+        /// The publishing message stream id.
         stream_id: u32,
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The AMF0 `onMetaData` payload.
         payload: Bytes,
     },
+    /// An audio message of an accepted publish; `payload` is the FLV audio tag body.
     Audio {
+        /// The publishing message stream id.
         stream_id: u32,
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The FLV audio tag body.
         payload: Bytes,
     },
+    /// A video message of an accepted publish; `payload` is the FLV video tag body.
     Video {
+        /// The publishing message stream id.
         stream_id: u32,
+        /// Message timestamp in milliseconds.
         timestamp: u32,
+        /// The FLV video tag body.
         payload: Bytes,
     },
 }
@@ -92,6 +120,8 @@ enum Role {
     Playing,
 }
 
+/// The server side of one RTMP connection, sans-IO: [`feed`](Self::feed) it received bytes,
+/// then drain [`poll_event`](Self::poll_event) and [`take_output`](Self::take_output).
 #[derive(Debug)]
 pub struct ServerSession {
     config: ServerConfig,
@@ -105,6 +135,7 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
+    /// A session waiting for the client's handshake.
     pub fn new(config: ServerConfig) -> Self {
         ServerSession {
             link: Link::new(config.limits, config.window_ack_size),
@@ -141,6 +172,7 @@ impl ServerSession {
         Ok(())
     }
 
+    /// The next event queued by [`feed`](Self::feed), if any.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }
@@ -150,6 +182,8 @@ impl ServerSession {
         self.link.take_output()
     }
 
+    /// Accepts a [`ServerEvent::Publish`]: replies `NetStream.Publish.Start` and starts
+    /// reporting the stream's media.
     pub fn accept_publish(&mut self, stream_id: u32) {
         let Some(Role::Publishing { key, accepted }) = self.streams.get_mut(&stream_id) else {
             tracing::debug!(
@@ -163,6 +197,7 @@ impl ServerSession {
         self.send_status(stream_id, "status", "NetStream.Publish.Start", &description);
     }
 
+    /// Rejects a [`ServerEvent::Publish`] with an error `onStatus` of the given code.
     pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
         self.streams.remove(&stream_id);
         self.send_status(stream_id, "error", code, description);
@@ -193,6 +228,7 @@ impl ServerSession {
         self.link.send(CSID_STREAM, stream_id, &access);
     }
 
+    /// Rejects a [`ServerEvent::Play`] with an error `onStatus` of the given code.
     pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
         self.streams.remove(&stream_id);
         self.send_status(stream_id, "error", code, description);
@@ -205,6 +241,7 @@ impl ServerSession {
             .send_command(CSID_STREAM, stream_id, "onStatus", 0.0, vec![info]);
     }
 
+    /// Sends the Stream EOF user control event for `stream_id`, when the played stream ends.
     pub fn send_stream_eof(&mut self, stream_id: u32) {
         let eof = Message::UserControl(UserControl::StreamEof(stream_id));
         self.link.send(CSID_PROTOCOL, 0, &eof);
@@ -215,6 +252,7 @@ impl ServerSession {
         self.link.encoder.chunk_size()
     }
 
+    /// Total bytes received on this connection, handshake included.
     pub fn bytes_received(&self) -> u64 {
         self.link.bytes_received()
     }

@@ -13,12 +13,16 @@ use super::message::{CSID_PROTOCOL, Message, MessageError, UserControl};
 /// Why a session gave up on a connection. The driver logs it and closes that connection.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The RTMP handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The chunk stream could not be decoded.
     #[error("chunk stream error: {0}")]
     Chunk(#[from] ChunkError),
+    /// A message's payload could not be parsed.
     #[error("malformed message: {0}")]
     Message(#[from] MessageError),
+    /// The peer broke the protocol (e.g. a command before `connect`, too many streams).
     #[error("protocol violation: {0}")]
     Protocol(String),
 }

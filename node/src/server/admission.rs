@@ -34,14 +34,12 @@ pub enum Refusal {
     Draining,
 }
 
-/// Admits a new connection against the connection limits, refusing all while the node drains.
-/// Counts the connection, or the refusal and its reason.
+/// Admits a new connection against the connection limits. Counts the connection, or the
+/// refusal and its reason. A draining node still takes connections (a GeoDNS probe's RTMP
+/// handshake must succeed while the health endpoint tells it the node drains); it refuses
+/// their plays and publishes.
 pub fn connect(node: &Node, peer: SocketAddr, protocol: Protocol) -> Result<ClientGuard, Refused> {
-    let admitted = if node.is_draining() {
-        Err(Refused::ShuttingDown)
-    } else {
-        node.clients.admit(peer, protocol)
-    };
+    let admitted = node.clients.admit(peer, protocol);
     match &admitted {
         Ok(client) => {
             node.metrics

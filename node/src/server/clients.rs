@@ -34,8 +34,6 @@ pub enum Refused {
     TooMany(usize),
     #[error("per-address connection limit reached ({0} connections from this address)")]
     TooManyFromAddress(usize),
-    #[error("node is shutting down")]
-    ShuttingDown,
 }
 
 impl Refused {
@@ -44,7 +42,6 @@ impl Refused {
         match self {
             Refused::TooMany(_) => "max_connections",
             Refused::TooManyFromAddress(_) => "max_connections_per_ip",
-            Refused::ShuttingDown => "shutting_down",
         }
     }
 }

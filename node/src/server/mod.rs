@@ -4,7 +4,7 @@
 //! and the one [`admission`] path.
 //!
 //! Stopping is first-class: [`RunningNode::stop`] reports `draining: true` on the health
-//! endpoint (GeoDNS stops sending viewers), refuses new connections, lets an origin leave the
+//! endpoint (GeoDNS stops sending viewers), refuses new plays and publishes, lets an origin leave the
 //! ring so its streams move, then ends every connection cleanly (players get an end of stream)
 //! and waits — with a bound — for the connection tasks.
 
@@ -129,7 +129,7 @@ impl RunningNode {
         self.stop().await;
     }
 
-    /// Drains and stops the node: health says `draining`, new connections and plays are
+    /// Drains and stops the node: health says `draining`, new plays and publishes are
     /// refused, an origin lets its streams move, and after the drain window every connection
     /// ends cleanly. Bounded by the drain window plus a few seconds.
     pub async fn stop(mut self) {
@@ -139,7 +139,7 @@ impl RunningNode {
         tracing::info!(
             connections = node.clients.count(),
             drain_ms = drain.as_millis() as u64,
-            "draining: health reports draining, new connections refused"
+            "draining: health reports draining, new plays and publishes refused"
         );
         let origin_moved = async {
             if let Some(link) = node.cluster() {
