@@ -18,6 +18,8 @@ mod pull;
 mod push;
 mod routing;
 mod serve;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};

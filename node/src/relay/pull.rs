@@ -31,7 +31,7 @@ enum PullEnd {
 
 /// What the local viewers have seen, to continue seamlessly from another origin.
 #[derive(Default)]
-struct Continuity {
+pub(super) struct Continuity {
     handle: Option<PublisherHandle>,
     last_audio: Option<u32>,
     last_video: Option<u32>,
@@ -42,14 +42,14 @@ struct Continuity {
 }
 
 impl Continuity {
-    fn owner_lost(&mut self) {
+    pub(super) fn owner_lost(&mut self) {
         if self.handle.is_some() && self.gap_since.is_none() {
             self.gap_since = Some(self.last_media_at.unwrap_or_else(Instant::now));
         }
     }
 
     /// Whether a frame from the (possibly new) origin is news to the local viewers.
-    fn is_new(&mut self, media: &Media) -> bool {
+    pub(super) fn is_new(&mut self, media: &Media) -> bool {
         let Media {
             kind,
             flags,
@@ -78,7 +78,7 @@ impl Continuity {
         true
     }
 
-    fn forget(&mut self) {
+    pub(super) fn forget(&mut self) {
         self.handle = None;
         self.last_audio = None;
         self.last_video = None;
