@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use quinn::{RecvStream, SendStream};
 use skein_raft::{NodeId, RelayStream};
+use tokio::time::{Instant, sleep_until};
 
 use super::wire::{Decoder, RelayMessage, encode};
 use crate::hub::FeedEnd;
@@ -42,56 +44,116 @@ impl RelayError {
     }
 }
 
+/// One relay stream to a peer node, split so a task can wait on both halves at once: `rx`
+/// reads messages and fails once the peer has been silent for the relay timeout; `tx` writes
+/// them and says when a keep-alive is due because nothing else was sent. Liveness lives here,
+/// not in the tasks that push, pull and serve.
 pub struct RelayConn {
     pub peer: NodeId,
-    stream: RelayStream,
+    pub rx: RelayReader,
+    pub tx: RelayWriter,
+}
+
+/// The reading half: whole messages out of the QUIC stream, and the silence timeout.
+pub struct RelayReader {
+    recv: RecvStream,
     buf: BytesMut,
     decoder: Decoder,
-    write_timeout: Duration,
+    timeout: Duration,
+    last_heard: Instant,
+}
+
+/// The writing half: vectored writes with a timeout, and keep-alives when idle.
+pub struct RelayWriter {
+    send: SendStream,
+    timeout: Duration,
+    keepalive_every: Duration,
+    last_sent: Instant,
 }
 
 impl RelayConn {
-    pub fn new(stream: RelayStream, max_body: usize, write_timeout: Duration) -> Self {
+    /// Wraps an opened or accepted relay stream. A peer silent for `timeout` (no media, no
+    /// keep-alive) or taking nothing for `timeout` is taken as dead; we send a keep-alive when
+    /// we have sent nothing for a quarter of it.
+    pub fn new(stream: RelayStream, max_body: usize, timeout: Duration) -> Self {
+        let now = Instant::now();
         Self {
             peer: stream.peer,
-            stream,
-            buf: BytesMut::with_capacity(64 * 1024),
-            decoder: Decoder::new(max_body),
-            write_timeout,
+            rx: RelayReader {
+                recv: stream.recv,
+                buf: BytesMut::with_capacity(64 * 1024),
+                decoder: Decoder::new(max_body),
+                timeout,
+                last_heard: now,
+            },
+            tx: RelayWriter {
+                send: stream.send,
+                timeout,
+                keepalive_every: timeout / 4,
+                last_sent: now,
+            },
         }
     }
+}
 
-    /// The next message, `None` when the peer finished the stream. Cancel-safe: bytes read
-    /// stay in the buffer until a whole message is there.
+impl RelayReader {
+    /// The next message, `None` when the peer finished the stream; `Timeout` once the peer
+    /// has been silent for the relay timeout. Cancel-safe: bytes read stay in the buffer until
+    /// a whole message is there.
     pub async fn recv(&mut self) -> Result<Option<RelayMessage>, RelayError> {
         loop {
             if let Some(message) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(message));
             }
-            match self.stream.recv.read_chunk(256 * 1024, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+            let read = tokio::select! {
+                read = self.recv.read_chunk(256 * 1024, true) => read,
+                _ = sleep_until(self.last_heard + self.timeout) => {
+                    return Err(RelayError::Timeout(self.timeout));
+                }
+            };
+            match read {
+                Ok(Some(chunk)) => {
+                    self.last_heard = Instant::now();
+                    self.buf.extend_from_slice(&chunk.bytes);
+                }
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(RelayError::Read("stream ended inside a message".into())),
                 Err(e) => return Err(RelayError::Read(e.to_string())),
             }
         }
     }
+}
 
-    /// Sends messages in one vectored write. A peer that takes nothing for the write timeout
-    /// is taken as dead.
+impl RelayWriter {
+    /// Sends messages in one vectored write. A peer that takes nothing for the timeout is taken
+    /// as dead.
     pub async fn send(&mut self, messages: &[RelayMessage]) -> Result<(), RelayError> {
         let mut parts: Vec<Bytes> = messages.iter().flat_map(encode).collect();
         parts.retain(|p| !p.is_empty());
-        let write = self.stream.send.write_all_chunks(&mut parts);
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
+        let write = self.send.write_all_chunks(&mut parts);
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
             Ok(Err(e)) => Err(RelayError::Write(e.to_string())),
-            Err(_) => Err(RelayError::Timeout(self.write_timeout)),
+            Err(_) => Err(RelayError::Timeout(self.timeout)),
         }
+    }
+
+    /// Resolves when nothing was sent for the keep-alive interval. Cancel-safe; send the
+    /// keep-alive with [`keepalive`](Self::keepalive) in the branch that wins.
+    pub async fn keepalive_due(&self) {
+        sleep_until(self.last_sent + self.keepalive_every).await;
+    }
+
+    /// Sends a keep-alive.
+    pub async fn keepalive(&mut self) -> Result<(), RelayError> {
+        self.send(&[RelayMessage::Keepalive]).await
     }
 
     /// Ends our side of the stream cleanly.
     pub fn finish(&mut self) {
-        let _ = self.stream.send.finish();
+        let _ = self.send.finish();
     }
 }

@@ -52,12 +52,6 @@ pub struct RelaySettings {
     pub pull_linger: Duration,
 }
 
-impl RelaySettings {
-    fn keepalive_interval(&self) -> Duration {
-        self.timeout / 4
-    }
-}
-
 pub struct Relay {
     cluster: Arc<Cluster>,
     hub: Arc<Hub>,
@@ -205,7 +199,7 @@ impl Relay {
             }
         };
         let mut conn = RelayConn::new(stream, self.settings.max_message, self.settings.timeout);
-        conn.send(&[wire::RelayMessage::Hello(hello)]).await?;
+        conn.tx.send(&[wire::RelayMessage::Hello(hello)]).await?;
         Ok(conn)
     }
 

@@ -26,7 +26,7 @@ async fn ping(relay: &Arc<Relay>, node: skein_raft::NodeId) -> bool {
         return false;
     };
     matches!(
-        tokio::time::timeout(relay.settings.timeout, conn.recv()).await,
+        tokio::time::timeout(relay.settings.timeout, conn.rx.recv()).await,
         Ok(Ok(Some(RelayMessage::Keepalive)))
     )
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use skein_raft::NodeId;
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+use tokio::time::Instant;
 
 use super::Relay;
 use super::conn::RelayError;
@@ -193,21 +193,16 @@ async fn pull_once(
         )
         .await?;
     tracing::info!(stream = %stream, owner, "pulling from origin");
-    let timeout = relay.settings.timeout;
-    let mut keepalive = interval(relay.settings.keepalive_interval());
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     let mut last_watched = Instant::now();
     loop {
         tokio::select! {
-            message = conn.recv() => {
-                last_heard = Instant::now();
+            message = conn.rx.recv() => {
                 match message? {
                     Some(RelayMessage::Media(media)) => {
                         forward(relay, stream, owner, continuity, media);
                     }
                     Some(RelayMessage::Unpublished) if continuity.handle.is_some() => {
-                        conn.finish();
+                        conn.tx.finish();
                         return Ok(PullEnd::Unpublished);
                     }
                     Some(RelayMessage::Unpublished) => {}
@@ -219,19 +214,19 @@ async fn pull_once(
                     None => return Err(RelayError::Closed),
                 }
             }
-            _ = keepalive.tick() => {
-                conn.send(&[RelayMessage::Keepalive]).await?;
+            _ = conn.tx.keepalive_due() => {
+                // A pull sends nothing but keep-alives, so this is also the viewer check's tick.
+                conn.tx.keepalive().await?;
                 if relay.hub.get(stream).is_some_and(|s| s.player_count() > 0) {
                     last_watched = Instant::now();
                 } else if last_watched.elapsed() >= relay.settings.pull_linger {
-                    conn.finish();
+                    conn.tx.finish();
                     return Ok(PullEnd::Unwatched);
                 }
             }
-            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
             _ = watcher.changed() => {
                 if relay.routing.owner(stream) != Some(owner) {
-                    conn.finish();
+                    conn.tx.finish();
                     return Ok(PullEnd::Rerouted);
                 }
             }

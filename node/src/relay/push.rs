@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skein_raft::NodeId;
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use super::conn::RelayError;
 use super::routing::RouteWatcher;
@@ -79,28 +78,23 @@ async fn push_once(
         )
         .await?;
     tracing::info!(stream = %stream, owner, "pushing to origin");
-    let timeout = relay.settings.timeout;
-    let mut keepalive = interval(relay.settings.keepalive_interval());
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
                 let end = drain_feed(item, &mut feed, &mut batch);
-                conn.send(&batch).await?;
+                conn.tx.send(&batch).await?;
                 let unpublished = batch.last() == Some(&RelayMessage::Unpublished);
                 batch.clear();
                 if let Some(end) = end {
                     return Err(RelayError::Feed(end));
                 }
                 if unpublished {
-                    conn.finish();
+                    conn.tx.finish();
                     return Ok(PushEnd::Unpublished);
                 }
             }
-            message = conn.recv() => {
-                last_heard = Instant::now();
+            message = conn.rx.recv() => {
                 match message? {
                     Some(RelayMessage::Keepalive) => {}
                     Some(RelayMessage::Refused(why)) => return Err(RelayError::Refused(why)),
@@ -110,11 +104,10 @@ async fn push_once(
                     None => return Err(RelayError::Closed),
                 }
             }
-            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
-            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+            _ = conn.tx.keepalive_due() => conn.tx.keepalive().await?,
             _ = watcher.changed() => {
                 if relay.routing.owner(stream) != Some(owner) {
-                    conn.finish();
+                    conn.tx.finish();
                     return Ok(PushEnd::Rerouted);
                 }
             }

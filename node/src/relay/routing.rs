@@ -11,6 +11,8 @@ use skein_raft::ring::Ring;
 use skein_raft::{ClusterState, NodeId};
 use tokio::sync::watch;
 
+/// This node's view of which origin owns each stream: the committed origin pool's
+/// consistent-hash ring, minus origins this node has seen die.
 pub struct Routing {
     me: NodeId,
     state: watch::Receiver<Arc<ClusterState>>,
@@ -23,6 +25,7 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// Routing for node `me`, following the committed cluster state in `state`.
     pub fn new(me: NodeId, state: watch::Receiver<Arc<ClusterState>>) -> Self {
         Self {
             me,
@@ -33,6 +36,7 @@ impl Routing {
         }
     }
 
+    /// This node's id.
     pub fn me(&self) -> NodeId {
         self.me
     }
@@ -81,6 +85,7 @@ impl Routing {
         newly
     }
 
+    /// Routes to `node` again after a probe reached it.
     pub fn clear(&self, node: NodeId) {
         if self.dead.lock().remove(&node).is_some() {
             tracing::info!(node, "relay peer reachable again");
@@ -105,6 +110,7 @@ impl Routing {
         }
     }
 
+    /// A watcher that wakes on changes after this call, to re-route.
     pub fn watcher(&self) -> RouteWatcher {
         let mut state = self.state.clone();
         state.mark_unchanged();

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skein_raft::RelayListener;
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use super::conn::{RelayConn, RelayError};
 use super::wire::{Hello, RelayMessage};
@@ -28,11 +27,11 @@ pub(super) async fn accept_loop(relay: Arc<Relay>, mut listener: RelayListener) 
 }
 
 async fn serve(relay: &Arc<Relay>, conn: &mut RelayConn) -> Result<(), RelayError> {
-    let hello = match tokio::time::timeout(relay.settings.timeout, conn.recv()).await {
+    let hello = match tokio::time::timeout(relay.settings.timeout, conn.rx.recv()).await {
         Ok(Ok(Some(RelayMessage::Hello(hello)))) => hello,
         Ok(Ok(Some(_))) => {
             let why = "first message must be a hello".to_owned();
-            let _ = conn.send(&[RelayMessage::Refused(why.clone())]).await;
+            let _ = conn.tx.send(&[RelayMessage::Refused(why.clone())]).await;
             return Err(RelayError::Refused(why));
         }
         Ok(Ok(None)) => return Err(RelayError::Closed),
@@ -41,8 +40,8 @@ async fn serve(relay: &Arc<Relay>, conn: &mut RelayConn) -> Result<(), RelayErro
     };
     match hello {
         Hello::Ping => {
-            conn.send(&[RelayMessage::Keepalive]).await?;
-            conn.finish();
+            conn.tx.send(&[RelayMessage::Keepalive]).await?;
+            conn.tx.finish();
             Ok(())
         }
         Hello::Push { key } => take_push(relay, conn, &key).await,
@@ -77,14 +76,9 @@ async fn pump_push(
     key: &str,
     handle: &mut Option<crate::hub::PublisherHandle>,
 ) -> Result<(), RelayError> {
-    let timeout = relay.settings.timeout;
-    let mut keepalive = interval(relay.settings.keepalive_interval());
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
-            message = conn.recv() => {
-                last_heard = Instant::now();
+            message = conn.rx.recv() => {
                 match message? {
                     None => return Ok(()),
                     Some(RelayMessage::Media(media)) => {
@@ -100,8 +94,7 @@ async fn pump_push(
                     }
                 }
             }
-            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
-            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+            _ = conn.tx.keepalive_due() => conn.tx.keepalive().await?,
         }
     }
 }
@@ -133,7 +126,7 @@ async fn serve_pull(
         .entry(key.to_owned())
         .or_default()
         .push(peer);
-    let result = pump_pull(relay, conn, &mut feed).await;
+    let result = pump_pull(conn, &mut feed).await;
     let mut served = relay.served_pulls.lock();
     if let Some(peers) = served.get_mut(key) {
         if let Some(i) = peers.iter().position(|p| *p == peer) {
@@ -146,30 +139,21 @@ async fn serve_pull(
     result
 }
 
-async fn pump_pull(
-    relay: &Arc<Relay>,
-    conn: &mut RelayConn,
-    feed: &mut PlayerFeed,
-) -> Result<(), RelayError> {
-    let timeout = relay.settings.timeout;
-    let mut keepalive = interval(relay.settings.keepalive_interval());
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+async fn pump_pull(conn: &mut RelayConn, feed: &mut PlayerFeed) -> Result<(), RelayError> {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
                 let end = drain_feed(item, feed, &mut batch);
-                conn.send(&batch).await?;
+                conn.tx.send(&batch).await?;
                 batch.clear();
                 if let Some(end) = end {
-                    let _ = conn.send(&[RelayMessage::Refused(end.to_string())]).await;
-                    conn.finish();
+                    let _ = conn.tx.send(&[RelayMessage::Refused(end.to_string())]).await;
+                    conn.tx.finish();
                     return Err(RelayError::Feed(end));
                 }
             }
-            message = conn.recv() => {
-                last_heard = Instant::now();
+            message = conn.rx.recv() => {
                 match message? {
                     None => return Ok(()),
                     Some(RelayMessage::Keepalive) => {}
@@ -178,8 +162,7 @@ async fn pump_pull(
                     }
                 }
             }
-            _ = keepalive.tick() => conn.send(&[RelayMessage::Keepalive]).await?,
-            _ = sleep_until(last_heard + timeout) => return Err(RelayError::Timeout(timeout)),
+            _ = conn.tx.keepalive_due() => conn.tx.keepalive().await?,
         }
     }
 }

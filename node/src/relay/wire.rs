@@ -36,16 +36,27 @@ const OP_PING: u8 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
     /// "I have publisher of `key`; take it" (edge → owner).
-    Push { key: String },
+    Push {
+        /// The stream name, `app/key`.
+        key: String,
+    },
     /// "Send me `key`; wait up to `hold_ms` for its publisher" (edge → owner).
-    Pull { key: String, hold_ms: u32 },
+    Pull {
+        /// The stream name, `app/key`.
+        key: String,
+        /// How long the owner holds the request for a publisher, in milliseconds.
+        hold_ms: u32,
+    },
     /// "Are you there?" — answered by one keep-alive; used to clear a dead mark.
     Ping,
 }
 
+/// One message on a relay stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayMessage {
+    /// The first message of a relay stream, from the opening side.
     Hello(Hello),
+    /// An audio, video or metadata message.
     Media(Media),
     /// The stream's publisher went away (players wait for a republish).
     Unpublished,
@@ -61,20 +72,34 @@ pub enum RelayMessage {
 /// One media message: an RTMP audio, video or data payload with its timestamp and flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
+    /// Audio, video or metadata.
     pub kind: MediaKind,
+    /// Key frame and sequence header, as classified at the publisher's node.
     pub flags: FrameFlags,
+    /// Message timestamp in milliseconds.
     pub timestamp: u32,
+    /// The RTMP message payload (an FLV tag body, or AMF0 `onMetaData`).
     pub payload: Bytes,
 }
 
+/// Why bytes from a relay stream could not be decoded; the stream is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// A header announcing a body longer than the decoder's limit.
     #[error("relay message of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The announced body length in bytes.
+        len: usize,
+        /// The decoder's limit in bytes.
+        max: usize,
+    },
+    /// A kind byte that names no message (or flags on a non-media kind).
     #[error("unknown relay message kind {0:#04x}")]
     UnknownKind(u8),
+    /// A `Hello` body that is too short, has an unknown operation or an invalid stream name.
     #[error("malformed relay hello: {0}")]
     BadHello(&'static str),
+    /// A stream name or refusal reason that is not UTF-8.
     #[error("relay text is not UTF-8")]
     NotUtf8,
 }
@@ -86,6 +111,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder that refuses bodies over `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
         Self { max_body }
     }
