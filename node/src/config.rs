@@ -8,17 +8,25 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+/// The whole node configuration file, one struct per `[section]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `[node]`: name and region.
     pub node: NodeSection,
+    /// `[rtmp]`: the RTMP listener and protocol settings.
     pub rtmp: RtmpSection,
+    /// `[http]`: the HTTP listener (API, metrics, HTTP-FLV).
     pub http: HttpSection,
+    /// `[limits]`: connection limits and egress capacity.
     pub limits: LimitsSection,
+    /// `[hub]`: GOP cache, player queues and timeouts.
     pub hub: HubSection,
+    /// `[cluster]`: cluster membership and the relay.
     pub cluster: ClusterSection,
 }
 
+/// `[node]`: how this node is named and where it is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSection {
@@ -28,9 +36,11 @@ pub struct NodeSection {
     pub region: String,
 }
 
+/// `[rtmp]`: the RTMP listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtmpSection {
+    /// Address the RTMP listener binds (default `0.0.0.0:1935`).
     pub listen: SocketAddr,
     /// Chunk size we announce and use for everything we send.
     pub chunk_size: u32,
@@ -42,9 +52,11 @@ pub struct RtmpSection {
     pub max_message_size: u32,
 }
 
+/// `[http]`: the HTTP listener for the API, metrics and HTTP-FLV.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
+    /// Address the HTTP listener binds (default `0.0.0.0:8080`).
     pub listen: SocketAddr,
     /// Bearer token for admin calls (`DELETE /api/v1/clients/{id}`). Empty: admin calls refused.
     pub admin_token: String,
@@ -57,6 +69,7 @@ pub struct HttpSection {
     pub drain_ms: u64,
 }
 
+/// `[limits]`: admission limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSection {
@@ -68,6 +81,7 @@ pub struct LimitsSection {
     pub max_egress_mbps: u64,
 }
 
+/// `[hub]`: how the stream hub caches and feeds players.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubSection {
@@ -207,6 +221,7 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks ranges and cross-field rules; the error names the offending key.
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(128..=65536).contains(&self.rtmp.chunk_size) {
             bail!(
@@ -269,10 +284,12 @@ impl Config {
         Ok(())
     }
 
+    /// `rtmp.handshake_timeout_secs` as a [`Duration`].
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.rtmp.handshake_timeout_secs)
     }
 
+    /// `rtmp.idle_timeout_secs` as a [`Duration`].
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.rtmp.idle_timeout_secs)
     }

@@ -10,44 +10,74 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+/// Label set `{protocol}`: `rtmp` or `http-flv`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
+    /// The client protocol, from [`Protocol::label`](crate::server::clients::Protocol::label).
     pub protocol: &'static str,
 }
 
+/// Label set `{reason}` for refusals, errors and dropped players.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
+    /// A short snake_case reason, e.g. `max_connections` or `too_slow`.
     pub reason: &'static str,
 }
 
+/// The node's Prometheus registry (prefix `skein_`) and the metrics the node updates.
 pub struct Metrics {
     registry: Registry,
+    /// `skein_connections_total{protocol}`: connections accepted.
     pub connections_total: Family<ProtocolLabel, Counter>,
+    /// `skein_connections_refused_total{reason}`: connections refused by a limit.
     pub connections_refused_total: Family<ReasonLabel, Counter>,
+    /// `skein_connection_errors_total{reason}`: connections closed for bad input or a timeout.
     pub connection_errors_total: Family<ReasonLabel, Counter>,
+    /// `skein_publishes_total`: publishes accepted.
     pub publishes_total: Counter,
+    /// `skein_publishes_refused_total`: publishes refused (key taken or invalid).
     pub publishes_refused_total: Counter,
+    /// `skein_plays_total{protocol}`: plays started.
     pub plays_total: Family<ProtocolLabel, Counter>,
+    /// `skein_plays_refused_total`: plays refused (no such stream).
     pub plays_refused_total: Counter,
+    /// `skein_player_skips_total`: times a slow player skipped to the next keyframe.
     pub player_skips_total: Counter,
+    /// `skein_players_dropped_total{reason}`: players disconnected by the node.
     pub players_dropped_total: Family<ReasonLabel, Counter>,
+    /// `skein_open_connections`: open connections, set at scrape time.
     pub connections: Gauge,
+    /// `skein_active_streams`: streams with a publisher.
     pub streams: Gauge,
+    /// `skein_active_players`: connected players.
     pub players: Gauge,
+    /// `skein_active_publishers`: connected publishers.
     pub publishers: Gauge,
+    /// `skein_machine_cpu_ratio`: machine CPU use, 0..1 over all cores.
     pub cpu_ratio: Gauge<f64, AtomicU64>,
+    /// `skein_process_cpu_cores`: CPU used by this process, in cores.
     pub process_cpu_cores: Gauge<f64, AtomicU64>,
+    /// `skein_process_resident_memory_bytes`: resident memory of this process.
     pub memory_rss_bytes: Gauge,
+    /// `skein_egress_bits_per_second`: egress bit rate over the last second.
     pub egress_bps: Gauge,
+    /// `skein_ingress_bits_per_second`: ingress bit rate over the last second.
     pub ingress_bps: Gauge,
+    /// `skein_relay_pushes`: streams this node pushes to their origin.
     pub relay_pushes: Gauge,
+    /// `skein_relay_pulls`: streams this node pulls from their origin.
     pub relay_pulls: Gauge,
+    /// `skein_relay_failovers_total`: pulled streams that resumed from another origin.
     pub relay_failovers_total: Counter,
+    /// `skein_relay_gap_seconds`: media gap seen by viewers across an origin failover.
     pub relay_gap_seconds: Histogram,
+    /// `skein_relay_peers_lost_total`: relay peers taken as dead.
     pub relay_peers_lost_total: Counter,
 }
 
 impl Metrics {
+    /// Creates and registers every metric; `traffic`'s byte counters are exported as
+    /// `skein_received_bytes_total` and `skein_sent_bytes_total`.
     pub fn new(traffic: &Traffic) -> Self {
         let mut registry = Registry::with_prefix("skein");
         let m = Self {
@@ -195,6 +225,7 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// The registry in the Prometheus text exposition format, for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -207,6 +238,8 @@ impl Metrics {
 /// counters, so `/metrics` exports them as they are.
 #[derive(Debug, Default)]
 pub struct Traffic {
+    /// Bytes received from clients.
     pub bytes_in: Counter,
+    /// Bytes sent to clients.
     pub bytes_out: Counter,
 }

@@ -15,8 +15,7 @@
 //! Usage: `cluster_bench [KILLS] [LEADER_KILLS] [JOINS]` (defaults 20, 10, 5). Prints Markdown.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -414,26 +413,16 @@ fn admin_token(node: &Member) -> String {
 }
 
 fn create_token(http: SocketAddr, token: &str) -> bool {
-    let body = r#"{"ttl_secs":60}"#;
-    let headers = format!(
-        "Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
+    let headers =
+        format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n");
+    let answer = skein_tests::http_exchange(
+        http,
+        "POST",
+        "/api/v1/cluster/tokens",
+        &headers,
+        r#"{"ttl_secs":60}"#,
     );
-    let Ok(mut socket) = TcpStream::connect_timeout(&http, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = socket.set_read_timeout(Some(Duration::from_secs(30)));
-    if write!(
-        socket,
-        "POST /api/v1/cluster/tokens HTTP/1.0\r\nHost: {http}\r\n{headers}\r\n{body}"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = socket.read_to_string(&mut answer);
-    answer.split_whitespace().nth(1) == Some("200")
+    answer.is_some_and(|(status, _)| status == 200)
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {

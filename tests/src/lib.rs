@@ -86,13 +86,29 @@ pub fn http_request(
     path: &str,
     headers: &str,
 ) -> Option<(u16, String)> {
+    http_exchange(addr, method, path, headers, "")
+}
+
+/// [`http_request`] with a request body (its `Content-Length` is added).
+pub fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut socket = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     write!(
         socket,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}{length}\r\n{body}"
     )
     .ok()?;
     let mut raw = Vec::new();

@@ -15,13 +15,18 @@ use crate::rtmp::client::{ClientConfig, ClientEvent, ClientSession};
 /// `rtmp://host[:port]/app/key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
+    /// Host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// TCP port; 1935 when the URL has none.
     pub port: u16,
+    /// The RTMP application, the first path segment.
     pub app: String,
+    /// The stream key, the rest of the path.
     pub key: String,
 }
 
 impl RtmpUrl {
+    /// Parses `rtmp://host[:port]/app/key`; an IPv6 host goes in brackets.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let rest = url
             .strip_prefix("rtmp://")
@@ -51,6 +56,7 @@ impl RtmpUrl {
         })
     }
 
+    /// The `tcUrl` sent in connect: `rtmp://host:port/app`.
     pub fn tc_url(&self) -> String {
         format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
     }
@@ -70,6 +76,7 @@ impl fmt::Display for RtmpUrl {
     }
 }
 
+/// An RTMP client connection: a [`ClientSession`] over a TCP socket.
 pub struct RtmpClient {
     socket: TcpStream,
     session: ClientSession,
@@ -96,6 +103,7 @@ impl RtmpClient {
         })
     }
 
+    /// The sans-IO session, to publish, play or send media; [`flush`](Self::flush) after.
     pub fn session(&mut self) -> &mut ClientSession {
         &mut self.session
     }
@@ -105,6 +113,7 @@ impl RtmpClient {
         self.received
     }
 
+    /// Writes all output the session has queued to the socket.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         while let Some(out) = self.session.take_output() {
             self.socket.write_all(&out).await?;

@@ -13,11 +13,14 @@ use crate::rtmp::message as msg;
 /// stream id 1 to the first `createStream` of a connection, which is the one players use.
 pub const SHARED_STREAM_ID: u32 = 1;
 
+/// One audio, video or metadata message, shared by `Arc` among all players of a stream.
 #[derive(Debug)]
 pub struct Frame {
+    /// Audio, video or metadata.
     pub kind: MediaKind,
     /// Output timestamp in milliseconds (already rebased by the hub).
     pub timestamp: u32,
+    /// The message body: an FLV tag body (audio/video) or AMF0 `onMetaData`.
     pub payload: Bytes,
     /// Key frame and sequence header, as classified where the stream was published.
     pub flags: FrameFlags,
@@ -27,6 +30,7 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame whose serialized forms use RTMP chunks of `chunk_size` bytes.
     pub fn new(
         kind: MediaKind,
         timestamp: u32,
@@ -45,10 +49,12 @@ impl Frame {
         }
     }
 
+    /// Payload length in bytes.
     pub fn len(&self) -> usize {
         self.payload.len()
     }
 
+    /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.payload.is_empty()
     }

@@ -24,16 +24,23 @@ pub use stream::{HubEvent, PublisherHandle, Stream, StreamSnapshot, Subscription
 
 use crate::config::HubSection;
 
+/// The hub's settings: the `[hub]` section plus the RTMP chunk size of the output.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
+    /// Keep the last GOP for new players (`hub.gop_cache`).
     pub gop_cache: bool,
+    /// Largest GOP in bytes that is cached (`hub.max_gop_bytes`).
     pub max_gop_bytes: usize,
+    /// Length in messages of each stream's broadcast ring (`hub.player_queue`).
     pub player_queue: usize,
+    /// A new publish on a taken key replaces the publisher (`hub.publish_replace`).
     pub publish_replace: bool,
+    /// Chunk size in bytes of the shared RTMP serialization (`rtmp.chunk_size`).
     pub chunk_size: u32,
 }
 
 impl HubConfig {
+    /// Takes the `[hub]` section and the RTMP output chunk size.
     pub fn new(section: &HubSection, chunk_size: u32) -> Self {
         Self {
             gop_cache: section.gop_cache,
@@ -45,8 +52,10 @@ impl HubConfig {
     }
 }
 
+/// Why [`Hub::publish`] refused a publisher.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {
+    /// The stream (named) already has a publisher and replacement is off.
     #[error("stream {0} is already being published")]
     Taken(String),
 }
@@ -54,17 +63,22 @@ pub enum PublishError {
 /// Who is publishing: shown by the API and used to kick a replaced publisher.
 #[derive(Debug, Clone)]
 pub struct PublisherInfo {
+    /// The connection id, as in the clients API; 0 when the publisher is another node.
     pub client_id: u64,
+    /// The publisher's remote address (for a relayed stream, the node's internal address).
     pub peer: SocketAddr,
+    /// The publisher connection's token; the hub cancels it when a new publisher replaces it.
     pub cancel: CancellationToken,
 }
 
+/// All streams of a node, by stream name (`app/key`).
 pub struct Hub {
     config: HubConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
 }
 
 impl Hub {
+    /// An empty hub.
     pub fn new(config: HubConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -72,6 +86,7 @@ impl Hub {
         })
     }
 
+    /// The settings this hub was made with.
     pub fn config(&self) -> &HubConfig {
         &self.config
     }
@@ -132,10 +147,12 @@ impl Hub {
         Some(stream.subscribe())
     }
 
+    /// The stream named `key`, published or not, if the hub holds it.
     pub fn get(&self, key: &str) -> Option<Arc<Stream>> {
         self.streams.lock().get(key).cloned()
     }
 
+    /// Every stream the hub holds, in no particular order.
     pub fn streams(&self) -> Vec<Arc<Stream>> {
         self.streams.lock().values().cloned().collect()
     }

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use super::{Frame, HubEvent, Subscription};
 use crate::media::MediaKind;
 
+/// The slow-player and waiting rules of a [`PlayerFeed`], from the `[hub]` section.
 #[derive(Debug, Clone)]
 pub struct FeedPolicy {
     /// Skips allowed within one minute before the player is dropped.
@@ -19,19 +20,27 @@ pub struct FeedPolicy {
     pub wait_for_publisher: Duration,
 }
 
+/// What a [`PlayerFeed`] yields.
 #[derive(Debug, Clone)]
 pub enum FeedItem {
+    /// A media message to write to the player.
     Frame(Arc<Frame>),
+    /// The publisher left; the player waits for a republish.
     Unpublished,
+    /// A publisher (re)started; its sequence headers and a keyframe follow.
     Published,
 }
 
+/// Why a [`PlayerFeed`] ended; the driver closes the player.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FeedEnd {
+    /// Fell behind the ring more than `max_skips_per_minute` times in a minute.
     #[error("player too slow: fell behind the stream too often")]
     TooSlow,
+    /// No publisher appeared within `wait_for_publisher`.
     #[error("no publisher came back within the grace period")]
     PublisherGone,
+    /// The stream's ring was closed.
     #[error("stream closed")]
     Closed,
 }
@@ -47,6 +56,8 @@ impl FeedEnd {
     }
 }
 
+/// One player's feed of a stream: the cached start, then the live ring, skipping to the
+/// next keyframe when the player lags behind the ring.
 pub struct PlayerFeed {
     sub: Subscription,
     initial: VecDeque<Arc<Frame>>,
@@ -58,6 +69,7 @@ pub struct PlayerFeed {
 }
 
 impl PlayerFeed {
+    /// A feed starting with the subscription's cached frames.
     pub fn new(sub: Subscription, policy: FeedPolicy) -> Self {
         let give_up_at = (!sub.published).then(|| Instant::now() + policy.wait_for_publisher);
         Self {
@@ -70,10 +82,12 @@ impl PlayerFeed {
         }
     }
 
+    /// The stream name this feed plays.
     pub fn stream_key(&self) -> &str {
         self.sub.stream.key()
     }
 
+    /// Times this player skipped ahead within the last minute.
     pub fn skips(&self) -> usize {
         self.skips.len()
     }

@@ -17,11 +17,15 @@ use crate::media::{FrameFlags, MediaInfo, MediaKind};
 /// What a player's ring carries: media, and the publisher coming and going (in order with it).
 #[derive(Debug, Clone)]
 pub enum HubEvent {
+    /// A media message, timestamp already on the stream's output timeline.
     Media(Arc<Frame>),
+    /// The publisher left.
     Unpublished,
+    /// A new publisher started.
     Published,
 }
 
+/// One stream of the hub: its publisher, caches, output timeline and broadcast ring.
 pub struct Stream {
     key: String,
     tx: broadcast::Sender<HubEvent>,
@@ -87,14 +91,17 @@ impl Stream {
         })
     }
 
+    /// The stream name, `app/key`.
     pub fn key(&self) -> &str {
         &self.key
     }
 
+    /// Whether the stream has a publisher now.
     pub fn is_published(&self) -> bool {
         self.state.lock().publisher.is_some()
     }
 
+    /// Whether any video (sequence header or frame) has been seen on this stream.
     pub fn has_video(&self) -> bool {
         self.has_video.load(Ordering::Relaxed)
     }
@@ -201,6 +208,7 @@ impl Stream {
             .store((delta as f64 * 8.0 / secs) as u64, Ordering::Relaxed);
     }
 
+    /// The stream's state for the API: publisher, codecs, rates and viewers.
     pub fn snapshot(&self) -> StreamSnapshot {
         let state = self.state.lock();
         StreamSnapshot {
@@ -255,15 +263,24 @@ pub struct PublisherView {
     pub peer: SocketAddr,
 }
 
+/// A point-in-time view of a stream, as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamSnapshot {
+    /// The stream name, `app/key`.
     pub key: String,
+    /// The current publisher, if any.
     pub publisher: Option<PublisherView>,
+    /// Codec details from metadata and sequence headers.
     pub media: MediaInfo,
+    /// Ingest bitrate in bits per second over the last hub tick.
     pub bitrate_bps: u64,
+    /// Total payload bytes received since the stream was created.
     pub bytes_in: u64,
+    /// Players attached (RTMP and HTTP-FLV).
     pub viewers: usize,
+    /// Seconds since the current publish started (0 without a publisher).
     pub uptime_secs: f64,
+    /// Frames in the GOP cache.
     pub gop_cached_frames: usize,
 }
 
@@ -279,6 +296,7 @@ impl PublisherHandle {
         Self { stream, generation }
     }
 
+    /// The stream being published.
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
     }
@@ -310,8 +328,12 @@ impl Drop for PublisherHandle {
 /// A player's view of a stream: the cached start (metadata, sequence headers, GOP) and its
 /// cursor into the live ring.
 pub struct Subscription {
+    /// The stream subscribed to.
     pub stream: Arc<Stream>,
+    /// The player's cursor into the stream's broadcast ring.
     pub rx: broadcast::Receiver<HubEvent>,
+    /// Metadata, sequence headers and cached GOP at the time of subscribing, in send order.
     pub initial: Vec<Arc<Frame>>,
+    /// Whether the stream had a publisher when subscribing.
     pub published: bool,
 }

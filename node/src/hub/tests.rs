@@ -1,3 +1,7 @@
+//! Hub tests: GOP cache and headers for new players, publish conflicts and replacement,
+//! waiting for a publisher, timestamp continuity across republish, the slow-player policy,
+//! bounded memory and shared serialization.
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -4,8 +4,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// FLV tag type 8: audio.
 pub const TAG_AUDIO: u8 = 8;
+/// FLV tag type 9: video.
 pub const TAG_VIDEO: u8 = 9;
+/// FLV tag type 18: script data (`onMetaData`).
 pub const TAG_SCRIPT: u8 = 18;
 
 /// The 9-byte FLV header plus the zero PreviousTagSize0 that precedes the first tag.

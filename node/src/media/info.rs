@@ -6,22 +6,30 @@ use serde::Serialize;
 use super::tag;
 use crate::rtmp::amf0;
 
+/// Codecs, picture size and frame rate of a stream, as far as the publisher revealed them.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MediaInfo {
+    /// Video codec from the video sequence header, e.g. `H.264`.
     pub video_codec: Option<&'static str>,
+    /// Audio codec from the audio sequence header, e.g. `AAC`.
     pub audio_codec: Option<&'static str>,
+    /// Picture width in pixels, from `onMetaData`.
     pub width: Option<u32>,
+    /// Picture height in pixels, from `onMetaData`.
     pub height: Option<u32>,
+    /// Frames per second, from `onMetaData`.
     pub frame_rate: Option<f64>,
     /// Bit rate the publisher declared in its metadata (kbit/s), when it did.
     pub declared_kbps: Option<f64>,
 }
 
 impl MediaInfo {
+    /// Takes the video codec from a video sequence header (FLV video tag body).
     pub fn update_from_video_header(&mut self, payload: &[u8]) {
         self.video_codec = tag::video_codec_name(payload).or(self.video_codec);
     }
 
+    /// Takes the audio codec from an audio sequence header (FLV audio tag body).
     pub fn update_from_audio_header(&mut self, payload: &[u8]) {
         self.audio_codec = tag::audio_codec_name(payload).or(self.audio_codec);
     }

@@ -10,22 +10,37 @@ use tokio::time::{Instant, sleep_until};
 use super::wire::{Decoder, RelayMessage, encode};
 use crate::hub::FeedEnd;
 
+/// Why a relay stream ended. Only [`peer_lost`](RelayError::peer_lost) errors make a node
+/// route around the peer; a refusal or a corrupt message is that stream's problem only.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// The stream to the peer could not be opened: the peer is unreachable.
     #[error("cannot reach node {node}: {why}")]
-    Connect { node: NodeId, why: String },
+    Connect {
+        /// The peer.
+        node: NodeId,
+        /// What failed, for logs.
+        why: String,
+    },
+    /// The peer sent nothing (not even a keep-alive), or took nothing, for this long.
     #[error("peer silent for more than {0:?}")]
     Timeout(Duration),
+    /// The peer finished the stream where a message was due.
     #[error("peer closed the relay stream")]
     Closed,
+    /// Reading from the QUIC stream failed (connection lost, stream reset).
     #[error("relay read failed: {0}")]
     Read(String),
+    /// Writing to the QUIC stream failed (connection lost, stream stopped).
     #[error("relay write failed: {0}")]
     Write(String),
+    /// The peer sent bytes that are not the relay wire format.
     #[error(transparent)]
     Wire(#[from] super::wire::WireError),
+    /// The peer answered, but will not serve this request.
     #[error("refused by the peer: {0}")]
     Refused(String),
+    /// The local feed of the stream ended (publisher gone, too slow).
     #[error("local feed ended: {0}")]
     Feed(FeedEnd),
 }

@@ -40,6 +40,7 @@ use crate::hub::{FeedEnd, FeedItem, Hub, PlayerFeed, PublisherInfo};
 use crate::metrics::Metrics;
 use conn::RelayConn;
 
+/// How the relay behaves; from the `[cluster]` section of the config.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// How long an owner holds a pull for a stream that has no publisher yet.
@@ -52,6 +53,8 @@ pub struct RelaySettings {
     pub pull_linger: Duration,
 }
 
+/// The node's side of the media relay: its routing view, its pulls, and the pushes and pulls
+/// it serves as an owner.
 pub struct Relay {
     cluster: Arc<Cluster>,
     hub: Arc<Hub>,
@@ -112,10 +115,12 @@ impl Relay {
         })
     }
 
+    /// Where streams live, as this node sees it.
     pub fn routing(&self) -> &Routing {
         &self.routing
     }
 
+    /// How long an owner holds a pull for a stream that has no publisher yet.
     pub fn pull_hold(&self) -> Duration {
         self.settings.pull_hold
     }
@@ -229,8 +234,10 @@ impl Relay {
     }
 }
 
+/// What `/api/v1/relay` shows.
 #[derive(Debug, serde::Serialize)]
 pub struct RelayView {
+    /// This node.
     pub node: NodeId,
     /// Origins this node routes to (committed pool minus those it sees dead).
     pub origins: Vec<NodeId>,

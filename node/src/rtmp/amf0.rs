@@ -34,15 +34,30 @@ const AVMPLUS: u8 = 0x11;
 /// One AMF0 value. Object properties keep their wire order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Number (marker 0x00): an IEEE 754 double.
     Number(f64),
+    /// Boolean (marker 0x01).
     Boolean(bool),
+    /// String (marker 0x02); written as a long string when over 65535 bytes.
     String(String),
+    /// Object (marker 0x03): anonymous object, properties in wire order.
     Object(Vec<(String, Value)>),
+    /// Null (marker 0x05).
     Null,
+    /// Undefined (marker 0x06).
     Undefined,
+    /// ECMA array (marker 0x08): an associative array, encoded like an object with a count.
     EcmaArray(Vec<(String, Value)>),
+    /// Strict array (marker 0x0A): a dense array.
     StrictArray(Vec<Value>),
-    Date { millis: f64, tz: i16 },
+    /// Date (marker 0x0B).
+    Date {
+        /// Milliseconds since the Unix epoch, UTC.
+        millis: f64,
+        /// Time zone offset field; reserved by the spec, normally 0.
+        tz: i16,
+    },
+    /// Long string (marker 0x0C), with a 32-bit length.
     LongString(String),
 }
 
@@ -55,6 +70,7 @@ impl Value {
         }
     }
 
+    /// The number of a `Number`.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => Some(*n),
@@ -62,6 +78,7 @@ impl Value {
         }
     }
 
+    /// The value of a `Boolean`.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Boolean(b) => Some(*b),
@@ -90,18 +107,25 @@ impl Value {
     }
 }
 
+/// Why AMF0 bytes could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Amf0Error {
+    /// A value (named by the string) extends past the end of the input.
     #[error("AMF0 {0} runs past end of message")]
     Truncated(&'static str),
+    /// A type marker AMF0 does not define.
     #[error("unknown AMF0 marker 0x{0:02x}")]
     UnknownMarker(u8),
+    /// A defined marker we do not decode (movieclip, reference, AMF3 switch, ...), with its name.
     #[error("unsupported AMF0 marker 0x{0:02x} ({1})")]
     UnsupportedMarker(u8, &'static str),
+    /// An object-end marker where no object is open.
     #[error("AMF0 object-end marker outside an object")]
     UnexpectedObjectEnd,
+    /// Objects and arrays nested deeper than [`MAX_DEPTH`].
     #[error("AMF0 nesting deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// More than [`MAX_ELEMENTS`] values in one top-level value.
     #[error("AMF0 value holds more than {MAX_ELEMENTS} elements")]
     TooManyElements,
 }

@@ -24,15 +24,20 @@ const SERVER_VERSION: [u8; 4] = [0x0D, 0x0E, 0x0A, 0x0D];
 /// Version field we put in C1 (a Flash Player 9+ version, which announces the digest form).
 const CLIENT_VERSION: [u8; 4] = [0x80, 0x00, 0x07, 0x02];
 
+/// Why the handshake failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// C0/S0 asked for a version other than 3 (6 would be RTMPE).
     #[error("unsupported RTMP version {0} (only 3, plain RTMP, is supported)")]
     UnsupportedVersion(u8),
 }
 
+/// Whether a handshake is finished after a `feed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeProgress {
+    /// More bytes from the peer are needed.
     InProgress,
+    /// The handshake is complete; what follows in the buffer is the chunk stream.
     Done,
 }
 
@@ -126,6 +131,7 @@ impl Default for ServerHandshake {
 }
 
 impl ServerHandshake {
+    /// A handshake waiting for C0+C1.
     pub fn new() -> Self {
         ServerHandshake {
             state: ServerState::WaitC0C1,
@@ -203,6 +209,7 @@ impl Default for ClientHandshake {
 }
 
 impl ClientHandshake {
+    /// A handshake that has not sent C0+C1 yet; call [`start`](Self::start).
     pub fn new() -> Self {
         ClientHandshake {
             state: ClientState::Idle,

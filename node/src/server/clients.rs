@@ -13,25 +13,35 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Traffic;
 
+/// How a client is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
+    /// An RTMP connection (publisher or player).
     Rtmp,
+    /// An HTTP-FLV player.
     HttpFlv,
 }
 
+/// What a connection is doing; in the API as `role` and `stream`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "role", content = "stream", rename_all = "lowercase")]
 pub enum Role {
+    /// Connected, not yet publishing or playing.
     Connecting,
+    /// Publishing the named stream.
     Publisher(String),
+    /// Playing the named stream.
     Player(String),
 }
 
+/// Why [`Clients::admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// `limits.max_connections` (the value) connections are open.
     #[error("connection limit reached ({0} connections)")]
     TooMany(usize),
+    /// `limits.max_connections_per_ip` (the value) connections are open from this address.
     #[error("per-address connection limit reached ({0} connections from this address)")]
     TooManyFromAddress(usize),
 }
@@ -56,38 +66,49 @@ impl Protocol {
     }
 }
 
+/// One admitted connection: identity, role and byte counters.
 pub struct Client {
+    /// Node-unique connection id, from 1; used by `DELETE /api/v1/clients/{id}`.
     pub id: u64,
+    /// The remote address.
     pub peer: SocketAddr,
+    /// RTMP or HTTP-FLV.
     pub protocol: Protocol,
+    /// When the connection was admitted.
     pub connected_at: Instant,
     connected_unix: u64,
     role: Mutex<Role>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Cancelled to close the connection (admin kick, replaced publisher).
     pub cancel: CancellationToken,
     traffic: Arc<Traffic>,
 }
 
 impl Client {
+    /// Records what the connection is doing now.
     pub fn set_role(&self, role: Role) {
         *self.role.lock() = role;
     }
 
+    /// What the connection is doing now.
     pub fn role(&self) -> Role {
         self.role.lock().clone()
     }
 
+    /// Counts `n` bytes received, for this client and the node.
     pub fn add_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         self.traffic.bytes_in.inc_by(n as u64);
     }
 
+    /// Counts `n` bytes sent, for this client and the node.
     pub fn add_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         self.traffic.bytes_out.inc_by(n as u64);
     }
 
+    /// A snapshot of this client for the API.
     pub fn view(&self) -> ClientView {
         ClientView {
             id: self.id,
@@ -102,16 +123,25 @@ impl Client {
     }
 }
 
+/// A client as the clients API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientView {
+    /// Connection id.
     pub id: u64,
+    /// The remote address.
     pub peer: SocketAddr,
+    /// RTMP or HTTP-FLV.
     pub protocol: Protocol,
+    /// What the connection is doing, flattened into `role` and `stream`.
     #[serde(flatten)]
     pub role: Role,
+    /// When the connection was admitted, in Unix seconds.
     pub connected_at_unix: u64,
+    /// Seconds since the connection was admitted.
     pub connected_secs: f64,
+    /// Bytes received from the client.
     pub bytes_in: u64,
+    /// Bytes sent to the client.
     pub bytes_out: u64,
 }
 
@@ -121,15 +151,18 @@ struct Table {
     per_ip: HashMap<IpAddr, usize>,
 }
 
+/// The table of open connections, enforcing the connection limits.
 pub struct Clients {
     max: usize,
     max_per_ip: usize,
     next_id: AtomicU64,
     table: Mutex<Table>,
+    /// The node-wide byte counters every client adds to.
     pub traffic: Arc<Traffic>,
 }
 
 impl Clients {
+    /// A table allowing `max` connections in total and `max_per_ip` from one IP address.
     pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -140,6 +173,7 @@ impl Clients {
         })
     }
 
+    /// The total connection limit.
     pub fn max_connections(&self) -> usize {
         self.max
     }
@@ -182,10 +216,12 @@ impl Clients {
         })
     }
 
+    /// Open connections.
     pub fn count(&self) -> usize {
         self.table.lock().by_id.len()
     }
 
+    /// Every open connection, by id.
     pub fn list(&self) -> Vec<ClientView> {
         let clients: Vec<Arc<Client>> = self.table.lock().by_id.values().cloned().collect();
         let mut views: Vec<ClientView> = clients.iter().map(|c| c.view()).collect();
@@ -226,6 +262,7 @@ impl Clients {
 /// A connection's membership in the table, for as long as the connection lives.
 pub struct ClientGuard {
     clients: Arc<Clients>,
+    /// The admitted client.
     pub client: Arc<Client>,
 }
 

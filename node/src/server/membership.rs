@@ -23,11 +23,17 @@ pub enum Membership {
     /// Not in a cluster: a single media node.
     Standalone,
     /// Bootstrap a new cluster (`skein init`); the first join token lives this long.
-    Init { token_ttl: Duration },
+    Init {
+        /// Lifetime of the first join token.
+        token_ttl: Duration,
+    },
     /// Join through seeds (`skein join`); a node that already joined just reopens.
     Join {
+        /// Internal addresses of members to ask.
         seeds: Vec<SocketAddr>,
+        /// The join token, `ID.SECRET`.
         token: String,
+        /// `sha256:…` of the cluster CA the seeds must prove.
         ca_hash: String,
     },
     /// Reopen the membership kept in the data directory (`skein run`).

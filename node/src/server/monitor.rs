@@ -11,23 +11,29 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::metrics::Traffic;
 
+/// One sample of machine and process load.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Load {
     /// Machine CPU use, 0..1 over all cores.
     pub cpu: f64,
     /// This process's CPU use in cores (1.0 = one core busy).
     pub process_cpu_cores: f64,
+    /// Resident memory of this process in bytes.
     pub memory_rss_bytes: u64,
+    /// Bits per second sent to clients over the last sample interval.
     pub egress_bps: u64,
+    /// Bits per second received from clients over the last sample interval.
     pub ingress_bps: u64,
 }
 
+/// Holds the latest [`Load`] sample; [`run`](Self::run) updates it.
 pub struct Monitor {
     load: RwLock<Load>,
     started: Instant,
 }
 
 impl Monitor {
+    /// A monitor with an all-zero sample, its uptime counted from now.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             load: RwLock::new(Load::default()),
@@ -35,10 +41,12 @@ impl Monitor {
         })
     }
 
+    /// The latest sample.
     pub fn load(&self) -> Load {
         self.load.read().clone()
     }
 
+    /// Time since the monitor was created (the node's uptime).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

@@ -46,13 +46,17 @@ pub enum TokenCommand {
     },
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP client whose calls give up after `timeout`; non-2xx answers are read, not errors.
+fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .build()
         .into()
 }
+
+/// How long an operator command waits for the node (a leave may wait for streams to move).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn url(api: &str, path: &str) -> String {
     let base = api.trim_end_matches('/');
@@ -102,19 +106,28 @@ fn token(args: &AdminArgs) -> anyhow::Result<String> {
         })
 }
 
-pub fn status(api: &str, json: bool) -> anyhow::Result<()> {
-    let value = read(
-        agent().get(url(api, "/api/v1/cluster")).call(),
+/// `GET /api/v1/cluster` of the node behind `api`, as JSON, waiting at most `timeout`.
+fn fetch_status_json(api: &str, timeout: Duration) -> anyhow::Result<Value> {
+    read(
+        agent(timeout).get(url(api, "/api/v1/cluster")).call(),
         "cluster status",
         api,
-    )?;
+    )
+}
+
+/// The cluster status as the node behind `api` sees it, waiting at most `timeout`.
+pub fn fetch_status(api: &str, timeout: Duration) -> anyhow::Result<ClusterStatus> {
+    let value = fetch_status_json(api, timeout)?;
+    serde_json::from_value(value).context("unexpected cluster status document")
+}
+
+pub fn status(api: &str, json: bool) -> anyhow::Result<()> {
     if json {
+        let value = fetch_status_json(api, COMMAND_TIMEOUT)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let status: ClusterStatus =
-        serde_json::from_value(value).context("unexpected cluster status document")?;
-    print!("{}", render_status(&status));
+    print!("{}", render_status(&fetch_status(api, COMMAND_TIMEOUT)?));
     Ok(())
 }
 
@@ -199,7 +212,7 @@ fn node_row(n: &NodeStatus) -> Vec<String> {
 pub fn create_token(args: &AdminArgs, ttl: Duration) -> anyhow::Result<()> {
     let token = token(args)?;
     let value = read(
-        agent()
+        agent(COMMAND_TIMEOUT)
             .post(url(&args.api, "/api/v1/cluster/tokens"))
             .header("Authorization", &format!("Bearer {token}"))
             .send_json(serde_json::json!({ "ttl_secs": ttl.as_secs() })),
@@ -218,7 +231,7 @@ pub fn create_token(args: &AdminArgs, ttl: Duration) -> anyhow::Result<()> {
 pub fn leave(args: &AdminArgs) -> anyhow::Result<()> {
     let token = token(args)?;
     let value = read(
-        agent()
+        agent(COMMAND_TIMEOUT)
             .post(url(&args.api, "/api/v1/cluster/leave"))
             .header("Authorization", &format!("Bearer {token}"))
             .send_empty(),
@@ -232,7 +245,7 @@ pub fn leave(args: &AdminArgs) -> anyhow::Result<()> {
 pub fn remove(args: &AdminArgs, node: &str) -> anyhow::Result<()> {
     let token = token(args)?;
     let value = read(
-        agent()
+        agent(COMMAND_TIMEOUT)
             .delete(url(&args.api, &format!("/api/v1/cluster/nodes/{node}")))
             .header("Authorization", &format!("Bearer {token}"))
             .call(),

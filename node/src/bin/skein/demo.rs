@@ -362,15 +362,7 @@ impl Demo {
     }
 
     fn status(&self) -> Option<skein_raft::ClusterStatus> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
-        let mut response = agent
-            .get(format!("{}/api/v1/cluster", self.api()))
-            .call()
-            .ok()?;
-        response.body_mut().read_json().ok()
+        admin::fetch_status(&self.api(), Duration::from_secs(2)).ok()
     }
 
     /// Polls the cluster status until `done` holds (bounded), failing with the nodes' state.
