@@ -206,7 +206,7 @@ async fn publish_to_a_taken_key_and_play_of_a_missing_key_are_refused() {
 }
 
 #[tokio::test]
-async fn a_player_that_never_reads_is_dropped_and_memory_stays_bounded() {
+async fn a_player_that_never_reads_is_dropped_while_the_publisher_floods() {
     let node = start(|c| {
         c.hub.write_timeout_secs = 2;
         c.hub.player_queue = 64;
@@ -238,7 +238,7 @@ async fn a_player_that_never_reads_is_dropped_and_memory_stays_bounded() {
         assert!(Instant::now() < deadline, "stuck player never dropped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The hub holds at most one ring of frames for the stream, not the backlog.
+    // Memory per player is measured by the media benchmark (docs/benchmarks.md), not here.
     let stream = node.node.hub.get("live/flood").unwrap().snapshot();
     assert_eq!(stream.viewers, 0);
     let metrics = node.node.metrics.encode();
