@@ -1,12 +1,13 @@
 //! Node configuration: a TOML file whose every field has a default, overridden by command-line
 //! flags and `SKEIN_*` environment variables (see `cli`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use skein_raft::Roles;
 
 /// The whole node configuration file, one struct per `[section]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -114,18 +115,21 @@ pub struct ClusterSection {
     /// other nodes. Keep it off the public network; it is never the RTMP or HTTP port.
     pub internal: SocketAddr,
     /// Address announced for the public RTMP and HTTP ports (to GeoDNS and `skein status`).
-    /// Empty: the IP of `internal` when the listeners are bound to a wildcard address.
-    pub advertise_ip: String,
-    /// What this node may do: `edge`, `origin` or `edge,origin`.
-    pub roles: String,
-    /// `[lat, lon]` of this node's region, published when the region has no coordinates yet
-    /// (GeoDNS needs them to find the nearest region). Empty: not published.
-    pub region_coordinates: Vec<f64>,
+    /// Unset: the IP of `internal` when the listeners are bound to a wildcard address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_ip: Option<IpAddr>,
+    /// What this node may do: `"edge"`, `"origin"` or `"edge,origin"` in the file.
+    #[serde(with = "roles_text")]
+    pub roles: Roles,
+    /// `[lat, lon]` of this node's region in degrees, published when the region has no
+    /// coordinates yet (GeoDNS needs them to find the nearest region). Unset: not published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region_coordinates: Option<[f64; 2]>,
     /// Origins the cluster keeps (set by `skein init`; later changes go through the leader).
     pub origin_target: usize,
-    /// An origin asked for a stream it does not have holds the request this long (the
+    /// An origin asked for a stream it does not have holds the request this long, in ms (the
     /// publisher may be on its way).
-    pub pull_hold_secs: u64,
+    pub pull_hold_ms: u64,
     /// A relay peer silent this long (no media, no keep-alive) is taken as dead and the stream
     /// moves to the next origin on the ring.
     pub relay_timeout_ms: u64,
@@ -136,11 +140,14 @@ impl Default for ClusterSection {
         Self {
             data_dir: PathBuf::from("skein-data"),
             internal: "127.0.0.1:7946".parse().expect("static address"),
-            advertise_ip: String::new(),
-            roles: "edge,origin".into(),
-            region_coordinates: Vec::new(),
+            advertise_ip: None,
+            roles: Roles {
+                edge: true,
+                origin: true,
+            },
+            region_coordinates: None,
             origin_target: 2,
-            pull_hold_secs: 10,
+            pull_hold_ms: 10_000,
             relay_timeout_ms: 750,
         }
     }
@@ -258,17 +265,10 @@ impl Config {
 
     fn validate_cluster(&self) -> anyhow::Result<()> {
         let c = &self.cluster;
-        skein_raft::Roles::parse(&c.roles).map_err(|e| anyhow::anyhow!("cluster.roles: {e}"))?;
-        if !c.advertise_ip.is_empty() && c.advertise_ip.parse::<std::net::IpAddr>().is_err() {
-            bail!(
-                "cluster.advertise_ip = {:?} is not an IP address",
-                c.advertise_ip
-            );
-        }
-        match c.region_coordinates.as_slice() {
-            [] => {}
-            [lat, lon] if (-90.0..=90.0).contains(lat) && (-180.0..=180.0).contains(lon) => {}
-            _ => bail!("cluster.region_coordinates must be [lat, lon] in degrees, or empty"),
+        if let Some([lat, lon]) = c.region_coordinates
+            && !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+        {
+            bail!("cluster.region_coordinates = [{lat}, {lon}] is not [lat, lon] in degrees");
         }
         if c.origin_target == 0 {
             bail!("cluster.origin_target must be at least 1");
@@ -292,6 +292,21 @@ impl Config {
     /// `rtmp.idle_timeout_secs` as a [`Duration`].
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.rtmp.idle_timeout_secs)
+    }
+}
+
+/// Roles as the file writes them: `"edge,origin"`, parsed once when the file is read.
+mod roles_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use skein_raft::Roles;
+
+    pub fn serialize<S: Serializer>(roles: &Roles, out: S) -> Result<S::Ok, S::Error> {
+        out.collect_str(roles)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Roles, D::Error> {
+        let text = String::deserialize(input)?;
+        Roles::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -323,6 +338,34 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         let err = toml::from_str::<Config>("[rtmp]\nchunksize = 10\n").unwrap_err();
         assert!(err.to_string().contains("chunksize"), "{err}");
+    }
+
+    #[test]
+    fn cluster_values_are_typed_when_the_file_is_read() {
+        let config: Config = toml::from_str(
+            "[cluster]\nroles = \"edge\"\nadvertise_ip = \"192.0.2.7\"\nregion_coordinates = [50.1, 8.7]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.cluster.roles,
+            Roles {
+                edge: true,
+                origin: false
+            }
+        );
+        assert_eq!(
+            config.cluster.advertise_ip,
+            Some("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(config.cluster.region_coordinates, Some([50.1, 8.7]));
+        for (bad, field) in [
+            ("roles = \"edge,relay\"", "relay"),
+            ("advertise_ip = \"not-an-ip\"", "advertise_ip"),
+            ("region_coordinates = [50.1]", "region_coordinates"),
+        ] {
+            let err = toml::from_str::<Config>(&format!("[cluster]\n{bad}\n")).unwrap_err();
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -413,8 +413,7 @@ fn admin_token(node: &Member) -> String {
 }
 
 fn create_token(http: SocketAddr, token: &str) -> bool {
-    let headers =
-        format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n");
+    let headers = format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n");
     let answer = skein_tests::http_exchange(
         http,
         "POST",

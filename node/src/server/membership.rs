@@ -1,7 +1,7 @@
 //! The node as a cluster member: starting (init, join or reopen) through `skein-raft`, the
 //! relay, load reports to the leader, the region's coordinates, the admin token, and leaving.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use skein_raft::{
     Cluster, ClusterConfig, Command, JoinInfo, LoadReport, NodeId, OriginState, PublicAddrs,
-    Region, Roles, Settings,
+    Region, Settings,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,7 @@ pub(super) async fn start(
         section.internal,
         public_addrs(&node.config, rtmp, http),
     );
-    config.roles = Roles::parse(&section.roles).map_err(anyhow::Error::msg)?;
+    config.roles = section.roles;
     config.settings = Settings {
         origin_target: section.origin_target,
         ..Settings::default()
@@ -122,7 +122,7 @@ pub(super) async fn start(
         node.hub.clone(),
         node.metrics.clone(),
         RelaySettings {
-            pull_hold: Duration::from_secs(section.pull_hold_secs),
+            pull_hold: Duration::from_millis(section.pull_hold_ms),
             timeout: Duration::from_millis(section.relay_timeout_ms),
             max_message: node.config.rtmp.max_message_size as usize,
             pull_linger: Duration::from_secs(5),
@@ -136,7 +136,7 @@ pub(super) async fn start(
         left,
     });
     node.spawn(report_load(node.clone(), link.clone()));
-    if let [lat, lon] = node.config.cluster.region_coordinates[..] {
+    if let Some([lat, lon]) = node.config.cluster.region_coordinates {
         node.spawn(publish_region(
             link.clone(),
             node.config.node.region.clone(),
@@ -150,10 +150,10 @@ pub(super) async fn start(
 /// The addresses other nodes, `skein status` and GeoDNS use to reach our public ports.
 fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAddrs {
     let advertised = |bound: SocketAddr| -> SocketAddr {
-        let ip = match config.cluster.advertise_ip.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) if bound.ip().is_unspecified() => config.cluster.internal.ip(),
-            Err(_) => bound.ip(),
+        let ip = match config.cluster.advertise_ip {
+            Some(ip) => ip,
+            None if bound.ip().is_unspecified() => config.cluster.internal.ip(),
+            None => bound.ip(),
         };
         SocketAddr::new(ip, bound.port())
     };

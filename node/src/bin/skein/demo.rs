@@ -201,7 +201,7 @@ impl Demo {
         std::fs::write(
             self.dir.join("node.toml"),
             "# Demo: players opened before the publisher wait a minute for it.\n\
-             [hub]\nplay_wait_secs = 60\n\n[cluster]\npull_hold_secs = 60\n",
+             [hub]\nplay_wait_secs = 60\n\n[cluster]\npull_hold_ms = 60000\n",
         )?;
         let join = self.init(&MEMBERS[0])?;
         // Origins first, so the origin pool fills with them; then the edges.

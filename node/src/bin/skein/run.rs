@@ -10,6 +10,7 @@ use clap::Args;
 use skein_node::config::Config;
 use skein_node::server::RunningNode;
 use skein_node::server::membership::{self, Membership};
+use skein_raft::Roles;
 
 use crate::duration::parse_duration;
 use crate::process::stop_signal;
@@ -46,12 +47,12 @@ pub struct RunArgs {
     #[arg(long, env = "SKEIN_ADVERTISE_IP")]
     pub advertise_ip: Option<std::net::IpAddr>,
     /// What this node may do: edge, origin or edge,origin (overrides cluster.roles).
-    #[arg(long, env = "SKEIN_ROLES")]
-    pub roles: Option<String>,
+    #[arg(long, env = "SKEIN_ROLES", value_parser = Roles::parse)]
+    pub roles: Option<Roles>,
     /// Coordinates of this node's region, "LAT,LON", published for GeoDNS when the region has
     /// none (overrides cluster.region_coordinates).
-    #[arg(long, env = "SKEIN_REGION_COORDINATES", allow_hyphen_values = true)]
-    pub region_coordinates: Option<String>,
+    #[arg(long, env = "SKEIN_REGION_COORDINATES", allow_hyphen_values = true, value_parser = parse_coordinates)]
+    pub region_coordinates: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Args)]
@@ -118,20 +119,25 @@ impl RunArgs {
             config.cluster.internal = a;
         }
         if let Some(ip) = self.advertise_ip {
-            config.cluster.advertise_ip = ip.to_string();
+            config.cluster.advertise_ip = Some(ip);
         }
-        if let Some(r) = &self.roles {
-            config.cluster.roles = r.clone();
+        if let Some(roles) = self.roles {
+            config.cluster.roles = roles;
         }
-        if let Some(c) = &self.region_coordinates {
-            config.cluster.region_coordinates = c
-                .split(',')
-                .map(|x| x.trim().parse::<f64>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("--region-coordinates must be LAT,LON"))?;
+        if let Some(coordinates) = self.region_coordinates {
+            config.cluster.region_coordinates = Some(coordinates);
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `LAT,LON` in degrees.
+fn parse_coordinates(text: &str) -> Result<[f64; 2], String> {
+    let parsed: Option<Vec<f64>> = text.split(',').map(|x| x.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[lat, lon]) => Ok([lat, lon]),
+        _ => Err(format!("{text:?} is not LAT,LON (e.g. 50.11,8.68)")),
     }
 }
 
