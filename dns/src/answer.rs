@@ -2,7 +2,7 @@
 //! zones, locates the client (ECS or source address), asks the Automap plan for addresses and
 //! writes the response (with TC when it does not fit the UDP payload).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -63,21 +63,14 @@ impl Snapshot {
         config: &Config,
     ) -> Snapshot {
         let plan = Plan::build(regions, &config.answer);
-        let code = |s: &str| -> Option<[u8; 2]> {
-            let b = s.as_bytes();
-            (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-        };
         let o = &config.geo.overrides;
-        let continent = o
-            .continent
-            .iter()
-            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
-            .collect();
-        let country = o
-            .country
-            .iter()
-            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
-            .collect();
+        let by_code = |map: &BTreeMap<[u8; 2], String>| {
+            map.iter()
+                .filter_map(|(k, v)| Some((*k, plan.region_index(v)?)))
+                .collect()
+        };
+        let continent = by_code(&o.continent);
+        let country = by_code(&o.country);
         let mut subnets: Vec<(IpNet, usize)> = o
             .subnet
             .iter()

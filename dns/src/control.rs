@@ -35,7 +35,7 @@ impl Loaded {
     }
 
     pub fn from_config(config: Config) -> anyhow::Result<Loaded> {
-        let zones = Zones::build(&config).map_err(|e| anyhow::anyhow!("zones: {e}"))?;
+        let zones = Zones::build(&config.zones)?;
         let geo = GeoDb::open(&config.geo)?.map(Arc::new);
         Ok(Loaded {
             config,

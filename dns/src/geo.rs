@@ -11,7 +11,7 @@ use maxminddb::Reader;
 use mmdb_writer::{IpVersion, Value, Writer};
 use serde::Deserialize;
 
-use crate::config::GeoConfig;
+use crate::config::{FieldError, GeoConfig};
 
 /// Where a client is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,22 +119,34 @@ fn code2(s: Option<&str>) -> Option<[u8; 2]> {
 }
 
 impl GeoDb {
-    /// Opens the configured files; `None` when no database is configured.
-    pub fn open(config: &GeoConfig) -> anyhow::Result<Option<GeoDb>> {
-        let open = |p: &Path| -> anyhow::Result<Arc<Reader<Vec<u8>>>> {
-            Reader::open_readfile(p)
-                .map(Arc::new)
-                .map_err(|e| anyhow::anyhow!("geo database {}: {e}", p.display()))
+    /// Opens the configured files; `None` when no database is configured. An error names the
+    /// `[geo]` field of the file that cannot be opened.
+    pub fn open(config: &GeoConfig) -> Result<Option<GeoDb>, FieldError> {
+        let open = |field: &str, p: &Path| -> Result<Arc<Reader<Vec<u8>>>, FieldError> {
+            Reader::open_readfile(p).map(Arc::new).map_err(|e| {
+                FieldError::new(
+                    format!("geo.{field}"),
+                    format!("geo database {}: {e}", p.display()),
+                )
+            })
         };
         if let Some(city) = &config.city {
-            let r = open(city)?;
+            let r = open("city", city)?;
             return Ok(Some(GeoDb {
                 v4: Some(r.clone()),
                 v6: Some(r),
             }));
         }
-        let v4 = config.ipv4.as_deref().map(open).transpose()?;
-        let v6 = config.ipv6.as_deref().map(open).transpose()?;
+        let v4 = config
+            .ipv4
+            .as_deref()
+            .map(|p| open("ipv4", p))
+            .transpose()?;
+        let v6 = config
+            .ipv6
+            .as_deref()
+            .map(|p| open("ipv6", p))
+            .transpose()?;
         if v4.is_none() && v6.is_none() {
             return Ok(None);
         }
@@ -336,7 +348,6 @@ pub fn write_demo_mmdb(path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GeoConfig;
 
     fn tmp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("skein-dns-geo-{}-{name}", std::process::id()))

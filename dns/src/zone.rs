@@ -4,14 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{
-    BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
-};
+use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
-use crate::config::{Config, StaticRecord, ZoneConfig, relative_name};
+use crate::config::{FieldError, ZoneConfig};
 use crate::wire::{self, rtype};
 
 /// Records of one type at one name, RDATA in wire form and decoded.
@@ -95,23 +92,22 @@ pub struct Zones {
 }
 
 impl Zones {
-    pub fn build(config: &Config) -> Result<Zones, String> {
-        let mut zones = Zones::default();
-        for z in &config.zones {
-            zones.add_zone(z)?;
+    /// Builds the zone data of a checked config; what remains to be found wrong here (a CNAME
+    /// beside other data, a service name with static addresses) is reported against the zone.
+    pub fn build(zones: &[ZoneConfig]) -> Result<Zones, FieldError> {
+        let mut built = Zones::default();
+        for (i, z) in zones.iter().enumerate() {
+            built
+                .add_zone(z)
+                .map_err(|m| FieldError::new(format!("zones[{i}]"), m))?;
         }
-        Ok(zones)
+        Ok(built)
     }
 
     fn add_zone(&mut self, z: &ZoneConfig) -> Result<(), String> {
-        let apex = wire::name_from_str(&z.origin)?;
-        let first_ns =
-            z.ns.first()
-                .ok_or_else(|| format!("zone {}: no NS", z.origin))?;
-        let mname = wire::name_from_str(z.soa.mname.as_deref().unwrap_or(&first_ns.name))?;
-        let rname = wire::name_from_str(&z.soa.rname)?;
-        let mut soa_rdata = mname;
-        soa_rdata.extend_from_slice(&rname);
+        let apex = z.origin.clone();
+        let mut soa_rdata = z.soa.mname.clone();
+        soa_rdata.extend_from_slice(&z.soa.rname);
         for v in [
             z.soa.serial,
             z.soa.refresh,
@@ -129,46 +125,38 @@ impl Zones {
         self.apex_index.insert(apex.clone(), zone_idx);
         self.node(&apex, &apex).rrsets.push(soa.clone());
         for n in &z.ns {
-            let name = wire::name_from_str(&n.name)?;
-            ns.push(name.clone())?;
-            if wire::is_subdomain(&name, &apex) {
+            ns.push(n.name.clone())?;
+            if wire::is_subdomain(&n.name, &apex) {
                 let sets = address_rrsets(&n.addrs, z.ns_ttl)?;
-                let node = self.node(&name, &apex);
+                let node = self.node(&n.name, &apex);
                 for s in &sets {
                     if !node.rrsets.iter().any(|r| r.rtype == s.rtype) {
                         node.rrsets.push(s.clone());
                     }
                 }
-                let owner = Name::from_ascii(wire::name_to_string(&name))
-                    .map_err(|e| format!("{}: {e}", n.name))?;
-                glue.push(Glue { name, owner, sets });
+                let display = wire::name_to_string(&n.name);
+                let owner = Name::from_ascii(&display).map_err(|e| format!("{display}: {e}"))?;
+                glue.push(Glue {
+                    name: n.name.clone(),
+                    owner,
+                    sets,
+                });
             }
         }
         self.node(&apex, &apex).rrsets.push(ns.clone());
-        for s in &z.services {
-            let name = relative_name(s, &z.origin)?;
-            self.node(&name, &apex).service = true;
+        for name in &z.services {
+            self.node(name, &apex).service = true;
         }
         for r in &z.records {
-            let (owner, rtype_, rdata) = static_rdata(r, &z.origin)?;
-            if !wire::is_subdomain(&owner, &apex) {
-                return Err(format!("record {} is not inside {}", r.name, z.origin));
-            }
-            let node = self.node(&owner, &apex);
-            match node.rrsets.iter_mut().find(|s| s.rtype == rtype_) {
+            let node = self.node(&r.owner, &apex);
+            match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
                 Some(set) => {
-                    if owner == apex && (rtype_ == rtype::SOA || rtype_ == rtype::NS) {
-                        return Err(format!(
-                            "record {} {}: SOA and NS at the apex come from [zones.soa] and [zones.ns]",
-                            r.name, r.rtype
-                        ));
-                    }
                     set.ttl = set.ttl.min(r.ttl);
-                    set.push(rdata)?;
+                    set.push(r.rdata.clone())?;
                 }
                 None => {
-                    let mut set = RrSet::new(rtype_, r.ttl);
-                    set.push(rdata)?;
+                    let mut set = RrSet::new(r.rtype, r.ttl);
+                    set.push(r.rdata.clone())?;
                     node.rrsets.push(set);
                 }
             }
@@ -290,31 +278,10 @@ fn address_rrsets(addrs: &[IpAddr], ttl: u32) -> Result<Vec<RrSet>, String> {
         .collect())
 }
 
-/// Parses a static record to (owner, type, RDATA wire bytes) using hickory-proto's
-/// presentation-format parser.
-pub fn static_rdata(r: &StaticRecord, origin: &str) -> Result<(Vec<u8>, u16, Vec<u8>), String> {
-    let owner = relative_name(&r.name, origin).map_err(|e| format!("name: {e}"))?;
-    let rt = RecordType::from_str(&r.rtype.to_ascii_uppercase())
-        .map_err(|e| format!("type {:?}: {e}", r.rtype))?;
-    if matches!(
-        rt,
-        RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR
-    ) {
-        return Err(format!("type {} cannot be a static record", r.rtype));
-    }
-    let rdata = RData::try_from_str(rt, &r.data).map_err(|e| format!("data {:?}: {e}", r.data))?;
-    let mut buf = Vec::new();
-    let mut enc = BinEncoder::new(&mut buf);
-    enc.set_name_encoding(NameEncoding::Uncompressed);
-    rdata
-        .emit(&mut enc)
-        .map_err(|e| format!("data {:?}: {e}", r.data))?;
-    Ok((owner, u16::from(rt), buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn zones() -> Zones {
         let c = Config::parse(
@@ -333,7 +300,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Zones::build(&c).unwrap()
+        Zones::build(&c.zones).unwrap()
     }
 
     fn name(s: &str) -> wire::LowerName {
@@ -399,26 +366,5 @@ mod tests {
             Lookup::Records(_, set) => assert_eq!(set.rtype, rtype::SOA),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn static_rdata_is_uncompressed_wire() {
-        let r = StaticRecord {
-            name: "x".into(),
-            rtype: "mx".into(),
-            ttl: 1,
-            data: "10 mail.example.com.".into(),
-        };
-        let (owner, t, rdata) = static_rdata(&r, "example.com").unwrap();
-        assert_eq!(owner, wire::name_from_str("x.example.com").unwrap());
-        assert_eq!(t, rtype::MX);
-        let mut want = vec![0, 10];
-        want.extend(wire::name_from_str("mail.example.com").unwrap());
-        assert_eq!(rdata, want);
-        let bad = StaticRecord {
-            data: "not-a-number mail.".into(),
-            ..r
-        };
-        assert!(static_rdata(&bad, "example.com").is_err());
     }
 }
