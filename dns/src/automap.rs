@@ -158,8 +158,8 @@ pub struct Plan {
     pub degraded: Vec<Family>,
 }
 
-/// The addresses chosen for one answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The addresses chosen for one answer; the default is no address at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Choice {
     /// Region whose addresses are answered (None for least-bad / nothing).
     pub region: Option<usize>,
@@ -290,10 +290,7 @@ impl Plan {
     pub fn choose(&self, home: usize, family: Family, client_hash: u64, rng: &mut Rng) -> Choice {
         let fi = idx(family);
         let Some(h) = self.regions.get(home) else {
-            return Choice {
-                region: None,
-                addrs: Vec::new(),
-            };
+            return Choice::default();
         };
         let region = match &h.routes[fi] {
             Route::Local => home,
@@ -310,12 +307,7 @@ impl Plan {
                     addrs: addrs.clone(),
                 };
             }
-            Route::Nothing => {
-                return Choice {
-                    region: None,
-                    addrs: Vec::new(),
-                };
-            }
+            Route::Nothing => return Choice::default(),
         };
         let pool = &self.regions[region].pools[fi];
         Choice {
@@ -435,6 +427,23 @@ mod tests {
         }
     }
 
+    /// A region with one edge, named after it ("a" has "a1").
+    fn one_edge(
+        name: &str,
+        lat: f64,
+        lon: f64,
+        addr: &str,
+        state: EdgeState,
+        conns: u64,
+    ) -> RegionView {
+        region(
+            name,
+            lat,
+            lon,
+            vec![edge(&format!("{name}1"), addr, state, conns)],
+        )
+    }
+
     fn policy() -> AnswerConfig {
         AnswerConfig::default()
     }
@@ -498,25 +507,10 @@ mod tests {
     #[test]
     fn failed_region_spills_in_proportion_to_spare_capacity() {
         let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
-            ),
+            one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Down, 0),
             // b is nearest to a, but has little spare capacity
-            region(
-                "b",
-                48.0,
-                2.0,
-                vec![edge("b1", "127.0.2.1", EdgeState::Up, 65)],
-            ),
-            region(
-                "c",
-                40.0,
-                -74.0,
-                vec![edge("c1", "127.0.3.1", EdgeState::Up, 5)],
-            ),
+            one_edge("b", 48.0, 2.0, "127.0.2.1", EdgeState::Up, 65),
+            one_edge("c", 40.0, -74.0, "127.0.3.1", EdgeState::Up, 5),
         ];
         let plan = Plan::build(&r, &policy());
         let mut rng = Rng::new(1);
@@ -543,22 +537,9 @@ mod tests {
 
     #[test]
     fn full_region_spills_too_and_vips_replace_edges() {
-        let mut b = region(
-            "b",
-            48.0,
-            2.0,
-            vec![edge("b1", "127.0.2.1", EdgeState::Up, 10)],
-        );
+        let mut b = one_edge("b", 48.0, 2.0, "127.0.2.1", EdgeState::Up, 10);
         b.vips = vec!["127.0.2.100".parse().unwrap()];
-        let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Up, 99)],
-            ),
-            b,
-        ];
+        let r = vec![one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Up, 99), b];
         let plan = Plan::build(&r, &policy());
         let c = plan.choose(0, Family::V4, 0, &mut Rng::new(3));
         assert_eq!(c.region, Some(1));
@@ -568,12 +549,7 @@ mod tests {
     #[test]
     fn nothing_available_least_bad_or_fail_closed() {
         let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
-            ),
+            one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Down, 0),
             region(
                 "b",
                 40.0,
