@@ -26,11 +26,11 @@ struct Cli {
     /// separated. The last membership is cached on disk (`[cluster] cache`).
     #[arg(long, value_name = "SEED,...", value_delimiter = ',')]
     cluster: Vec<String>,
-    /// Log filter (tracing syntax), e.g. "info" or "skein_dns=debug". hickory-server and
-    /// hickory-proto log at most warnings and errors unless the filter names them (at info
-    /// hickory-server logs every UDP query).
-    #[arg(long, env = "SKEIN_DNS_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (tracing syntax), e.g. "info" or "skein_dns=debug"; without it `RUST_LOG`
+    /// is used, and without that "info". hickory-server and hickory-proto log at most warnings
+    /// and errors unless the filter names them (at info hickory-server logs every UDP query).
+    #[arg(long, env = "SKEIN_DNS_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -60,23 +60,38 @@ fn main() -> anyhow::Result<()> {
             let Some(config) = cli.config else {
                 anyhow::bail!("missing --config FILE (see --help)");
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_new(log_filter(
-                    &cli.log,
-                ))?)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging(cli.log.as_deref())?;
             run(&config, cli.cluster)
         }
     }
 }
 
-fn log_filter(given: &str) -> String {
-    if given.contains("hickory") {
-        given.to_string()
+/// The filter when neither `--log` nor `RUST_LOG` gives one.
+const DEFAULT_LOG: &str = "info";
+
+/// Logs to stderr like the node does (fmt format without targets, `RUST_LOG` honoured), with
+/// `--log` taking precedence; colours only on a terminal.
+fn init_logging(given: Option<&str>) -> anyhow::Result<()> {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
+    let filter = given.map(str::to_string).or(from_env);
+    let filter = filter.as_deref().unwrap_or(DEFAULT_LOG);
+    let env_filter = tracing_subscriber::EnvFilter::try_new(quiet_hickory(filter))
+        .with_context(|| format!("bad log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(env_filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+/// hickory-server logs every UDP query at info: keep it to warnings unless the filter names it.
+fn quiet_hickory(filter: &str) -> String {
+    if filter.contains("hickory") {
+        filter.to_string()
     } else {
-        format!("{given},hickory_server=warn,hickory_proto=error")
+        format!("{filter},hickory_server=warn,hickory_proto=error")
     }
 }
 
