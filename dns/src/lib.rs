@@ -8,6 +8,7 @@
 //! probes, cluster watching and config reloads build new snapshots.
 
 pub mod answer;
+pub mod app;
 pub mod automap;
 pub mod cluster;
 pub mod config;
