@@ -98,6 +98,7 @@ impl Snapshot {
 
 /// Per-worker mutable state: the output buffer, the RNG and a cache of decoded locations.
 pub struct Scratch {
+    /// The response being written (the batched engine sends it from here).
     pub out: Vec<u8>,
     rng: Rng,
     geo_cache: HashMap<Hit, Option<Location>>,
@@ -108,6 +109,7 @@ pub struct Scratch {
 const GEO_CACHE_MAX: usize = 65_536;
 
 impl Scratch {
+    /// Empty buffers and cache; `seed` starts the generator of weighted choices.
     pub fn new(seed: u64) -> Self {
         Scratch {
             out: Vec::with_capacity(4096),

@@ -96,13 +96,6 @@ pub struct RegionView {
     pub edges: Vec<EdgeView>,
 }
 
-impl RegionView {
-    /// A region is up while any of its edges is.
-    pub fn is_up(&self) -> bool {
-        self.edges.iter().any(|e| e.state == EdgeState::Up)
-    }
-}
-
 /// Address family of a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

@@ -267,6 +267,8 @@ pub enum Layout {
     /// MaxMind GeoIP2 City: `location.latitude`, `country.iso_code`, `continent.code`.
     GeoIp2,
     /// DB-IP Lite (ip-location-db): flat `latitude`/`longitude` (f32) and `country_code`.
+    /// Only the tests write it, to check that such files are read right.
+    #[cfg(test)]
     DbIp,
 }
 
@@ -275,7 +277,9 @@ pub fn write_mmdb(path: &Path, layout: Layout, entries: &[GeoEntry]) -> anyhow::
     let v4_only = entries.iter().all(|e| matches!(e.net, IpNet::V4(_)));
     let (db_type, version) = match (layout, v4_only) {
         (Layout::GeoIp2, _) => ("GeoIP2-City", IpVersion::V6),
+        #[cfg(test)]
         (Layout::DbIp, true) => ("dbip-city-ipv4", IpVersion::V4),
+        #[cfg(test)]
         (Layout::DbIp, false) => ("dbip-city-ipv6", IpVersion::V6),
     };
     let mut w = Writer::builder(db_type).ip_version(version).build();
@@ -298,6 +302,7 @@ pub fn write_mmdb(path: &Path, layout: Layout, entries: &[GeoEntry]) -> anyhow::
                     Value::map([("code", Value::from(e.continent.as_str()))]),
                 ),
             ]),
+            #[cfg(test)]
             Layout::DbIp => Value::map([
                 ("latitude", Value::from(e.lat as f32)),
                 ("longitude", Value::from(e.lon as f32)),

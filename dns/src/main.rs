@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use skein_dns::{app, geo};
 
 /// Authoritative GeoDNS server: answers the service name with healthy, load-aware edge
 /// addresses of the client's nearest region (client located by EDNS Client Subnet or the
@@ -44,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::GenDemoMmdb { out }) => {
-            geo::write_demo_mmdb(&out)?;
+            skein_dns::write_demo_mmdb(&out)?;
             println!("wrote {}", out.display());
             Ok(())
         }
@@ -52,8 +51,8 @@ fn main() -> anyhow::Result<()> {
             let Some(config) = cli.config else {
                 anyhow::bail!("missing --config FILE (see --help)");
             };
-            app::init_logging(cli.log.as_deref())?;
-            app::run(&app::RunOptions {
+            skein_dns::init_logging(cli.log.as_deref())?;
+            skein_dns::run(&skein_dns::RunOptions {
                 config,
                 cluster_seeds: cli.cluster,
             })
@@ -62,7 +61,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
-    let c = app::check_config(file)?;
+    let c = skein_dns::check_config(file)?;
     println!(
         "{}: ok — {} zone(s), service names {}, {} region(s), {} edge(s), geo database: {}",
         file.display(),

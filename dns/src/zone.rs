@@ -55,8 +55,8 @@ pub struct Zone {
     pub apex: Vec<u8>,
     /// Number of labels of the apex (owner of the SOA in negative answers).
     pub apex_labels: usize,
+    /// The SOA set (also at the apex node), for negative answers.
     pub soa: RrSet,
-    pub ns: RrSet,
     /// TTL for the SOA in negative answers (RFC 2308: min of SOA TTL and MINIMUM).
     pub negative_ttl: u32,
     /// In-zone NS names (wire form and as a hickory name) with their A/AAAA glue.
@@ -143,7 +143,7 @@ impl Zones {
                 });
             }
         }
-        self.node(&apex, &apex).rrsets.push(ns.clone());
+        self.node(&apex, &apex).rrsets.push(ns);
         for name in &z.services {
             self.node(name, &apex).service = true;
         }
@@ -189,7 +189,6 @@ impl Zones {
             apex,
             negative_ttl: z.soa.ttl.min(z.soa.minimum),
             soa,
-            ns,
             glue,
         });
         Ok(())

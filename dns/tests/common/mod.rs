@@ -426,6 +426,6 @@ pub fn with_engine(config: &str, engine: &str) -> String {
 /// Writes the demo MMDB into `dir` and returns its path.
 pub fn demo_mmdb(dir: &Path) -> PathBuf {
     let p = dir.join("geo.mmdb");
-    skein_dns::geo::write_demo_mmdb(&p).expect("write mmdb");
+    skein_dns::write_demo_mmdb(&p).expect("write mmdb");
     p
 }
