@@ -47,13 +47,12 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
     } else {
         Membership::Cluster { seeds }
     };
-    let metrics = Arc::new(Metrics::default());
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (control, shared) = Control::new(
         loaded,
         membership,
-        metrics.clone(),
+        Arc::new(Metrics::default()),
         stop.clone(),
         tasks.clone(),
     );
@@ -81,7 +80,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
     let result = rt.block_on(async {
         // Installed before anything answers, so a server that has answered stops cleanly.
         let signal = stop_signal()?;
-        start(&listen, udp_sockets, &shared, metrics, &stop, &tasks).await?;
+        start(&listen, udp_sockets, &shared, &stop, &tasks).await?;
         tasks.spawn(control.run(options.config.clone()));
         let name = signal.await;
         tracing::info!(signal = name, "stopping: no new queries or connections");
@@ -123,7 +122,6 @@ async fn start(
     listen: &Listen,
     udp_sockets: Vec<UdpSocket>,
     shared: &Arc<Shared>,
-    metrics: Arc<Metrics>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -153,6 +151,7 @@ async fn start(
             .await
             .with_context(|| format!("bind metrics {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
+        let metrics = shared.metrics.clone();
         let routes = move |path: &str| match path {
             "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
             "/healthz" => (200, "text/plain", "ok\n".to_string()),

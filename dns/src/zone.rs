@@ -310,6 +310,28 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_are_reported_against_the_zone() {
+        let c = Config::parse(
+            r#"
+            [[zones]]
+            origin = "example.com"
+            soa = { rname = "hostmaster.example.com" }
+            ns = [{ name = "ns.other.net" }]
+            [[zones]]
+            origin = "example.org"
+            services = ["live"]
+            soa = { rname = "hostmaster.example.org" }
+            ns = [{ name = "ns.other.net" }]
+            records = [{ name = "live", type = "CNAME", data = "x.example.com." }]
+            "#,
+        )
+        .unwrap();
+        let e = Zones::build(&c.zones).unwrap_err();
+        assert_eq!(e.field, "zones[1]");
+        assert!(e.message.contains("live.example.org.: a CNAME"), "{e}");
+    }
+
+    #[test]
     fn lookups() {
         let z = zones();
         assert!(matches!(
