@@ -332,7 +332,7 @@ mod batched {
     pub fn udp_worker(sock: UdpSocket, shared: Arc<Shared>, stop: CancellationToken) {
         // A receive timeout, so that an idle worker still sees `stop`.
         if let Err(e) = sock.set_read_timeout(Some(STOP_CHECK)) {
-            tracing::warn!(error = %e, "udp worker cannot set a receive timeout; it stops with the process");
+            tracing::warn!(error = %e, "udp worker cannot set a receive timeout; while idle it will not see a shutdown");
         }
         let metrics = shared.metrics.clone();
         let mut worker = Worker::new(shared);
