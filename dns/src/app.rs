@@ -253,14 +253,11 @@ pub fn check_config(path: &Path) -> anyhow::Result<ConfigSummary> {
 const DEFAULT_LOG: &str = "info";
 
 /// Logs to stderr like the node does (fmt format without targets, `RUST_LOG` honoured), with
-/// `--log` taking precedence; colours only on a terminal.
+/// `given` (`--log`) taking precedence; colours only on a terminal.
 pub fn init_logging(given: Option<&str>) -> anyhow::Result<()> {
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|f| !f.trim().is_empty());
-    let filter = given.map(str::to_string).or(from_env);
-    let filter = filter.as_deref().unwrap_or(DEFAULT_LOG);
-    let env_filter = tracing_subscriber::EnvFilter::try_new(quiet_hickory(filter))
+    let from_env = std::env::var("RUST_LOG").ok();
+    let filter = log_filter(given, from_env.as_deref());
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .with_context(|| format!("bad log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -271,11 +268,36 @@ pub fn init_logging(given: Option<&str>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
 }
 
-/// hickory-server logs every UDP query at info: keep it to warnings unless the filter names it.
-fn quiet_hickory(filter: &str) -> String {
+/// The filter in force: `given`, else a non-empty `RUST_LOG`, else [`DEFAULT_LOG`]. hickory-server
+/// logs every UDP query at info, so it is kept to warnings unless the filter names it.
+fn log_filter(given: Option<&str>, rust_log: Option<&str>) -> String {
+    let filter = given
+        .or(rust_log.filter(|f| !f.trim().is_empty()))
+        .unwrap_or(DEFAULT_LOG);
     if filter.contains("hickory") {
         filter.to_string()
     } else {
         format!("{filter},hickory_server=warn,hickory_proto=error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_flag_then_rust_log_then_info_and_hickory_quiet_unless_named() {
+        let quiet = ",hickory_server=warn,hickory_proto=error";
+        assert_eq!(log_filter(None, None), format!("info{quiet}"));
+        assert_eq!(log_filter(None, Some(" ")), format!("info{quiet}"));
+        assert_eq!(log_filter(None, Some("debug")), format!("debug{quiet}"));
+        assert_eq!(
+            log_filter(Some("warn"), Some("debug")),
+            format!("warn{quiet}")
+        );
+        assert_eq!(
+            log_filter(Some("hickory_server=info"), None),
+            "hickory_server=info"
+        );
     }
 }

@@ -11,17 +11,22 @@ use common::{DnsServer, TestEdge, config, with_engine};
 /// The bound the server promises (its shutdown grace), plus slack for a loaded test machine.
 const EXIT_WITHIN: Duration = Duration::from_secs(7);
 
-fn stops_cleanly(engine: &str, signal: i32, name: &str) {
+fn stops_cleanly(engine: &str, signal: i32, name: &str, extra_args: &[&str]) {
     let edge = TestEdge::start("127.0.1.1");
     let regions = format!(
         "[[regions]]\nname = \"a\"\nlat = 50.11\nlon = 8.68\nedges = [{}]\n",
         edge.toml("a1")
     );
     let cfg = with_engine(&config(&regions, ""), engine);
-    let mut s = DnsServer::start(&format!("shutdown-{engine}-{name}"), &cfg, &[]);
+    let mut s = DnsServer::start(&format!("shutdown-{engine}-{name}"), &cfg, extra_args);
     s.wait_until("edge up", |s| {
         s.dig(&["live.example.com", "A"]).addrs() == [IpAddr::from([127, 0, 1, 1])]
     });
+    if extra_args.contains(&"--cluster") {
+        s.wait_until("the cluster watcher polled", |s| {
+            s.log().contains("cluster unreachable")
+        });
+    }
     // Idle connections must not hold the shutdown up until their idle timeouts.
     let _idle_dns = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], s.port))).expect("dns");
     let _idle_http =
@@ -42,15 +47,18 @@ fn stops_cleanly(engine: &str, signal: i32, name: &str) {
 
 #[test]
 fn sigterm_stops_the_hickory_engine() {
-    stops_cleanly("hickory", libc::SIGTERM, "SIGTERM");
+    stops_cleanly("hickory", libc::SIGTERM, "SIGTERM", &[]);
 }
 
 #[test]
 fn sigterm_stops_the_batched_engine() {
-    stops_cleanly("batched", libc::SIGTERM, "SIGTERM");
+    stops_cleanly("batched", libc::SIGTERM, "SIGTERM", &[]);
 }
 
 #[test]
-fn sigint_stops_it_too() {
-    stops_cleanly("hickory", libc::SIGINT, "SIGINT");
+fn sigint_stops_it_too_with_a_cluster_watcher_running() {
+    // Nothing listens on the seed: the watcher keeps polling (and failing) until the signal,
+    // while the static regions stay in force.
+    let seed = format!("127.0.0.1:{}", common::free_port("127.0.0.1"));
+    stops_cleanly("hickory", libc::SIGINT, "SIGINT", &["--cluster", &seed]);
 }
