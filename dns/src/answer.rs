@@ -22,13 +22,16 @@ use crate::zone::{Glue, Lookup, RrSet, Zone, Zones};
 /// How the query arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Over UDP: rate limited, truncated to the payload size.
     Udp,
+    /// Over TCP: whole answers.
     Tcp,
 }
 
 /// What the rate limiter decided for this client (UDP only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
+    /// Answer normally.
     Pass,
     /// Answer with an empty truncated response so a real client retries over TCP.
     Slip,
@@ -37,8 +40,11 @@ pub enum Limit {
 /// Everything a query needs, swapped atomically on any change.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Zone data.
     pub zones: Arc<Zones>,
+    /// The geolocation database, if configured.
     pub geo: Option<Arc<GeoDb>>,
+    /// Which addresses each region answers with.
     pub plan: Plan,
     continent: HashMap<[u8; 2], usize>,
     country: HashMap<[u8; 2], usize>,
@@ -123,20 +129,28 @@ impl Scratch {
 /// What happened, for metrics and logs. `send` false means: send nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
+    /// Whether a response is sent at all.
     pub send: bool,
+    /// Response code sent.
     pub rcode: Rcode,
+    /// Question type (0 when unparseable).
     pub qtype: u16,
     /// Region whose addresses were answered.
     pub region: Option<usize>,
+    /// Sent truncated (too large for UDP, or a rate-limit slip).
     pub truncated: bool,
 }
 
 /// A question for the engine, whichever parser read it (our `wire` codec or hickory-proto).
 #[derive(Debug, Clone, Copy)]
 pub struct Question<'a> {
+    /// The question name, lowercased.
     pub qname: &'a LowerName,
+    /// Question type.
     pub qtype: u16,
+    /// Question class.
     pub qclass: u16,
+    /// The OPT record, if the query had one.
     pub edns: Option<Edns>,
 }
 
@@ -154,8 +168,11 @@ impl<'a> From<&'a Query<'_>> for Question<'a> {
 /// What the zone data and the geo/load logic say about a question.
 #[derive(Debug)]
 pub struct Resolved<'s> {
+    /// Response code.
     pub rcode: Rcode,
+    /// AA flag: set for names inside our zones.
     pub authoritative: bool,
+    /// The records.
     pub body: Body<'s>,
     /// The client-subnet option to echo, with the scope the answer is valid for.
     pub client_subnet: Option<ClientSubnet>,
@@ -166,6 +183,7 @@ pub struct Resolved<'s> {
 /// The records of an answer.
 #[derive(Debug)]
 pub enum Body<'z> {
+    /// No records (REFUSED, BADVERS).
     Empty,
     /// NXDOMAIN or NODATA: the zone's SOA in the authority section.
     Negative(&'z Zone),
@@ -337,8 +355,11 @@ pub fn respond(
 
 /// The header fields of a query that its response repeats.
 pub trait QueryHeader {
+    /// Message ID.
     fn id(&self) -> u16;
+    /// RD flag.
     fn recursion_desired(&self) -> bool;
+    /// CD flag.
     fn checking_disabled(&self) -> bool;
     /// The question section as received.
     fn question(&self) -> &[u8];

@@ -13,11 +13,14 @@ use crate::geo::distance_km;
 pub enum EdgeState {
     /// Not probed successfully yet: not handed out.
     Unknown,
+    /// Passing its probes: handed out while it has spare capacity.
     Up,
+    /// Failing its probes: handed out only as a last resort, when no edge is available.
     Down,
 }
 
 impl EdgeState {
+    /// Lowercase name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             EdgeState::Unknown => "unknown",
@@ -30,24 +33,34 @@ impl EdgeState {
 /// Load an edge reports on its health endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Load {
+    /// Open viewer connections.
     pub connections: u64,
+    /// Connection capacity; 0 = not reported.
     pub max_connections: u64,
+    /// CPU utilisation, 0..1.
     pub cpu: f64,
+    /// Outgoing bits per second.
     pub egress_bps: u64,
     /// 0 = unlimited.
     pub max_egress_bps: u64,
+    /// Leaving: takes no new viewers.
     pub draining: bool,
 }
 
 /// An edge as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeView {
+    /// Edge name.
     pub name: String,
+    /// Addresses handed out.
     pub addrs: Vec<IpAddr>,
+    /// Probe state.
     pub state: EdgeState,
+    /// Last reported load.
     pub load: Option<Load>,
     /// Configured limits override what the edge reports.
     pub max_connections: Option<u64>,
+    /// Configured egress limit (bits per second).
     pub max_egress_bps: Option<u64>,
 }
 
@@ -88,18 +101,26 @@ impl EdgeView {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A region as the planner sees it.
 pub struct RegionView {
+    /// Region name.
     pub name: String,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// Virtual IPs handed out instead of edge addresses, if any.
     pub vips: Vec<IpAddr>,
+    /// Its edges.
     pub edges: Vec<EdgeView>,
 }
 
 /// Address family of a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// IPv4 (A).
     V4,
+    /// IPv6 (AAAA).
     V6,
 }
 
@@ -156,6 +177,7 @@ pub struct Plan {
 pub struct Choice {
     /// Region whose addresses are answered (None for least-bad / nothing).
     pub region: Option<usize>,
+    /// Addresses in answer order.
     pub addrs: Vec<IpAddr>,
 }
 
@@ -164,9 +186,11 @@ pub struct Choice {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -188,6 +212,7 @@ fn idx(f: Family) -> usize {
 }
 
 impl Plan {
+    /// Builds the plan for the current regions, edge states and loads.
     pub fn build(regions: &[RegionView], policy: &AnswerConfig) -> Plan {
         let hw = policy.high_water;
         let mut plans: Vec<RegionPlan> = regions
@@ -256,14 +281,17 @@ impl Plan {
         }
     }
 
+    /// Number of regions.
     pub fn region_count(&self) -> usize {
         self.regions.len()
     }
 
+    /// Name of region `i` ("" when out of range).
     pub fn region_name(&self, i: usize) -> &str {
         self.regions.get(i).map_or("", |r| r.name.as_str())
     }
 
+    /// Index of the region called `name`.
     pub fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.name == name)
     }

@@ -263,6 +263,7 @@ pub struct RegionConfig {
     #[serde(default)]
     pub vips: Vec<IpAddr>,
     #[serde(default)]
+    /// Its edges.
     pub edges: Vec<EdgeConfig>,
 }
 

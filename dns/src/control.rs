@@ -25,17 +25,22 @@ use crate::zone::Zones;
 
 /// A validated config with everything built from it that can fail.
 pub struct Loaded {
+    /// The configuration.
     pub config: Config,
+    /// Zone data built from it.
     pub zones: Arc<Zones>,
+    /// Its geolocation database, opened.
     pub geo: Option<Arc<GeoDb>>,
 }
 
 impl Loaded {
+    /// Loads a file and everything built from it.
     pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let config = Config::load(path)?;
         Loaded::from_config(config)
     }
 
+    /// Builds the zones and opens the geo database of a config.
     pub fn from_config(config: Config) -> anyhow::Result<Loaded> {
         let zones = Zones::build(&config.zones)?;
         let geo = GeoDb::open(&config.geo)?.map(Arc::new);
@@ -80,10 +85,16 @@ enum Msg {
 
 /// Where regions come from.
 pub enum Membership {
+    /// The `[[regions]]` of the config file.
     Static,
-    Cluster { seeds: Vec<String> },
+    /// Polled from the cluster API.
+    Cluster {
+        /// Node API addresses (`host:port`).
+        seeds: Vec<String>,
+    },
 }
 
+/// The control loop and the state it owns.
 pub struct Control {
     loaded: Loaded,
     /// Cancelled at shutdown: every task of the control loop ends.

@@ -16,9 +16,13 @@ use crate::config::{FieldError, GeoConfig};
 /// Where a client is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Location {
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// ISO 3166 country code, uppercase.
     pub country: Option<[u8; 2]>,
+    /// Continent code, uppercase.
     pub continent: Option<[u8; 2]>,
 }
 
@@ -45,6 +49,7 @@ pub struct Hit {
     pub family: u8,
     /// Data section offset; `None` when the address is not in the database.
     pub offset: Option<usize>,
+    /// Prefix length of the network the address was found in.
     pub prefix_len: u8,
 }
 
@@ -254,10 +259,15 @@ pub fn continent_of(country: [u8; 2]) -> Option<[u8; 2]> {
 /// One network of a generated database.
 #[derive(Debug, Clone)]
 pub struct GeoEntry {
+    /// Network.
     pub net: IpNet,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// ISO 3166 country code.
     pub country: String,
+    /// Continent code.
     pub continent: String,
 }
 

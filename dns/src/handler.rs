@@ -48,6 +48,7 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// A handler answering from the snapshots in `shared`.
     pub fn new(shared: Arc<Shared>) -> Handler {
         Handler { shared }
     }

@@ -23,10 +23,12 @@ use crate::ratelimit::{Decision, RateLimiter};
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     generation: AtomicU64,
+    /// Counters every engine updates.
     pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
+    /// Starts with `snapshot` (generation 1).
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -35,6 +37,7 @@ impl Shared {
         }
     }
 
+    /// The current snapshot.
     pub fn load(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
@@ -42,6 +45,7 @@ impl Shared {
             .clone()
     }
 
+    /// Replaces the snapshot; workers pick it up at their next query.
     pub fn store(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         self.generation.fetch_add(1, Ordering::Release);
@@ -73,6 +77,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Query state over the current snapshot of `shared`.
     pub fn new(shared: Arc<Shared>) -> Worker {
         let generation = shared.generation();
         let snap = shared.load();
@@ -122,6 +127,7 @@ impl Worker {
         }
     }
 
+    /// The snapshot this worker answers from.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snap
     }

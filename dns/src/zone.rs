@@ -14,8 +14,11 @@ use crate::wire::{self, rtype};
 /// Records of one type at one name, RDATA in wire form and decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RrSet {
+    /// Record type.
     pub rtype: u16,
+    /// TTL (the smallest of the records merged into the set).
     pub ttl: u32,
+    /// RDATA in uncompressed wire form.
     pub rdatas: Vec<Vec<u8>>,
     /// The same RDATA as hickory-proto values, in the same order.
     pub data: Vec<RData>,
@@ -64,9 +67,13 @@ pub struct Zone {
 }
 
 #[derive(Debug)]
+/// An in-zone name server with its addresses.
 pub struct Glue {
+    /// Its name, lowercased wire form.
     pub name: Vec<u8>,
+    /// The same name for hickory-proto records.
     pub owner: Name,
+    /// Its A and AAAA sets.
     pub sets: Vec<RrSet>,
 }
 
@@ -75,7 +82,9 @@ pub struct Glue {
 pub enum Lookup<'z> {
     /// Not inside any of our zones.
     Refused,
+    /// The name does not exist in this zone.
     NxDomain(&'z Zone),
+    /// The name exists, without data of the asked type.
     NoData(&'z Zone),
     /// Static data (including SOA and NS at the apex; CNAME for any type).
     Records(&'z Zone, &'z RrSet),
