@@ -455,11 +455,13 @@ impl Default for ClusterConfig {
     }
 }
 
-/// A config error naming the offending field, e.g. `zones[0].ns[1].addrs: ...`.
+/// A config error naming the offending field, e.g. `zones[0].ns[1].addrs: ...`: the one error
+/// type of reading a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct FieldError {
-    /// Path of the field in the file (`regions[2].lat`, `geo.overrides.country.DE`).
+    /// Path of the field in the file (`regions[2].lat`, `geo.overrides.country.DE`), or the
+    /// line and column when the text is not TOML at all.
     pub field: String,
     /// What is wrong with it.
     pub message: String,
@@ -497,11 +499,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates TOML text: syntax and type errors come from the TOML reader, all
-    /// others are [`FieldError`]s.
-    pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let raw: RawConfig = toml::from_str(text)?;
-        Ok(Config::try_from(raw)?)
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, FieldError> {
+        let document = toml::Deserializer::parse(text)
+            .map_err(|e| FieldError::new(location(text, &e), e.message()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+            let field = match e.path().to_string() {
+                root if root == "." => "top level".to_string(),
+                path => path,
+            };
+            let inner = e.inner();
+            FieldError::new(
+                field,
+                format!("{} ({})", inner.message(), location(text, inner)),
+            )
+        })?;
+        Config::try_from(raw)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -517,6 +530,15 @@ impl Config {
             self.cluster.cache = base.join(&self.cluster.cache);
         }
     }
+}
+
+/// "line L, column C" of where a TOML error starts.
+fn location(text: &str, e: &toml::de::Error) -> String {
+    let start = e.span().map_or(0, |s| s.start).min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}")
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -853,8 +875,9 @@ mod tests {
         let c = Config::parse(&batched).unwrap();
         assert_eq!(c.listen.udp_engine, UdpEngine::Batched);
         let bad = format!("[listen]\nudp_engine = \"fast\"\n{MINIMAL}");
-        let e = Config::parse(&bad).unwrap_err().to_string();
-        assert!(e.contains("udp_engine"), "{e}");
+        let e = Config::parse(&bad).unwrap_err();
+        assert_eq!(e.field, "listen.udp_engine");
+        assert!(e.message.ends_with("(line 2, column 14)"), "{e}");
     }
 
     #[test]
@@ -873,7 +896,18 @@ mod tests {
         assert!(e.contains("answer.k"), "{e}");
         let bad = format!("{MINIMAL}\n[answer]\nkk = 1\n");
         let e = Config::parse(&bad).unwrap_err().to_string();
-        assert!(e.contains("kk"), "{e}");
+        assert!(e.starts_with("answer.kk: unknown field `kk`"), "{e}");
+        let bad = MINIMAL.replace(r#"["127.0.0.53"]"#, "[53]");
+        let e = Config::parse(&bad).unwrap_err();
+        assert_eq!(e.field, "zones[0].ns[0].addrs[0]");
+        assert!(e.message.contains("expected IP address"), "{e}");
+        let e = Config::parse("[listen\n").unwrap_err();
+        assert_eq!(e.field, "line 1, column 8");
+        let e = Config::parse("").unwrap_err();
+        assert_eq!(
+            e.to_string().split(" (").next(),
+            Some("top level: missing field `zones`")
+        );
     }
 
     #[test]
