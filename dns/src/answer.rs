@@ -2,7 +2,7 @@
 //! zones, locates the client (ECS or source address), asks the Automap plan for addresses and
 //! writes the response (with TC when it does not fit the UDP payload).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -22,13 +22,16 @@ use crate::zone::{Glue, Lookup, RrSet, Zone, Zones};
 /// How the query arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Over UDP: rate limited, truncated to the payload size.
     Udp,
+    /// Over TCP: whole answers.
     Tcp,
 }
 
 /// What the rate limiter decided for this client (UDP only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
+    /// Answer normally.
     Pass,
     /// Answer with an empty truncated response so a real client retries over TCP.
     Slip,
@@ -37,8 +40,11 @@ pub enum Limit {
 /// Everything a query needs, swapped atomically on any change.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Zone data.
     pub zones: Arc<Zones>,
+    /// The geolocation database, if configured.
     pub geo: Option<Arc<GeoDb>>,
+    /// Which addresses each region answers with.
     pub plan: Plan,
     continent: HashMap<[u8; 2], usize>,
     country: HashMap<[u8; 2], usize>,
@@ -63,21 +69,14 @@ impl Snapshot {
         config: &Config,
     ) -> Snapshot {
         let plan = Plan::build(regions, &config.answer);
-        let code = |s: &str| -> Option<[u8; 2]> {
-            let b = s.as_bytes();
-            (b.len() == 2).then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
-        };
         let o = &config.geo.overrides;
-        let continent = o
-            .continent
-            .iter()
-            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
-            .collect();
-        let country = o
-            .country
-            .iter()
-            .filter_map(|(k, v)| Some((code(k)?, plan.region_index(v)?)))
-            .collect();
+        let by_code = |map: &BTreeMap<[u8; 2], String>| {
+            map.iter()
+                .filter_map(|(k, v)| Some((*k, plan.region_index(v)?)))
+                .collect()
+        };
+        let continent = by_code(&o.continent);
+        let country = by_code(&o.country);
         let mut subnets: Vec<(IpNet, usize)> = o
             .subnet
             .iter()
@@ -105,6 +104,7 @@ impl Snapshot {
 
 /// Per-worker mutable state: the output buffer, the RNG and a cache of decoded locations.
 pub struct Scratch {
+    /// The response being written (the batched engine sends it from here).
     pub out: Vec<u8>,
     rng: Rng,
     geo_cache: HashMap<Hit, Option<Location>>,
@@ -115,6 +115,7 @@ pub struct Scratch {
 const GEO_CACHE_MAX: usize = 65_536;
 
 impl Scratch {
+    /// Empty buffers and cache; `seed` starts the generator of weighted choices.
     pub fn new(seed: u64) -> Self {
         Scratch {
             out: Vec::with_capacity(4096),
@@ -128,20 +129,28 @@ impl Scratch {
 /// What happened, for metrics and logs. `send` false means: send nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
+    /// Whether a response is sent at all.
     pub send: bool,
+    /// Response code sent.
     pub rcode: Rcode,
+    /// Question type (0 when unparseable).
     pub qtype: u16,
     /// Region whose addresses were answered.
     pub region: Option<usize>,
+    /// Sent truncated (too large for UDP, or a rate-limit slip).
     pub truncated: bool,
 }
 
 /// A question for the engine, whichever parser read it (our `wire` codec or hickory-proto).
 #[derive(Debug, Clone, Copy)]
 pub struct Question<'a> {
+    /// The question name, lowercased.
     pub qname: &'a LowerName,
+    /// Question type.
     pub qtype: u16,
+    /// Question class.
     pub qclass: u16,
+    /// The OPT record, if the query had one.
     pub edns: Option<Edns>,
 }
 
@@ -159,8 +168,11 @@ impl<'a> From<&'a Query<'_>> for Question<'a> {
 /// What the zone data and the geo/load logic say about a question.
 #[derive(Debug)]
 pub struct Resolved<'s> {
+    /// Response code.
     pub rcode: Rcode,
+    /// AA flag: set for names inside our zones.
     pub authoritative: bool,
+    /// The records.
     pub body: Body<'s>,
     /// The client-subnet option to echo, with the scope the answer is valid for.
     pub client_subnet: Option<ClientSubnet>,
@@ -171,6 +183,7 @@ pub struct Resolved<'s> {
 /// The records of an answer.
 #[derive(Debug)]
 pub enum Body<'z> {
+    /// No records (REFUSED, BADVERS).
     Empty,
     /// NXDOMAIN or NODATA: the zone's SOA in the authority section.
     Negative(&'z Zone),
@@ -342,8 +355,11 @@ pub fn respond(
 
 /// The header fields of a query that its response repeats.
 pub trait QueryHeader {
+    /// Message ID.
     fn id(&self) -> u16;
+    /// RD flag.
     fn recursion_desired(&self) -> bool;
+    /// CD flag.
     fn checking_disabled(&self) -> bool;
     /// The question section as received.
     fn question(&self) -> &[u8];

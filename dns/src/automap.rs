@@ -13,11 +13,14 @@ use crate::geo::distance_km;
 pub enum EdgeState {
     /// Not probed successfully yet: not handed out.
     Unknown,
+    /// Passing its probes: handed out while it has spare capacity.
     Up,
+    /// Failing its probes: handed out only as a last resort, when no edge is available.
     Down,
 }
 
 impl EdgeState {
+    /// Lowercase name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             EdgeState::Unknown => "unknown",
@@ -30,24 +33,34 @@ impl EdgeState {
 /// Load an edge reports on its health endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Load {
+    /// Open viewer connections.
     pub connections: u64,
+    /// Connection capacity; 0 = not reported.
     pub max_connections: u64,
+    /// CPU utilisation, 0..1.
     pub cpu: f64,
+    /// Outgoing bits per second.
     pub egress_bps: u64,
     /// 0 = unlimited.
     pub max_egress_bps: u64,
+    /// Leaving: takes no new viewers.
     pub draining: bool,
 }
 
 /// An edge as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeView {
+    /// Edge name.
     pub name: String,
+    /// Addresses handed out.
     pub addrs: Vec<IpAddr>,
+    /// Probe state.
     pub state: EdgeState,
+    /// Last reported load.
     pub load: Option<Load>,
     /// Configured limits override what the edge reports.
     pub max_connections: Option<u64>,
+    /// Configured egress limit (bits per second).
     pub max_egress_bps: Option<u64>,
 }
 
@@ -88,25 +101,26 @@ impl EdgeView {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A region as the planner sees it.
 pub struct RegionView {
+    /// Region name.
     pub name: String,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// Virtual IPs handed out instead of edge addresses, if any.
     pub vips: Vec<IpAddr>,
+    /// Its edges.
     pub edges: Vec<EdgeView>,
-}
-
-impl RegionView {
-    /// A region is up while any of its edges is.
-    pub fn is_up(&self) -> bool {
-        self.edges.iter().any(|e| e.state == EdgeState::Up)
-    }
 }
 
 /// Address family of a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// IPv4 (A).
     V4,
+    /// IPv6 (AAAA).
     V6,
 }
 
@@ -158,11 +172,12 @@ pub struct Plan {
     pub degraded: Vec<Family>,
 }
 
-/// The addresses chosen for one answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The addresses chosen for one answer; the default is no address at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Choice {
     /// Region whose addresses are answered (None for least-bad / nothing).
     pub region: Option<usize>,
+    /// Addresses in answer order.
     pub addrs: Vec<IpAddr>,
 }
 
@@ -171,9 +186,11 @@ pub struct Choice {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -195,6 +212,7 @@ fn idx(f: Family) -> usize {
 }
 
 impl Plan {
+    /// Builds the plan for the current regions, edge states and loads.
     pub fn build(regions: &[RegionView], policy: &AnswerConfig) -> Plan {
         let hw = policy.high_water;
         let mut plans: Vec<RegionPlan> = regions
@@ -263,14 +281,17 @@ impl Plan {
         }
     }
 
+    /// Number of regions.
     pub fn region_count(&self) -> usize {
         self.regions.len()
     }
 
+    /// Name of region `i` ("" when out of range).
     pub fn region_name(&self, i: usize) -> &str {
         self.regions.get(i).map_or("", |r| r.name.as_str())
     }
 
+    /// Index of the region called `name`.
     pub fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.name == name)
     }
@@ -290,10 +311,7 @@ impl Plan {
     pub fn choose(&self, home: usize, family: Family, client_hash: u64, rng: &mut Rng) -> Choice {
         let fi = idx(family);
         let Some(h) = self.regions.get(home) else {
-            return Choice {
-                region: None,
-                addrs: Vec::new(),
-            };
+            return Choice::default();
         };
         let region = match &h.routes[fi] {
             Route::Local => home,
@@ -310,12 +328,7 @@ impl Plan {
                     addrs: addrs.clone(),
                 };
             }
-            Route::Nothing => {
-                return Choice {
-                    region: None,
-                    addrs: Vec::new(),
-                };
-            }
+            Route::Nothing => return Choice::default(),
         };
         let pool = &self.regions[region].pools[fi];
         Choice {
@@ -435,6 +448,23 @@ mod tests {
         }
     }
 
+    /// A region with one edge, named after it ("a" has "a1").
+    fn one_edge(
+        name: &str,
+        lat: f64,
+        lon: f64,
+        addr: &str,
+        state: EdgeState,
+        conns: u64,
+    ) -> RegionView {
+        region(
+            name,
+            lat,
+            lon,
+            vec![edge(&format!("{name}1"), addr, state, conns)],
+        )
+    }
+
     fn policy() -> AnswerConfig {
         AnswerConfig::default()
     }
@@ -498,25 +528,10 @@ mod tests {
     #[test]
     fn failed_region_spills_in_proportion_to_spare_capacity() {
         let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
-            ),
+            one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Down, 0),
             // b is nearest to a, but has little spare capacity
-            region(
-                "b",
-                48.0,
-                2.0,
-                vec![edge("b1", "127.0.2.1", EdgeState::Up, 65)],
-            ),
-            region(
-                "c",
-                40.0,
-                -74.0,
-                vec![edge("c1", "127.0.3.1", EdgeState::Up, 5)],
-            ),
+            one_edge("b", 48.0, 2.0, "127.0.2.1", EdgeState::Up, 65),
+            one_edge("c", 40.0, -74.0, "127.0.3.1", EdgeState::Up, 5),
         ];
         let plan = Plan::build(&r, &policy());
         let mut rng = Rng::new(1);
@@ -543,22 +558,9 @@ mod tests {
 
     #[test]
     fn full_region_spills_too_and_vips_replace_edges() {
-        let mut b = region(
-            "b",
-            48.0,
-            2.0,
-            vec![edge("b1", "127.0.2.1", EdgeState::Up, 10)],
-        );
+        let mut b = one_edge("b", 48.0, 2.0, "127.0.2.1", EdgeState::Up, 10);
         b.vips = vec!["127.0.2.100".parse().unwrap()];
-        let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Up, 99)],
-            ),
-            b,
-        ];
+        let r = vec![one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Up, 99), b];
         let plan = Plan::build(&r, &policy());
         let c = plan.choose(0, Family::V4, 0, &mut Rng::new(3));
         assert_eq!(c.region, Some(1));
@@ -568,12 +570,7 @@ mod tests {
     #[test]
     fn nothing_available_least_bad_or_fail_closed() {
         let r = vec![
-            region(
-                "a",
-                50.0,
-                8.0,
-                vec![edge("a1", "127.0.1.1", EdgeState::Down, 0)],
-            ),
+            one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Down, 0),
             region(
                 "b",
                 40.0,

@@ -88,7 +88,7 @@ pub fn parse_membership(body: &[u8]) -> Result<(Vec<RegionConfig>, Vec<String>),
         match validate_region(&region) {
             Ok(()) if !regions.iter().any(|x| x.name == region.name) => regions.push(region),
             Ok(()) => skipped.push(format!("region {}: listed twice", region.name)),
-            Err((f, m)) => skipped.push(format!("region {}: {f}: {m}", region.name)),
+            Err(e) => skipped.push(format!("region {}: {e}", region.name)),
         }
     }
     for n in doc.nodes {

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::answer::Snapshot;
 use crate::automap::{EdgeState, EdgeView, RegionView};
@@ -23,19 +25,24 @@ use crate::zone::Zones;
 
 /// A validated config with everything built from it that can fail.
 pub struct Loaded {
+    /// The configuration.
     pub config: Config,
+    /// Zone data built from it.
     pub zones: Arc<Zones>,
+    /// Its geolocation database, opened.
     pub geo: Option<Arc<GeoDb>>,
 }
 
 impl Loaded {
+    /// Loads a file and everything built from it.
     pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let config = Config::load(path)?;
         Loaded::from_config(config)
     }
 
+    /// Builds the zones and opens the geo database of a config.
     pub fn from_config(config: Config) -> anyhow::Result<Loaded> {
-        let zones = Zones::build(&config).map_err(|e| anyhow::anyhow!("zones: {e}"))?;
+        let zones = Zones::build(&config.zones)?;
         let geo = GeoDb::open(&config.geo)?.map(Arc::new);
         Ok(Loaded {
             config,
@@ -78,12 +85,21 @@ enum Msg {
 
 /// Where regions come from.
 pub enum Membership {
+    /// The `[[regions]]` of the config file.
     Static,
-    Cluster { seeds: Vec<String> },
+    /// Polled from the cluster API.
+    Cluster {
+        /// Node API addresses (`host:port`).
+        seeds: Vec<String>,
+    },
 }
 
+/// The control loop and the state it owns.
 pub struct Control {
     loaded: Loaded,
+    /// Cancelled at shutdown: every task of the control loop ends.
+    stop: CancellationToken,
+    tasks: TaskTracker,
     membership: Membership,
     regions: Vec<RegionConfig>,
     edges: HashMap<EdgeKey, EdgeRuntime>,
@@ -94,11 +110,14 @@ pub struct Control {
 }
 
 impl Control {
-    /// Builds the first snapshot (every edge unknown) so the drivers can start answering.
+    /// Builds the first snapshot (every edge unknown) so the drivers can start answering. The
+    /// tasks the loop starts are tracked by `tasks` and end when `stop` is cancelled.
     pub fn new(
         loaded: Loaded,
         membership: Membership,
         shared_metrics: Arc<crate::metrics::Metrics>,
+        stop: CancellationToken,
+        tasks: TaskTracker,
     ) -> (Control, Arc<Shared>) {
         let regions = match &membership {
             Membership::Static => loaded.config.regions.clone(),
@@ -125,6 +144,8 @@ impl Control {
         let (tx, rx) = mpsc::channel(1024);
         let control = Control {
             loaded,
+            stop,
+            tasks,
             membership,
             regions,
             edges: HashMap::new(),
@@ -136,26 +157,26 @@ impl Control {
         (control, shared)
     }
 
-    /// Runs forever.
+    /// Runs until the stop token is cancelled; the config watcher, the cluster watcher and the
+    /// probers are tracked tasks that end with it.
     pub async fn run(mut self, config_path: PathBuf) {
-        tokio::spawn(watch_config(
-            config_path,
-            self.tx.clone(),
-            self.shared.clone(),
-        ));
+        let watcher = watch_config(config_path, self.tx.clone(), self.shared.clone());
+        spawn_until_stopped(&self.stop, &self.tasks, watcher);
         if let Membership::Cluster { seeds } = &self.membership {
             let (ctx, mut crx) = mpsc::channel(16);
             let c = &self.loaded.config.cluster;
             let last = cluster::load_cache(&c.cache);
-            tokio::spawn(cluster::watch(
+            let watcher = cluster::watch(
                 seeds.clone(),
                 Duration::from_millis(c.poll_interval_ms),
                 c.cache.clone(),
                 last,
                 ctx,
-            ));
+            );
+            spawn_until_stopped(&self.stop, &self.tasks, watcher);
             let tx = self.tx.clone();
-            tokio::spawn(async move {
+            // Ends when the watcher has ended and dropped its sender.
+            self.tasks.spawn(async move {
                 while let Some(u) = crx.recv().await {
                     if tx.send(Msg::Cluster(u)).await.is_err() {
                         return;
@@ -167,10 +188,11 @@ impl Control {
         self.publish();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut dirty = false;
+        let stop = self.stop.clone();
         loop {
             tokio::select! {
                 msg = self.rx.recv() => {
-                    let Some(msg) = msg else { return };
+                    let Some(msg) = msg else { break };
                     dirty |= self.handle(msg);
                 }
                 _ = tick.tick() => {
@@ -179,8 +201,10 @@ impl Control {
                         dirty = false;
                     }
                 }
+                () = stop.cancelled() => break,
             }
         }
+        tracing::info!(probers = self.edges.len(), "control loop stopped");
     }
 
     /// Applies a message; true if the snapshot needs rebuilding.
@@ -269,7 +293,13 @@ impl Control {
             keep
         });
         for k in wanted.into_keys() {
-            let spawn = |k: &EdgeKey| spawn_prober(k.clone(), h.clone(), self.tx.clone());
+            let spawn = |k: &EdgeKey| {
+                spawn_until_stopped(
+                    &self.stop,
+                    &self.tasks,
+                    probe_forever(k.clone(), h.clone(), self.tx.clone()),
+                )
+            };
             match self.edges.get_mut(&k) {
                 Some(rt) if restart_all => rt.task = spawn(&k),
                 Some(_) => {}
@@ -375,19 +405,30 @@ fn views(regions: &[RegionConfig], trackers: &HashMap<EdgeKey, &Tracker>) -> Vec
         .collect()
 }
 
-fn spawn_prober(key: EdgeKey, h: HealthConfig, tx: mpsc::Sender<Msg>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(h.interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let timeout = Duration::from_millis(h.timeout_ms);
-        loop {
-            tick.tick().await;
-            let r = timed_probe(key.rtmp, key.http, timeout).await;
-            if tx.send(Msg::Probe(key.clone(), r)).await.is_err() {
-                return;
-            }
-        }
+/// Runs `task` as a task of `tasks` that is dropped when `stop` is cancelled.
+fn spawn_until_stopped(
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        stop.run_until_cancelled(task).await;
     })
+}
+
+/// Probes one edge every interval, until the control loop is gone.
+async fn probe_forever(key: EdgeKey, h: HealthConfig, tx: mpsc::Sender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(h.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = Duration::from_millis(h.timeout_ms);
+    loop {
+        tick.tick().await;
+        let r = timed_probe(key.rtmp, key.http, timeout).await;
+        if tx.send(Msg::Probe(key.clone(), r)).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {

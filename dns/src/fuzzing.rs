@@ -47,7 +47,7 @@ responses_per_second = 0
 /// A snapshot with two regions (one up, one down) and no geo database.
 pub fn snapshot() -> Snapshot {
     let config = Config::parse(CONFIG).unwrap_or_else(|e| unreachable!("built-in config: {e}"));
-    let zones = Zones::build(&config).unwrap_or_else(|e| unreachable!("built-in zones: {e}"));
+    let zones = Zones::build(&config.zones).unwrap_or_else(|e| unreachable!("built-in zones: {e}"));
     let edge = |name: &str, addr: &str, state| EdgeView {
         name: name.into(),
         addrs: vec![addr.parse().unwrap_or_else(|_| unreachable!())],

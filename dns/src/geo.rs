@@ -11,14 +11,18 @@ use maxminddb::Reader;
 use mmdb_writer::{IpVersion, Value, Writer};
 use serde::Deserialize;
 
-use crate::config::GeoConfig;
+use crate::config::{FieldError, GeoConfig};
 
 /// Where a client is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Location {
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// ISO 3166 country code, uppercase.
     pub country: Option<[u8; 2]>,
+    /// Continent code, uppercase.
     pub continent: Option<[u8; 2]>,
 }
 
@@ -45,6 +49,7 @@ pub struct Hit {
     pub family: u8,
     /// Data section offset; `None` when the address is not in the database.
     pub offset: Option<usize>,
+    /// Prefix length of the network the address was found in.
     pub prefix_len: u8,
 }
 
@@ -119,22 +124,34 @@ fn code2(s: Option<&str>) -> Option<[u8; 2]> {
 }
 
 impl GeoDb {
-    /// Opens the configured files; `None` when no database is configured.
-    pub fn open(config: &GeoConfig) -> anyhow::Result<Option<GeoDb>> {
-        let open = |p: &Path| -> anyhow::Result<Arc<Reader<Vec<u8>>>> {
-            Reader::open_readfile(p)
-                .map(Arc::new)
-                .map_err(|e| anyhow::anyhow!("geo database {}: {e}", p.display()))
+    /// Opens the configured files; `None` when no database is configured. An error names the
+    /// `[geo]` field of the file that cannot be opened.
+    pub fn open(config: &GeoConfig) -> Result<Option<GeoDb>, FieldError> {
+        let open = |field: &str, p: &Path| -> Result<Arc<Reader<Vec<u8>>>, FieldError> {
+            Reader::open_readfile(p).map(Arc::new).map_err(|e| {
+                FieldError::new(
+                    format!("geo.{field}"),
+                    format!("geo database {}: {e}", p.display()),
+                )
+            })
         };
         if let Some(city) = &config.city {
-            let r = open(city)?;
+            let r = open("city", city)?;
             return Ok(Some(GeoDb {
                 v4: Some(r.clone()),
                 v6: Some(r),
             }));
         }
-        let v4 = config.ipv4.as_deref().map(open).transpose()?;
-        let v6 = config.ipv6.as_deref().map(open).transpose()?;
+        let v4 = config
+            .ipv4
+            .as_deref()
+            .map(|p| open("ipv4", p))
+            .transpose()?;
+        let v6 = config
+            .ipv6
+            .as_deref()
+            .map(|p| open("ipv6", p))
+            .transpose()?;
         if v4.is_none() && v6.is_none() {
             return Ok(None);
         }
@@ -242,10 +259,15 @@ pub fn continent_of(country: [u8; 2]) -> Option<[u8; 2]> {
 /// One network of a generated database.
 #[derive(Debug, Clone)]
 pub struct GeoEntry {
+    /// Network.
     pub net: IpNet,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// ISO 3166 country code.
     pub country: String,
+    /// Continent code.
     pub continent: String,
 }
 
@@ -255,6 +277,8 @@ pub enum Layout {
     /// MaxMind GeoIP2 City: `location.latitude`, `country.iso_code`, `continent.code`.
     GeoIp2,
     /// DB-IP Lite (ip-location-db): flat `latitude`/`longitude` (f32) and `country_code`.
+    /// Only the tests write it, to check that such files are read right.
+    #[cfg(test)]
     DbIp,
 }
 
@@ -263,7 +287,9 @@ pub fn write_mmdb(path: &Path, layout: Layout, entries: &[GeoEntry]) -> anyhow::
     let v4_only = entries.iter().all(|e| matches!(e.net, IpNet::V4(_)));
     let (db_type, version) = match (layout, v4_only) {
         (Layout::GeoIp2, _) => ("GeoIP2-City", IpVersion::V6),
+        #[cfg(test)]
         (Layout::DbIp, true) => ("dbip-city-ipv4", IpVersion::V4),
+        #[cfg(test)]
         (Layout::DbIp, false) => ("dbip-city-ipv6", IpVersion::V6),
     };
     let mut w = Writer::builder(db_type).ip_version(version).build();
@@ -286,6 +312,7 @@ pub fn write_mmdb(path: &Path, layout: Layout, entries: &[GeoEntry]) -> anyhow::
                     Value::map([("code", Value::from(e.continent.as_str()))]),
                 ),
             ]),
+            #[cfg(test)]
             Layout::DbIp => Value::map([
                 ("latitude", Value::from(e.lat as f32)),
                 ("longitude", Value::from(e.lon as f32)),
@@ -336,7 +363,6 @@ pub fn write_demo_mmdb(path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GeoConfig;
 
     fn tmp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("skein-dns-geo-{}-{name}", std::process::id()))

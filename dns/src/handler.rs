@@ -30,6 +30,8 @@ use hickory_server::server::{
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::answer::{
     self, Body, Limit, Outcome, QueryHeader, Question, Resolved, udp_limit, write_response,
@@ -46,6 +48,7 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// A handler answering from the snapshots in `shared`.
     pub fn new(shared: Arc<Shared>) -> Handler {
         Handler { shared }
     }
@@ -398,11 +401,26 @@ pub async fn serve_message<R: ResponseHandler>(
 
 /// DNS over TCP: hickory-net's framing and hickory-server's idle timeout and response handle,
 /// around an accept loop of ours that holds at most `max` connections (hickory-server's
-/// `register_listener` accepts without limit) and closes further ones at once.
-pub async fn serve_tcp(listener: TcpListener, handler: Handler, max: usize, idle: Duration) {
+/// `register_listener` accepts without limit) and closes further ones at once. On `stop` the
+/// loop stops accepting and every connection ends after the query it is answering.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    handler: Handler,
+    max: usize,
+    idle: Duration,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
     let slots = Arc::new(Semaphore::new(max));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -416,11 +434,17 @@ pub async fn serve_tcp(listener: TcpListener, handler: Handler, max: usize, idle
             continue;
         };
         let handler = handler.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             let (stream, handle) = DnsTcpStream::from_stream(AsyncIoTokioAsStd(stream), peer);
             let mut messages = TimeoutStream::new(stream, idle);
-            while let Some(Ok(message)) = messages.next().await {
+            loop {
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    () = stop.cancelled() => break,
+                };
+                let Some(Ok(message)) = next else { break };
                 let (bytes, src) = message.into_parts();
                 let response = ResponseHandle::new(src, handle.clone(), Protocol::Tcp);
                 serve_message(&handler, bytes, src, Protocol::Tcp, response).await;
@@ -428,4 +452,10 @@ pub async fn serve_tcp(listener: TcpListener, handler: Handler, max: usize, idle
             drop(permit);
         });
     }
+    let open = max - slots.available_permits();
+    tracing::info!(
+        %addr,
+        open_connections = open,
+        "TCP stopped accepting; open connections close after their current query"
+    );
 }

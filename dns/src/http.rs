@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Largest response body we accept.
 const MAX_RESPONSE: usize = 4 << 20;
@@ -106,63 +108,86 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Serves GET requests with `handler(path) -> (status, content type, body)`.
-pub async fn serve<F>(listener: TcpListener, handler: F)
-where
+/// Serves GET requests with `handler(path) -> (status, content type, body)` until `stop`;
+/// connections still sending their request then are closed.
+pub async fn serve<F>(
+    listener: TcpListener,
+    handler: F,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) where
     F: Fn(&str) -> (u16, &'static str, String) + Send + Sync + Clone + 'static,
 {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let Ok((s, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let handler = handler.clone();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    let n = s.read(&mut chunk).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if find(&buf, b"\r\n\r\n").is_some() {
-                        return Some(());
-                    }
-                    if buf.len() > 16 * 1024 {
-                        return None;
-                    }
-                }
-            })
-            .await;
-            if !matches!(read, Ok(Some(()))) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let mut parts = line.split(' ');
-            let method = parts.next().unwrap_or_default();
-            let path = parts.next().unwrap_or_default();
-            let (status, ctype, body) = if method == "GET" {
-                handler(path)
-            } else {
-                (405, "text/plain", "method not allowed\n".to_string())
-            };
-            let reason = match status {
-                200 => "OK",
-                404 => "Not Found",
-                405 => "Method Not Allowed",
-                _ => "Error",
-            };
-            let head = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
+        connections.spawn(answer(s, handler, stop.clone()));
     }
+    tracing::info!(%addr, "HTTP server stopped");
+}
+
+/// Reads one request (at most 16 KiB, within 5 s, unless `stop` comes first) and writes the
+/// response.
+async fn answer<F>(mut s: TcpStream, handler: F, stop: CancellationToken)
+where
+    F: Fn(&str) -> (u16, &'static str, String),
+{
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let read_request = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if find(&buf, b"\r\n\r\n").is_some() {
+                return Some(());
+            }
+            if buf.len() > 16 * 1024 {
+                return None;
+            }
+        }
+    });
+    let read = tokio::select! {
+        read = read_request => read,
+        () = stop.cancelled() => return,
+    };
+    if !matches!(read, Ok(Some(()))) {
+        return;
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    let (status, ctype, body) = if method == "GET" {
+        handler(path)
+    } else {
+        (405, "text/plain", "method not allowed\n".to_string())
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body.as_bytes()).await;
+    let _ = s.shutdown().await;
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@ use crate::ratelimit::{Decision, RateLimiter};
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     generation: AtomicU64,
+    /// Counters every engine updates.
     pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
+    /// Starts with `snapshot` (generation 1).
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Shared {
         Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -35,6 +37,7 @@ impl Shared {
         }
     }
 
+    /// The current snapshot.
     pub fn load(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
@@ -42,6 +45,7 @@ impl Shared {
             .clone()
     }
 
+    /// Replaces the snapshot; workers pick it up at their next query.
     pub fn store(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         self.generation.fetch_add(1, Ordering::Release);
@@ -73,6 +77,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Query state over the current snapshot of `shared`.
     pub fn new(shared: Arc<Shared>) -> Worker {
         let generation = shared.generation();
         let snap = shared.load();
@@ -122,6 +127,7 @@ impl Worker {
         }
     }
 
+    /// The snapshot this worker answers from.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snap
     }
@@ -232,6 +238,8 @@ mod batched {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use tokio_util::sync::CancellationToken;
+
     use super::{Shared, Worker};
     use crate::answer::{Transport, respond};
 
@@ -323,13 +331,20 @@ mod batched {
         }
     }
 
-    /// Serves one UDP socket on the calling thread, forever.
-    pub fn udp_worker(sock: UdpSocket, shared: Arc<Shared>) {
+    /// How long a worker waits for a query before it checks whether it should stop.
+    const STOP_CHECK: Duration = Duration::from_millis(200);
+
+    /// Serves one UDP socket on the calling thread until `stop` is cancelled.
+    pub fn udp_worker(sock: UdpSocket, shared: Arc<Shared>, stop: CancellationToken) {
+        // A receive timeout, so that an idle worker still sees `stop`.
+        if let Err(e) = sock.set_read_timeout(Some(STOP_CHECK)) {
+            tracing::warn!(error = %e, "udp worker cannot set a receive timeout; while idle it will not see a shutdown");
+        }
         let metrics = shared.metrics.clone();
         let mut worker = Worker::new(shared);
         let mut b = Batch::new();
         let fd = sock.as_raw_fd();
-        loop {
+        while !stop.is_cancelled() {
             b.arm_receive();
             // SAFETY: every header points into `b`, which outlives the call; BATCH entries.
             let n = unsafe {
@@ -343,9 +358,14 @@ mod batched {
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::warn!(error = %e, "udp receive failed");
-                    std::thread::sleep(Duration::from_millis(10));
+                match e.kind() {
+                    // The receive timeout passed without a query.
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {}
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        tracing::warn!(error = %e, "udp receive failed");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
                 continue;
             }
@@ -384,6 +404,7 @@ mod batched {
             }
             send_all(fd, &mut b.msgs_out[..ready]);
         }
+        tracing::debug!(addr = ?sock.local_addr().ok(), "udp worker stopped");
     }
 
     /// `sendmmsg` until every message is sent; a message the kernel refuses is skipped.

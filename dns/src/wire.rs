@@ -82,7 +82,6 @@ pub struct Edns {
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
     pub id: u16,
-    pub opcode: u8,
     pub recursion_desired: bool,
     pub checking_disabled: bool,
     /// The question section as received (name, type, class), copied verbatim into the answer.
@@ -301,7 +300,6 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, ParseError> {
     }
     Ok(Query {
         id,
-        opcode,
         recursion_desired: rd,
         checking_disabled: cd,
         question,
@@ -501,14 +499,6 @@ impl<'b> ResponseWriter<'b> {
             None => self.buf.extend_from_slice(&0u16.to_be_bytes()),
         }
         self.counts[2] = self.counts[2].saturating_add(1);
-    }
-
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 
     /// Writes the section counts into the header.

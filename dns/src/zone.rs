@@ -4,21 +4,21 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{
-    BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
-};
+use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
-use crate::config::{Config, StaticRecord, ZoneConfig, relative_name};
+use crate::config::{FieldError, ZoneConfig};
 use crate::wire::{self, rtype};
 
 /// Records of one type at one name, RDATA in wire form and decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RrSet {
+    /// Record type.
     pub rtype: u16,
+    /// TTL (the smallest of the records merged into the set).
     pub ttl: u32,
+    /// RDATA in uncompressed wire form.
     pub rdatas: Vec<Vec<u8>>,
     /// The same RDATA as hickory-proto values, in the same order.
     pub data: Vec<RData>,
@@ -58,8 +58,8 @@ pub struct Zone {
     pub apex: Vec<u8>,
     /// Number of labels of the apex (owner of the SOA in negative answers).
     pub apex_labels: usize,
+    /// The SOA set (also at the apex node), for negative answers.
     pub soa: RrSet,
-    pub ns: RrSet,
     /// TTL for the SOA in negative answers (RFC 2308: min of SOA TTL and MINIMUM).
     pub negative_ttl: u32,
     /// In-zone NS names (wire form and as a hickory name) with their A/AAAA glue.
@@ -67,9 +67,13 @@ pub struct Zone {
 }
 
 #[derive(Debug)]
+/// An in-zone name server with its addresses.
 pub struct Glue {
+    /// Its name, lowercased wire form.
     pub name: Vec<u8>,
+    /// The same name for hickory-proto records.
     pub owner: Name,
+    /// Its A and AAAA sets.
     pub sets: Vec<RrSet>,
 }
 
@@ -78,7 +82,9 @@ pub struct Glue {
 pub enum Lookup<'z> {
     /// Not inside any of our zones.
     Refused,
+    /// The name does not exist in this zone.
     NxDomain(&'z Zone),
+    /// The name exists, without data of the asked type.
     NoData(&'z Zone),
     /// Static data (including SOA and NS at the apex; CNAME for any type).
     Records(&'z Zone, &'z RrSet),
@@ -95,23 +101,22 @@ pub struct Zones {
 }
 
 impl Zones {
-    pub fn build(config: &Config) -> Result<Zones, String> {
-        let mut zones = Zones::default();
-        for z in &config.zones {
-            zones.add_zone(z)?;
+    /// Builds the zone data of a checked config; what remains to be found wrong here (a CNAME
+    /// beside other data, a service name with static addresses) is reported against the zone.
+    pub fn build(zones: &[ZoneConfig]) -> Result<Zones, FieldError> {
+        let mut built = Zones::default();
+        for (i, z) in zones.iter().enumerate() {
+            built
+                .add_zone(z)
+                .map_err(|m| FieldError::new(format!("zones[{i}]"), m))?;
         }
-        Ok(zones)
+        Ok(built)
     }
 
     fn add_zone(&mut self, z: &ZoneConfig) -> Result<(), String> {
-        let apex = wire::name_from_str(&z.origin)?;
-        let first_ns =
-            z.ns.first()
-                .ok_or_else(|| format!("zone {}: no NS", z.origin))?;
-        let mname = wire::name_from_str(z.soa.mname.as_deref().unwrap_or(&first_ns.name))?;
-        let rname = wire::name_from_str(&z.soa.rname)?;
-        let mut soa_rdata = mname;
-        soa_rdata.extend_from_slice(&rname);
+        let apex = z.origin.clone();
+        let mut soa_rdata = z.soa.mname.clone();
+        soa_rdata.extend_from_slice(&z.soa.rname);
         for v in [
             z.soa.serial,
             z.soa.refresh,
@@ -129,46 +134,38 @@ impl Zones {
         self.apex_index.insert(apex.clone(), zone_idx);
         self.node(&apex, &apex).rrsets.push(soa.clone());
         for n in &z.ns {
-            let name = wire::name_from_str(&n.name)?;
-            ns.push(name.clone())?;
-            if wire::is_subdomain(&name, &apex) {
+            ns.push(n.name.clone())?;
+            if wire::is_subdomain(&n.name, &apex) {
                 let sets = address_rrsets(&n.addrs, z.ns_ttl)?;
-                let node = self.node(&name, &apex);
+                let node = self.node(&n.name, &apex);
                 for s in &sets {
                     if !node.rrsets.iter().any(|r| r.rtype == s.rtype) {
                         node.rrsets.push(s.clone());
                     }
                 }
-                let owner = Name::from_ascii(wire::name_to_string(&name))
-                    .map_err(|e| format!("{}: {e}", n.name))?;
-                glue.push(Glue { name, owner, sets });
+                let display = wire::name_to_string(&n.name);
+                let owner = Name::from_ascii(&display).map_err(|e| format!("{display}: {e}"))?;
+                glue.push(Glue {
+                    name: n.name.clone(),
+                    owner,
+                    sets,
+                });
             }
         }
-        self.node(&apex, &apex).rrsets.push(ns.clone());
-        for s in &z.services {
-            let name = relative_name(s, &z.origin)?;
-            self.node(&name, &apex).service = true;
+        self.node(&apex, &apex).rrsets.push(ns);
+        for name in &z.services {
+            self.node(name, &apex).service = true;
         }
         for r in &z.records {
-            let (owner, rtype_, rdata) = static_rdata(r, &z.origin)?;
-            if !wire::is_subdomain(&owner, &apex) {
-                return Err(format!("record {} is not inside {}", r.name, z.origin));
-            }
-            let node = self.node(&owner, &apex);
-            match node.rrsets.iter_mut().find(|s| s.rtype == rtype_) {
+            let node = self.node(&r.owner, &apex);
+            match node.rrsets.iter_mut().find(|s| s.rtype == r.rtype) {
                 Some(set) => {
-                    if owner == apex && (rtype_ == rtype::SOA || rtype_ == rtype::NS) {
-                        return Err(format!(
-                            "record {} {}: SOA and NS at the apex come from [zones.soa] and [zones.ns]",
-                            r.name, r.rtype
-                        ));
-                    }
                     set.ttl = set.ttl.min(r.ttl);
-                    set.push(rdata)?;
+                    set.push(r.rdata.clone())?;
                 }
                 None => {
-                    let mut set = RrSet::new(rtype_, r.ttl);
-                    set.push(rdata)?;
+                    let mut set = RrSet::new(r.rtype, r.ttl);
+                    set.push(r.rdata.clone())?;
                     node.rrsets.push(set);
                 }
             }
@@ -201,7 +198,6 @@ impl Zones {
             apex,
             negative_ttl: z.soa.ttl.min(z.soa.minimum),
             soa,
-            ns,
             glue,
         });
         Ok(())
@@ -290,31 +286,10 @@ fn address_rrsets(addrs: &[IpAddr], ttl: u32) -> Result<Vec<RrSet>, String> {
         .collect())
 }
 
-/// Parses a static record to (owner, type, RDATA wire bytes) using hickory-proto's
-/// presentation-format parser.
-pub fn static_rdata(r: &StaticRecord, origin: &str) -> Result<(Vec<u8>, u16, Vec<u8>), String> {
-    let owner = relative_name(&r.name, origin).map_err(|e| format!("name: {e}"))?;
-    let rt = RecordType::from_str(&r.rtype.to_ascii_uppercase())
-        .map_err(|e| format!("type {:?}: {e}", r.rtype))?;
-    if matches!(
-        rt,
-        RecordType::OPT | RecordType::ANY | RecordType::AXFR | RecordType::IXFR
-    ) {
-        return Err(format!("type {} cannot be a static record", r.rtype));
-    }
-    let rdata = RData::try_from_str(rt, &r.data).map_err(|e| format!("data {:?}: {e}", r.data))?;
-    let mut buf = Vec::new();
-    let mut enc = BinEncoder::new(&mut buf);
-    enc.set_name_encoding(NameEncoding::Uncompressed);
-    rdata
-        .emit(&mut enc)
-        .map_err(|e| format!("data {:?}: {e}", r.data))?;
-    Ok((owner, u16::from(rt), buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn zones() -> Zones {
         let c = Config::parse(
@@ -333,7 +308,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Zones::build(&c).unwrap()
+        Zones::build(&c.zones).unwrap()
     }
 
     fn name(s: &str) -> wire::LowerName {
@@ -341,6 +316,28 @@ mod tests {
         p.extend(wire::name_from_str(s).unwrap());
         p.extend([0, 1, 0, 1]);
         wire::parse_query(&p).unwrap().qname
+    }
+
+    #[test]
+    fn conflicts_are_reported_against_the_zone() {
+        let c = Config::parse(
+            r#"
+            [[zones]]
+            origin = "example.com"
+            soa = { rname = "hostmaster.example.com" }
+            ns = [{ name = "ns.other.net" }]
+            [[zones]]
+            origin = "example.org"
+            services = ["live"]
+            soa = { rname = "hostmaster.example.org" }
+            ns = [{ name = "ns.other.net" }]
+            records = [{ name = "live", type = "CNAME", data = "x.example.com." }]
+            "#,
+        )
+        .unwrap();
+        let e = Zones::build(&c.zones).unwrap_err();
+        assert_eq!(e.field, "zones[1]");
+        assert!(e.message.contains("live.example.org.: a CNAME"), "{e}");
     }
 
     #[test]
@@ -399,26 +396,5 @@ mod tests {
             Lookup::Records(_, set) => assert_eq!(set.rtype, rtype::SOA),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn static_rdata_is_uncompressed_wire() {
-        let r = StaticRecord {
-            name: "x".into(),
-            rtype: "mx".into(),
-            ttl: 1,
-            data: "10 mail.example.com.".into(),
-        };
-        let (owner, t, rdata) = static_rdata(&r, "example.com").unwrap();
-        assert_eq!(owner, wire::name_from_str("x.example.com").unwrap());
-        assert_eq!(t, rtype::MX);
-        let mut want = vec![0, 10];
-        want.extend(wire::name_from_str("mail.example.com").unwrap());
-        assert_eq!(rdata, want);
-        let bad = StaticRecord {
-            data: "not-a-number mail.".into(),
-            ..r
-        };
-        assert!(static_rdata(&bad, "example.com").is_err());
     }
 }

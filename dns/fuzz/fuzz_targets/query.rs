@@ -6,8 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use skein_dns::answer::Scratch;
-use skein_dns::fuzzing::Harness;
+use skein_dns::{Harness, Scratch};
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -123,6 +123,23 @@ impl DnsServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` and waits up to `within` for the process to exit; `None` if it is still
+    /// running then (it is killed on drop).
+    pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<ExitStatus> {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
@@ -409,6 +426,6 @@ pub fn with_engine(config: &str, engine: &str) -> String {
 /// Writes the demo MMDB into `dir` and returns its path.
 pub fn demo_mmdb(dir: &Path) -> PathBuf {
     let p = dir.join("geo.mmdb");
-    skein_dns::geo::write_demo_mmdb(&p).expect("write mmdb");
+    skein_dns::write_demo_mmdb(&p).expect("write mmdb");
     p
 }
