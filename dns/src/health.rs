@@ -146,12 +146,28 @@ pub async fn probe(
     let rtmp_check = tokio::time::timeout(timeout, rtmp_probe(rtmp));
     let http_check = tokio::time::timeout(timeout, http::get(health, "/api/v1/health"));
     let (r, h) = tokio::join!(rtmp_check, http_check);
-    r.map_err(|_| format!("rtmp {rtmp}: timeout"))??;
-    let resp = h.map_err(|_| format!("health {health}: timeout"))??;
-    if resp.status != 200 {
-        return Err(format!("health {health}: HTTP {}", resp.status));
+    let rtmp_result = r
+        .map_err(|_| format!("rtmp {rtmp}: timeout"))
+        .and_then(|checked| checked);
+    let health_result = h
+        .map_err(|_| format!("health {health}: timeout"))
+        .and_then(|answered| answered)
+        .and_then(|resp| match resp.status {
+            200 => parse_health(&resp.body).map_err(|e| format!("health {health}: {e}")),
+            status => Err(format!("health {health}: HTTP {status}")),
+        });
+    combine(rtmp_result, health_result)
+}
+
+/// One probe's verdict from its two checks. A node that says it is draining is taken at its
+/// word even when its RTMP check failed: a stopping node closes its listeners right after
+/// telling, and the answer must leave it out at once, not after `fall` failed probes.
+fn combine(rtmp: Result<(), String>, health: Result<Load, String>) -> Result<Load, String> {
+    match (rtmp, health) {
+        (_, Ok(load)) if load.draining => Ok(load),
+        (Err(e), _) => Err(e),
+        (Ok(()), health) => health,
     }
-    parse_health(&resp.body).map_err(|e| format!("health {health}: {e}"))
 }
 
 /// A probe result with its duration.
@@ -174,6 +190,19 @@ pub async fn timed_probe(rtmp: SocketAddr, health: SocketAddr, timeout: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draining_answer_counts_even_when_the_rtmp_check_failed() {
+        let draining = Load {
+            draining: true,
+            ..Load::default()
+        };
+        let refused = || Err::<(), _>("rtmp: connection refused".to_owned());
+        assert!(combine(refused(), Ok(draining)).unwrap().draining);
+        assert!(combine(refused(), Ok(Load::default())).is_err());
+        assert!(combine(Ok(()), Err("health: timeout".into())).is_err());
+        assert!(!combine(Ok(()), Ok(Load::default())).unwrap().draining);
+    }
 
     fn ok() -> Result<Load, String> {
         Ok(Load::default())

@@ -2,13 +2,11 @@
 //! run against both UDP engines (hickory-server with our handler, and the batched engine);
 //! TCP is hickory-server's in both.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{DnsServer, TestEdge, config, demo_mmdb, temp_dir, with_engine};
+use skein_tests::dns::{DnsServer, TestEdge, config, demo_mmdb, temp_dir, with_engine};
 
 /// One `#[test]` per UDP engine for a test function taking the engine name.
 macro_rules! both_engines {

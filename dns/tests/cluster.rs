@@ -1,7 +1,5 @@
 //! Membership from a (fake) cluster API, the on-disk cache, and `check-config`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener};
 use std::process::Command;
@@ -10,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{DnsServer, TestEdge, config, demo_mmdb, temp_dir};
+use skein_tests::dns::{DnsServer, TestEdge, config, demo_mmdb, temp_dir};
 
 /// Serves `GET /api/v1/cluster` with whatever JSON is in `body`; stops on drop.
 struct FakeCluster {
@@ -155,9 +153,9 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
 
 #[test]
 fn check_config_accepts_the_example_and_names_bad_fields() {
-    let exe = env!("CARGO_BIN_EXE_skein-dns");
+    let exe = skein_tests::binary("skein-dns");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/skein-dns.toml");
-    let ok = Command::new(exe)
+    let ok = Command::new(&exe)
         .args(["check-config", example])
         .output()
         .expect("run");
@@ -174,7 +172,7 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         .expect("example")
         .replace("high_water = 0.85", "high_water = 1.5");
     std::fs::write(&bad, text).expect("write");
-    let out = Command::new(exe)
+    let out = Command::new(&exe)
         .args(["check-config", bad.to_str().expect("utf8")])
         .output()
         .expect("run");
@@ -184,7 +182,7 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
 
     // the demo database generator
     let mmdb = dir.join("demo.mmdb");
-    let out = Command::new(exe)
+    let out = Command::new(&exe)
         .args(["gen-demo-mmdb", "--out", mmdb.to_str().expect("utf8")])
         .output()
         .expect("run");

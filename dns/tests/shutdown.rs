@@ -1,12 +1,10 @@
 //! Graceful shutdown of the real binary: after SIGTERM or SIGINT it stops every task and exits
 //! with status 0 within the grace period, even with idle connections open.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{DnsServer, TestEdge, config, with_engine};
+use skein_tests::dns::{DnsServer, TestEdge, config, with_engine};
 
 /// The bound the server promises (its shutdown grace), plus slack for a loaded test machine.
 const EXIT_WITHIN: Duration = Duration::from_secs(7);
@@ -59,6 +57,6 @@ fn sigterm_stops_the_batched_engine() {
 fn sigint_stops_it_too_with_a_cluster_watcher_running() {
     // Nothing listens on the seed: the watcher keeps polling (and failing) until the signal,
     // while the static regions stay in force.
-    let seed = format!("127.0.0.1:{}", common::free_port("127.0.0.1"));
+    let seed = format!("127.0.0.1:{}", skein_tests::free_port("127.0.0.1"));
     stops_cleanly("hickory", libc::SIGINT, "SIGINT", &["--cluster", &seed]);
 }

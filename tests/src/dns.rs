@@ -1,15 +1,18 @@
-//! A running `skein-dns` on loopback, and `dig` as its client: the real DNS peer the tests
-//! ask.
+//! A running `skein-dns` on loopback and `dig` as its client (the real DNS peer the tests ask),
+//! a test edge that speaks the RTMP handshake and the health JSON, and config builders. Every
+//! process and task is killed on drop.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::{binary, free_port, http_request};
 
-/// A fresh directory for one server's config, cache and log.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -120,6 +123,23 @@ impl DnsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends `signal` and waits up to `within` for the process to exit; `None` if it is still
+    /// running then (it is killed on drop).
+    pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<ExitStatus> {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for DnsServer {
@@ -222,4 +242,184 @@ fn parse_dig(text: &str) -> Dig {
         }
     }
     d
+}
+
+/// A fake edge: RTMP handshake responder and `/api/v1/health` with a settable load. Runs on
+/// its own threads; `kill()` (or drop) closes both listeners.
+pub struct TestEdge {
+    pub ip: String,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl TestEdge {
+    /// Starts on ports the kernel picks, so parallel tests never race for a port.
+    pub fn start(ip: &str) -> TestEdge {
+        Self::start_on(ip, 0, 0)
+    }
+
+    pub fn start_on(ip: &str, rtmp_port: u16, http_port: u16) -> TestEdge {
+        let connections = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rtmp = TcpListener::bind((ip, rtmp_port)).expect("bind rtmp");
+        let http = TcpListener::bind((ip, http_port)).expect("bind http");
+        let rtmp_port = rtmp.local_addr().expect("rtmp addr").port();
+        let http_port = http.local_addr().expect("http addr").port();
+        rtmp.set_nonblocking(true).expect("nonblocking");
+        http.set_nonblocking(true).expect("nonblocking");
+        let t1 = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                accept_loop(rtmp, stop, |mut s| {
+                    let mut c0c1 = [0u8; 1537];
+                    if s.read_exact(&mut c0c1).is_err() || c0c1[0] != 3 {
+                        return;
+                    }
+                    let mut reply = vec![3u8];
+                    reply.extend_from_slice(&[0u8; 1536]); // S1
+                    reply.extend_from_slice(&c0c1[1..]); // S2 echoes C1
+                    let _ = s.write_all(&reply);
+                })
+            })
+        };
+        let t2 = {
+            let stop = stop.clone();
+            let conns = connections.clone();
+            let name = format!("{ip}:{rtmp_port}");
+            thread::spawn(move || {
+                accept_loop(http, stop, move |mut s| {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 512];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = format!(
+                        r#"{{"status":"ok","node":"{name}","connections":{},"max_connections":100,"cpu":0.1,"egress_bps":0,"max_egress_bps":0,"draining":false}}"#,
+                        conns.load(Ordering::Relaxed)
+                    );
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                })
+            })
+        };
+        TestEdge {
+            ip: ip.to_string(),
+            rtmp_port,
+            http_port,
+            connections,
+            stop,
+            threads: vec![t1, t2],
+        }
+    }
+
+    /// TOML inline table for this edge.
+    pub fn toml(&self, name: &str) -> String {
+        format!(
+            r#"{{ name = "{name}", addrs = ["{}"], rtmp_port = {}, http_port = {} }}"#,
+            self.ip, self.rtmp_port, self.http_port
+        )
+    }
+
+    pub fn set_connections(&self, n: u64) {
+        self.connections.store(n, Ordering::Relaxed);
+    }
+
+    pub fn kill(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Starts again on the same ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = TestEdge::start_on(&self.ip, self.rtmp_port, self.http_port);
+        again
+            .connections
+            .store(self.connections.load(Ordering::Relaxed), Ordering::Relaxed);
+        *self = again;
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>, handle: impl Fn(TcpStream) + Send + 'static) {
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                handle(s);
+            }
+            Err(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Minimal config text shared by the tests: zone example.com, service "live", two regions.
+pub fn config(regions: &str, extra: &str) -> String {
+    format!(
+        r#"
+[listen]
+udp = ["127.0.0.1:@PORT@"]
+tcp = ["127.0.0.1:@PORT@"]
+metrics = "127.0.0.1:@METRICS@"
+udp_workers = 2
+
+[[zones]]
+origin = "example.com"
+services = ["live"]
+soa = {{ rname = "hostmaster.example.com", serial = 7, minimum = 30 }}
+ns = [{{ name = "ns1.example.com", addrs = ["127.0.0.53", "::1"] }}, {{ name = "ns2.example.net" }}]
+
+[health]
+interval_ms = 200
+fall = 2
+rise = 2
+timeout_ms = 300
+
+{extra}
+
+{regions}
+"#
+    )
+}
+
+/// The same config served by the given UDP engine ("hickory" or "batched").
+pub fn with_engine(config: &str, engine: &str) -> String {
+    config.replacen(
+        "udp_workers = 2\n",
+        &format!("udp_workers = 2\nudp_engine = \"{engine}\"\n"),
+        1,
+    )
+}
+
+/// Writes the demo MMDB into `dir` (with `skein-dns gen-demo-mmdb`) and returns its path.
+pub fn demo_mmdb(dir: &Path) -> PathBuf {
+    let p = dir.join("geo.mmdb");
+    let out = Command::new(binary("skein-dns"))
+        .args(["gen-demo-mmdb", "--out"])
+        .arg(&p)
+        .output()
+        .expect("run skein-dns gen-demo-mmdb");
+    assert!(
+        out.status.success(),
+        "gen-demo-mmdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
 }
