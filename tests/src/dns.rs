@@ -5,13 +5,13 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{binary, free_port, http_request};
+use crate::{Process, binary, free_port, http_request};
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -25,7 +25,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A running skein-dns; killed on drop.
 pub struct DnsServer {
-    child: Child,
+    process: Process,
     pub port: u16,
     pub metrics_port: u16,
     pub dir: PathBuf,
@@ -50,18 +50,18 @@ impl DnsServer {
             .replace("@DIR@", &dir.display().to_string());
         std::fs::write(&path, text).expect("write config");
         let log = std::fs::File::create(dir.join("skein-dns.log")).expect("log file");
-        let child = Command::new(binary("skein-dns"))
-            .arg("--config")
-            .arg(&path)
-            .args(extra_args)
-            .arg("--log")
-            .arg("skein_dns=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start skein-dns");
+        let process = Process::spawn(
+            Command::new(binary("skein-dns"))
+                .arg("--config")
+                .arg(&path)
+                .args(extra_args)
+                .arg("--log")
+                .arg("skein_dns=debug")
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
         let s = DnsServer {
-            child,
+            process,
             port,
             metrics_port,
             dir,
@@ -119,26 +119,16 @@ impl DnsServer {
             .unwrap_or_default()
     }
 
+    /// SIGKILL.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Sends `signal` and waits up to `within` for the process to exit; `None` if it is still
     /// running then (it is killed on drop).
     pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<ExitStatus> {
-        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
-        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.process.signal(signal);
+        self.process.wait_exit(within)
     }
 }
 

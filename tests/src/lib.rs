@@ -37,15 +37,34 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Process(pub Child);
 
 impl Process {
+    /// Starts `command`; panics if it cannot be started.
     pub fn spawn(command: &mut Command) -> Self {
         Self(command.spawn().expect("start child process"))
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.0.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        cluster::wait_child(&mut self.0, within)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.kill();
     }
 }
 

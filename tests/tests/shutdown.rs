@@ -5,13 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use skein_node::client::{RtmpClient, RtmpUrl};
 use skein_node::rtmp::ClientEvent;
-use skein_tests::cluster::{wait_child, wait_for};
+use skein_tests::cluster::wait_for;
 use skein_tests::dns::DnsServer;
 use skein_tests::media::publish;
 use skein_tests::node::NodeProcess;
@@ -154,15 +153,8 @@ fn sigterm_drains_an_edge_then_ends_its_viewers_cleanly() {
                 .unwrap_or_else(|_| panic!("a viewer ({viewer} or the other) never played"));
         }
 
-        let pid = stopping.process.0.id().to_string();
+        stopping.process.signal(libc::SIGTERM);
         let signalled = Instant::now();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
         let gone = wait_for(
             "the stopping edge out of the answers",
             Duration::from_secs(10),
@@ -179,11 +171,11 @@ fn sigterm_drains_an_edge_then_ends_its_viewers_cleanly() {
         );
         flv.join().unwrap()
     });
-    let status = {
-        let mut stopping = stopping;
-        wait_child(&mut stopping.process.0, Duration::from_secs(10))
-            .expect("edge still running 10 s after SIGTERM")
-    };
+    let mut stopping = stopping;
+    let status = stopping
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .expect("edge still running 10 s after SIGTERM");
     assert!(status.success(), "edge exited with {status}");
 
     let (codes, got_media) = rtmp.join().unwrap();
