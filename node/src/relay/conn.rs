@@ -22,6 +22,10 @@ pub enum RelayError {
         /// What failed, for logs.
         why: String,
     },
+    /// The cluster registry has no such node (yet, or any more): nothing to connect to, and
+    /// no reason to take the node for dead.
+    #[error("node {0} is not in the cluster registry")]
+    UnknownPeer(NodeId),
     /// The peer sent nothing (not even a keep-alive), or took nothing, for this long.
     #[error("peer silent for more than {0:?}")]
     Timeout(Duration),

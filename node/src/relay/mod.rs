@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use skein_raft::{Cluster, NodeId, StreamLoad};
+use skein_raft::{Cluster, ClusterError, NodeId, StreamLoad};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -190,6 +190,8 @@ impl Relay {
         let open = self.cluster.open_relay(node);
         let stream = match tokio::time::timeout(self.settings.timeout, open).await {
             Ok(Ok(stream)) => stream,
+            // Not a dead peer: nothing to route around, only a stale view of the registry.
+            Ok(Err(ClusterError::UnknownNode(_))) => return Err(RelayError::UnknownPeer(node)),
             Ok(Err(e)) => {
                 return Err(RelayError::Connect {
                     node,

@@ -259,3 +259,27 @@ async fn a_batch_is_bounded_and_stops_after_an_unpublish() {
     let media: usize = batches.iter().map(Vec::len).sum::<usize>() - 1;
     assert_eq!(media, BATCH, "every frame before the unpublish, once");
 }
+
+#[test]
+fn only_a_silent_or_unreachable_peer_counts_as_lost() {
+    use super::RelayError;
+    use crate::hub::FeedEnd;
+    let lost = [
+        RelayError::Connect {
+            node: 2,
+            why: "connection refused".into(),
+        },
+        RelayError::Timeout(Duration::from_millis(750)),
+        RelayError::Closed,
+        RelayError::Read("reset".into()),
+        RelayError::Write("stopped".into()),
+    ];
+    assert!(lost.iter().all(RelayError::peer_lost));
+    let not_lost = [
+        RelayError::UnknownPeer(2),
+        RelayError::Refused("no such stream".into()),
+        RelayError::Wire(super::wire::WireError::UnknownKind(0x7f)),
+        RelayError::Feed(FeedEnd::TooSlow),
+    ];
+    assert!(!not_lost.iter().any(RelayError::peer_lost));
+}
