@@ -1,6 +1,7 @@
 //! `/api/v1/cluster*` and `/api/v1/relay`: what `skein status`, `skein token create`,
 //! `skein leave`, `skein remove` and `skein-dns` talk to.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use skein_raft::JoinInfo;
 
 use super::api::{ApiError, authorize};
 use crate::server::context::Node;
@@ -66,23 +68,25 @@ pub async fn create_token(
     let ca_hash = skein_raft::pki::ca_hash_pem(&ca_pem)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let status = link.cluster.status().await;
-    let mut seeds: Vec<String> = status
+    let mut seeds: Vec<SocketAddr> = status
         .nodes
         .iter()
         .filter(|n| status.voters.contains(&n.id))
-        .map(|n| n.internal_addr.to_string())
+        .map(|n| n.internal_addr)
         .collect();
     seeds.sort();
     tracing::info!(ttl_secs = ttl.as_secs(), "join token created");
+    let join = JoinInfo {
+        token,
+        ca_hash,
+        seeds,
+    };
     Ok(Json(json!({
-        "token": token.to_string(),
+        "token": join.token.to_string(),
         "ttl_secs": ttl.as_secs(),
-        "ca_hash": ca_hash,
-        "seeds": seeds,
-        "command": format!(
-            "skein join {} --token {token} --ca-hash {ca_hash} --region REGION",
-            seeds.join(",")
-        ),
+        "ca_hash": join.ca_hash,
+        "seeds": join.seeds,
+        "command": join.command("REGION"),
     }))
     .into_response())
 }
