@@ -5,12 +5,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, init_tracing, wait_state};
+use common::{config, init_tracing, join, shutdown_all, start, wait_state};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use skein_raft::Cluster;
 use skein_raft::transport::{ALPN_RAFT, ALPN_RELAY};
 
 /// Trusts any server: the attacker side does not care who it talks to.
@@ -93,9 +92,8 @@ async fn try_stream(endpoint: &quinn::Endpoint, target: std::net::SocketAddr, al
 async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), Duration::from_secs(600))
-        .await
-        .expect("init");
+    let (mut nodes, info) = start(dir.path(), &["eu"]).await;
+    let first = nodes.remove(0);
     let mut listener = first.relay_listener().expect("listener");
     assert!(first.relay_listener().is_none(), "only one listener");
     let target = info.seeds[0];
@@ -114,14 +112,7 @@ async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() 
     assert!(nothing.is_err(), "no relay stream may reach the media node");
 
     // A member can: node 2 opens a relay stream to node 1, which sees node 2's id.
-    let second = Cluster::join(
-        config(dir.path(), 2, "us"),
-        &info.seeds,
-        &info.token.to_string(),
-        &info.ca_hash,
-    )
-    .await
-    .expect("join");
+    let second = join(config(dir.path(), 2, "us"), &info).await;
     let mut rx = second.state();
     wait_state(&mut rx, "node 1 known to node 2", |s| {
         s.nodes.contains_key(&1)
@@ -140,6 +131,5 @@ async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() 
     assert_eq!(got, b"flv-bytes");
 
     endpoint.close(0u32.into(), b"");
-    second.shutdown().await;
-    first.shutdown().await;
+    shutdown_all(vec![second, first]).await;
 }
