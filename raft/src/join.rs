@@ -59,13 +59,13 @@ pub(crate) async fn join(
 ) -> Result<(), ClusterError> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)?;
+    if identity::is_member(&dir)? {
+        return Ok(());
+    }
     let mut identity = identity::read_identity(&dir)?.unwrap_or_else(|| Identity {
         uuid: Uuid::new_v4(),
         ..Identity::default()
     });
-    if identity.node_id.is_some() && dir.join(NODE_CERT).exists() {
-        return Ok(());
-    }
     let pinned = pki::parse_ca_hash(ca_hash)?;
     JoinToken::parse(token).map_err(ClusterError::Invalid)?;
     identity::write_identity(&dir, &identity)?;

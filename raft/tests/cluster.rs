@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{TTL, config, init_tracing, join, shutdown_all, start, wait_state};
+use common::{TTL, config, init_tracing, join, start, wait_state};
 use skein_raft::{Cluster, ClusterError, RaftRole};
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most 60 s.
@@ -73,7 +73,9 @@ async fn init_and_five_joins_spread_voters_over_regions() {
     let json = serde_json::to_value(&status).expect("json");
     assert!(json["nodes"][0]["public_addr"]["rtmp"].is_string());
     assert!(json["regions"][0]["name"].is_string());
-    shutdown_all(nodes).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +125,9 @@ async fn leader_killed_then_new_leader_and_join_succeeds() {
     let mut rx = joined.state();
     wait_state(&mut rx, "new node registered", |s| s.nodes.contains_key(&4)).await;
     joined.shutdown().await;
-    shutdown_all(nodes).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

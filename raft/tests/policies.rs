@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TTL, config, init_tracing, join, shutdown_all, start, wait_state};
+use common::{TTL, config, init_tracing, join, start, wait_state};
 use skein_raft::{Cluster, NodeHealth};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +36,9 @@ async fn origin_is_replaced_when_it_stops_heartbeating() {
         .set_origin_target(1)
         .await
         .expect("write after origin loss");
-    shutdown_all(nodes).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +56,9 @@ async fn force_new_cluster_recovers_a_lost_majority() {
         s.voters.len() == 3 && !s.voters_changing
     })
     .await;
-    shutdown_all(others).await;
+    for n in others {
+        n.shutdown().await;
+    }
     first.shutdown().await;
 
     // Only node 1 comes back: without recovery it can never win an election.

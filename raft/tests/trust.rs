@@ -5,11 +5,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, init_tracing, join, shutdown_all, start, wait_state};
+use common::{config, init_tracing, join, start, wait_state};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use skein_raft::PeerFailure;
 use skein_raft::transport::{ALPN_RAFT, ALPN_RELAY};
 
 /// Trusts any server: the attacker side does not care who it talks to.
@@ -131,5 +132,26 @@ async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() 
     assert_eq!(got, b"flv-bytes");
 
     endpoint.close(0u32.into(), b"");
-    shutdown_all(vec![second, first]).await;
+
+    // Failures say what they mean for the peer: unknown is not dead.
+    let unknown = second
+        .open_relay(99)
+        .await
+        .err()
+        .expect("node 99 is unknown");
+    assert_eq!(unknown.peer_failure(), Some(PeerFailure::Unknown));
+    first.shutdown().await;
+    let dead = tokio::time::timeout(Duration::from_secs(30), async {
+        // Until node 2 has seen the close, its cached connection still opens streams.
+        loop {
+            match second.open_relay(1).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("open_relay to a stopped node fails");
+    assert!(dead.is_unreachable(), "stopped node: {dead}");
+    second.shutdown().await;
 }

@@ -82,13 +82,6 @@ pub async fn start(dir: &Path, regions: &[&str]) -> (Vec<Cluster>, JoinInfo) {
     (nodes, info)
 }
 
-/// Shuts every node down, one after the other.
-pub async fn shutdown_all(nodes: Vec<Cluster>) {
-    for n in nodes {
-        n.shutdown().await;
-    }
-}
-
 /// Sets up test logging once (filtered by `RUST_LOG`).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
