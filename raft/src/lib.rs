@@ -1,19 +1,45 @@
 //! Skein cluster control plane: membership, regions, origin pool and voters through Raft.
 //!
-//! The entry point is [`Cluster`]: [`Cluster::init`] bootstraps, [`Cluster::join`] joins with
-//! a token and a pinned CA hash, [`Cluster::open`] restarts from the data directory. The
-//! committed [`ClusterState`] is watched with [`Cluster::state`]; [`Cluster::status`] returns
-//! the JSON-serialisable [`ClusterStatus`]. Routing uses [`ring::Ring`] over
-//! [`ClusterState::live_origins`]. Relay streams between nodes: [`Cluster::relay_listener`] and
-//! [`Cluster::open_relay`]. See `docs/cluster.md` for the design.
+//! The entry point is [`Cluster`], configured by [`ClusterConfig`]: [`Cluster::init`]
+//! bootstraps (and hands back a [`JoinInfo`]), [`Cluster::join`] joins with a [`JoinToken`] and
+//! a pinned CA hash, [`Cluster::open`] restarts from the data directory. Changes go through
+//! [`Cluster::write`] as a [`Command`]. The committed [`ClusterState`] is watched with
+//! [`Cluster::state`]; [`Cluster::status`] returns the JSON-serialisable [`ClusterStatus`].
+//! Routing uses [`ring::Ring`] over [`ClusterState::live_origins`]. Media relay streams between
+//! nodes: [`Cluster::relay_listener`] ([`RelayListener`]) and [`Cluster::open_relay`]
+//! ([`RelayStream`]); a failure says what it means for the peer through
+//! [`ClusterError::peer_failure`] ([`PeerFailure`]). See `docs/cluster.md` for the design.
+//!
+//! Module layout:
+//! - public data: [`types`] (node, region, load and settings types), [`state`] (the replicated
+//!   state and its commands), [`status`], [`ring`] (origin routing), [`token`] (join tokens),
+//!   [`policy`] (the leader's pure decisions), [`pki`] (CA, node certificates, CA hashes),
+//!   [`error`] (errors and peer failure classes), [`transport`] (the cluster transport: the
+//!   QUIC endpoint shared by Raft, joins and relay, and its ALPNs);
+//! - the node: `cluster` (the [`Cluster`] handle), `config` ([`ClusterConfig`]), `inner` (the
+//!   state the handle, server and loops share), `identity` (files in the data directory),
+//!   `join` (both sides of a join), `server` (serving the cluster transport), `leader`
+//!   (heartbeat and policy loops), `forward` (reaching the leader), `relay` (relay streams);
+//! - Raft plumbing: `network` (openraft over the cluster transport), `rpc` (its messages),
+//!   `store` (log and state machine on redb), `typecfg` (openraft types).
+
+#![warn(missing_docs)]
 
 mod cluster;
+mod config;
 pub mod error;
+mod forward;
+mod identity;
+mod inner;
+mod join;
+mod leader;
 mod network;
 pub mod pki;
 pub mod policy;
+mod relay;
 pub mod ring;
 mod rpc;
+mod server;
 pub mod state;
 pub mod status;
 mod store;
@@ -22,8 +48,11 @@ pub mod transport;
 mod typecfg;
 pub mod types;
 
-pub use cluster::{Cluster, ClusterConfig, JoinInfo, RelayListener, RelayStream};
-pub use error::ClusterError;
+pub use cluster::Cluster;
+pub use config::ClusterConfig;
+pub use error::{ClusterError, PeerFailure, TlsError, TransportError};
+pub use join::JoinInfo;
+pub use relay::{RelayListener, RelayStream};
 pub use state::{ClusterState, Command, CommandResult};
 pub use status::{ClusterStatus, NodeStatus, OriginPoolStatus, RaftRole};
 pub use token::JoinToken;

@@ -1,4 +1,4 @@
-//! openraft's network over QUIC: one cached connection per peer, one bi-stream per RPC.
+//! openraft's network over the cluster transport: one cached connection per peer, one bi-stream per RPC.
 
 use std::future::Future;
 use std::io;
@@ -13,9 +13,9 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 
-use crate::error::ClusterError;
+use crate::error::TransportError;
 use crate::rpc::{Request, Response};
-use crate::transport::{self, ALPN_RAFT, Transport};
+use crate::transport::{self, ALPN_RAFT, ClusterTransport};
 use crate::typecfg::{TypeConfig, Vote};
 use crate::types::NodeId;
 
@@ -23,7 +23,7 @@ type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
 /// Creates [`Peer`] clients for openraft.
 pub(crate) struct Network {
-    pub(crate) transport: Arc<Transport>,
+    pub(crate) transport: Arc<ClusterTransport>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -43,7 +43,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// Client side of the Raft RPC to one peer.
 pub(crate) struct Peer {
-    transport: Arc<Transport>,
+    transport: Arc<ClusterTransport>,
     target: NodeId,
     addr: Result<SocketAddr, String>,
 }
@@ -51,29 +51,13 @@ pub(crate) struct Peer {
 /// Sends `req` to the node `target` at `addr`, checking that the certificate it answers with
 /// carries `target`'s id.
 pub(crate) async fn send(
-    transport: &Transport,
+    transport: &ClusterTransport,
     target: NodeId,
     addr: SocketAddr,
     req: &Request,
     timeout: Duration,
-) -> Result<Response, ClusterError> {
-    let conn = transport.connection(addr, ALPN_RAFT).await?;
-    let server_id = conn
-        .peer_identity()
-        .and_then(|i| {
-            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .and_then(|c| {
-            c.first()
-                .and_then(|c| crate::pki::node_id_from_cert(c.as_ref()))
-        });
-    if server_id != Some(target) {
-        transport.forget(addr, ALPN_RAFT);
-        return Err(ClusterError::Transport(format!(
-            "{addr} is node {server_id:?}, not node {target}"
-        )));
-    }
+) -> Result<Response, TransportError> {
+    let conn = transport.connect_node(target, addr, ALPN_RAFT).await?;
     let r = transport::call(&conn, req, timeout).await;
     if r.is_err() {
         transport.forget(addr, ALPN_RAFT);

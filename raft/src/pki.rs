@@ -18,10 +18,6 @@ use crate::types::NodeId;
 /// TLS server name every node certificate is valid for.
 pub const SERVER_NAME: &str = "skein-node";
 
-fn tls(e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Tls(e.to_string())
-}
-
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -48,12 +44,12 @@ pub(crate) fn parse_ca_hash(s: &str) -> Result<[u8; 32], ClusterError> {
 
 /// Certificate PEM → DER.
 pub(crate) fn cert_der(pem: &str) -> Result<CertificateDer<'static>, ClusterError> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(tls)
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(ClusterError::tls)
 }
 
 /// Private key PEM → DER.
 pub(crate) fn key_der(pem: &str) -> Result<PrivateKeyDer<'static>, ClusterError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(tls)
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(ClusterError::tls)
 }
 
 /// `sha256:` hash of a PEM certificate.
@@ -69,32 +65,35 @@ fn validity(params: &mut CertificateParams, years: i64) {
 
 /// New cluster CA: `(cert_pem, key_pem)`.
 pub(crate) fn generate_ca() -> Result<(String, String), ClusterError> {
-    let key = KeyPair::generate().map_err(tls)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+    let key = KeyPair::generate().map_err(ClusterError::tls)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(ClusterError::tls)?;
     params
         .distinguished_name
         .push(DnType::CommonName, "skein cluster CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params, 20);
-    let cert = params.self_signed(&key).map_err(tls)?;
+    let cert = params.self_signed(&key).map_err(ClusterError::tls)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// New node private key (PEM). It never leaves the node.
 pub(crate) fn generate_node_key() -> Result<String, ClusterError> {
-    Ok(KeyPair::generate().map_err(tls)?.serialize_pem())
+    Ok(KeyPair::generate()
+        .map_err(ClusterError::tls)?
+        .serialize_pem())
 }
 
 /// CSR (PEM) for the node key.
 pub(crate) fn make_csr(key_pem: &str) -> Result<String, ClusterError> {
-    let key = KeyPair::from_pem(key_pem).map_err(tls)?;
-    let params = CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(tls)?;
+    let key = KeyPair::from_pem(key_pem).map_err(ClusterError::tls)?;
+    let params =
+        CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(ClusterError::tls)?;
     params
         .serialize_request(&key)
-        .map_err(tls)?
+        .map_err(ClusterError::tls)?
         .pem()
-        .map_err(tls)
+        .map_err(ClusterError::tls)
 }
 
 /// Signs a CSR for `node`. Only the CSR's public key is used: names, usages and validity are
@@ -109,10 +108,11 @@ pub(crate) fn sign_csr(
         .map_err(|e| ClusterError::Invalid(format!("bad CSR: {e}")))?;
     let csr = CertificateSigningRequestParams::from_der(&csr_der)
         .map_err(|e| ClusterError::Invalid(format!("bad CSR: {e}")))?;
-    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(tls)?;
-    let issuer = Issuer::from_ca_cert_der(&cert_der(ca_cert_pem)?, ca_key).map_err(tls)?;
-    let mut params =
-        CertificateParams::new(vec![SERVER_NAME.to_string(), node_dns_name(node)]).map_err(tls)?;
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(ClusterError::tls)?;
+    let issuer =
+        Issuer::from_ca_cert_der(&cert_der(ca_cert_pem)?, ca_key).map_err(ClusterError::tls)?;
+    let mut params = CertificateParams::new(vec![SERVER_NAME.to_string(), node_dns_name(node)])
+        .map_err(ClusterError::tls)?;
     params
         .distinguished_name
         .push(DnType::CommonName, format!("skein node {node}"));
@@ -124,7 +124,7 @@ pub(crate) fn sign_csr(
     validity(&mut params, 10);
     Ok(params
         .signed_by(&csr.public_key, &issuer)
-        .map_err(tls)?
+        .map_err(ClusterError::tls)?
         .pem())
 }
 

@@ -1,4 +1,6 @@
-//! The internal QUIC endpoint: mutual TLS from the cluster CA, one ALPN per purpose.
+//! The cluster transport: the one QUIC endpoint of a node, shared by Raft RPC and control
+//! messages ([`ALPN_RAFT`]), the join handshake ([`ALPN_JOIN`]) and the media relay
+//! ([`ALPN_RELAY`]). Mutual TLS from the cluster CA; one ALPN per purpose.
 //!
 //! Client certificates are *optional* at the TLS layer only because a joining node has none
 //! yet; after the handshake every connection that is not `skein-join/1` must carry a verified
@@ -24,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::error::ClusterError;
+use crate::error::{ClusterError, TransportError};
 use crate::pki::{self, SERVER_NAME};
 use crate::types::NodeId;
 
@@ -38,15 +40,8 @@ pub const ALPN_RELAY: &[u8] = b"skein-relay/1";
 /// Largest message accepted on a control stream (snapshots included).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
-/// Application close code for connections without a cluster certificate.
-pub(crate) const CLOSE_NO_CERT: u32 = 0x5c01;
-
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls(e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Tls(e.to_string())
 }
 
 fn transport_config() -> Arc<TransportConfig> {
@@ -67,7 +62,9 @@ pub(crate) struct NodeTls {
 impl NodeTls {
     fn roots(&self) -> Result<RootCertStore, ClusterError> {
         let mut roots = RootCertStore::empty();
-        roots.add(pki::cert_der(&self.ca_cert_pem)?).map_err(tls)?;
+        roots
+            .add(pki::cert_der(&self.ca_cert_pem)?)
+            .map_err(ClusterError::tls)?;
         Ok(roots)
     }
 
@@ -84,16 +81,17 @@ impl NodeTls {
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
                 .allow_unauthenticated()
                 .build()
-                .map_err(tls)?;
+                .map_err(ClusterError::tls)?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(p)
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls)?
+            .map_err(ClusterError::tls)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain()?, pki::key_der(&self.key_pem)?)
-            .map_err(tls)?;
+            .map_err(ClusterError::tls)?;
         cfg.alpn_protocols = vec![ALPN_RAFT.to_vec(), ALPN_JOIN.to_vec(), ALPN_RELAY.to_vec()];
-        let mut sc =
-            ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(cfg).map_err(tls)?));
+        let mut sc = ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(cfg).map_err(ClusterError::tls)?,
+        ));
         sc.transport_config(transport_config());
         Ok(sc)
     }
@@ -101,12 +99,14 @@ impl NodeTls {
     fn client_config(&self, alpn: &[u8]) -> Result<ClientConfig, ClusterError> {
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls)?
+            .map_err(ClusterError::tls)?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain()?, pki::key_der(&self.key_pem)?)
-            .map_err(tls)?;
+            .map_err(ClusterError::tls)?;
         cfg.alpn_protocols = vec![alpn.to_vec()];
-        let mut cc = ClientConfig::new(Arc::new(QuicClientConfig::try_from(cfg).map_err(tls)?));
+        let mut cc = ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(cfg).map_err(ClusterError::tls)?,
+        ));
         cc.transport_config(transport_config());
         Ok(cc)
     }
@@ -135,12 +135,14 @@ impl PinnedCaVerifier {
     pub(crate) fn client_config(self: &Arc<Self>) -> Result<ClientConfig, ClusterError> {
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls)?
+            .map_err(ClusterError::tls)?
             .dangerous()
             .with_custom_certificate_verifier(self.clone())
             .with_no_client_auth();
         cfg.alpn_protocols = vec![ALPN_JOIN.to_vec()];
-        let mut cc = ClientConfig::new(Arc::new(QuicClientConfig::try_from(cfg).map_err(tls)?));
+        let mut cc = ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(cfg).map_err(ClusterError::tls)?,
+        ));
         cc.transport_config(transport_config());
         Ok(cc)
     }
@@ -212,18 +214,22 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-/// The node's QUIC endpoint and its outgoing connection cache (one per peer and ALPN).
-pub(crate) struct Transport {
+/// The node's cluster transport: its QUIC endpoint and the outgoing connection cache (one per
+/// peer and ALPN).
+pub(crate) struct ClusterTransport {
     pub(crate) endpoint: Endpoint,
     raft: ClientConfig,
     relay: ClientConfig,
     conns: Mutex<HashMap<(SocketAddr, &'static [u8]), Connection>>,
 }
 
-impl Transport {
+impl ClusterTransport {
     /// Binds the internal address. A socket still draining from a previous run of this node
     /// (same process) is waited for, for up to 5 s.
-    pub(crate) async fn bind(addr: SocketAddr, tls: &NodeTls) -> Result<Transport, ClusterError> {
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        tls: &NodeTls,
+    ) -> Result<ClusterTransport, ClusterError> {
         let mut attempts = 0;
         let endpoint = loop {
             match Endpoint::server(tls.server_config()?, addr) {
@@ -232,10 +238,10 @@ impl Transport {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(ClusterError::Transport(format!("bind {addr}: {e}"))),
+                Err(source) => return Err(TransportError::Bind { addr, source }.into()),
             }
         };
-        Ok(Transport {
+        Ok(ClusterTransport {
             endpoint,
             raft: tls.client_config(ALPN_RAFT)?,
             relay: tls.client_config(ALPN_RELAY)?,
@@ -243,12 +249,32 @@ impl Transport {
         })
     }
 
-    /// A live connection to `addr` for `alpn` (raft or relay), reused across calls.
-    pub(crate) async fn connection(
+    /// A live connection to node `node` at `addr` for `alpn` (raft or relay), reused across
+    /// calls; the certificate the peer answers with must carry `node`'s id.
+    pub(crate) async fn connect_node(
+        &self,
+        node: NodeId,
+        addr: SocketAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, TransportError> {
+        let conn = self.connection(addr, alpn).await?;
+        let presented = peer_node_id(&conn);
+        if presented != Some(node) {
+            self.forget(addr, alpn);
+            return Err(TransportError::WrongPeer {
+                addr,
+                expected: node,
+                presented,
+            });
+        }
+        Ok(conn)
+    }
+
+    async fn connection(
         &self,
         addr: SocketAddr,
         alpn: &'static [u8],
-    ) -> Result<Connection, ClusterError> {
+    ) -> Result<Connection, TransportError> {
         if let Some(c) = self.conns.lock().get(&(addr, alpn))
             && c.close_reason().is_none()
         {
@@ -262,9 +288,9 @@ impl Transport {
         let conn = self
             .endpoint
             .connect_with(cfg.clone(), addr, SERVER_NAME)
-            .map_err(|e| ClusterError::Transport(format!("connect {addr}: {e}")))?
+            .map_err(|source| TransportError::Connect { addr, source })?
             .await
-            .map_err(|e| ClusterError::Transport(format!("connect {addr}: {e}")))?;
+            .map_err(|source| TransportError::Connection { addr, source })?;
         self.conns.lock().insert((addr, alpn), conn.clone());
         Ok(conn)
     }
@@ -275,7 +301,7 @@ impl Transport {
     }
 }
 
-/// Node id from the verified client certificate of an accepted connection.
+/// Node id from the verified certificate of the other side of a connection.
 pub(crate) fn peer_node_id(conn: &Connection) -> Option<NodeId> {
     let identity = conn.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
@@ -295,34 +321,37 @@ pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
     conn: &Connection,
     req: &Req,
     timeout: Duration,
-) -> Result<Resp, ClusterError> {
+) -> Result<Resp, TransportError> {
     let work = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(terr)?;
+        let (mut send, mut recv) =
+            conn.open_bi()
+                .await
+                .map_err(|source| TransportError::Connection {
+                    addr: conn.remote_address(),
+                    source,
+                })?;
         write_msg(&mut send, req).await?;
         read_msg(&mut recv).await
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| ClusterError::Transport(format!("no answer within {timeout:?}")))?
+        .map_err(|_| TransportError::Timeout(timeout))?
 }
 
+/// Writes one message and ends the stream.
 pub(crate) async fn write_msg<T: Serialize>(
     send: &mut SendStream,
     msg: &T,
-) -> Result<(), ClusterError> {
-    let bytes = serde_json::to_vec(msg).map_err(|e| ClusterError::Transport(e.to_string()))?;
-    send.write_all(&bytes).await.map_err(terr)?;
-    send.finish().map_err(terr)?;
+) -> Result<(), TransportError> {
+    send.write_all(&serde_json::to_vec(msg)?).await?;
+    send.finish()?;
     Ok(())
 }
 
+/// Reads one message up to the end of the stream.
 pub(crate) async fn read_msg<T: DeserializeOwned>(
     recv: &mut RecvStream,
-) -> Result<T, ClusterError> {
-    let bytes = recv.read_to_end(MAX_MESSAGE).await.map_err(terr)?;
-    serde_json::from_slice(&bytes).map_err(|e| ClusterError::Transport(format!("bad message: {e}")))
-}
-
-fn terr(e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Transport(e.to_string())
+) -> Result<T, TransportError> {
+    let bytes = recv.read_to_end(MAX_MESSAGE).await?;
+    Ok(serde_json::from_slice(&bytes)?)
 }

@@ -3,35 +3,34 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{config, init_tracing, wait_state};
+use common::{TTL, config, init_tracing, join, start, wait_state};
 use skein_raft::{Cluster, ClusterError, RaftRole};
 
-const TTL: Duration = Duration::from_secs(600);
+/// Polls `f` every 100 ms until it returns `Some`, for at most 60 s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_and_five_joins_spread_voters_over_regions() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
-        .await
-        .expect("init");
-    assert_eq!(first.node_id(), 1);
+    let (nodes, info) = start(dir.path(), &["eu", "us", "ap", "eu", "sa", "af"]).await;
+    assert_eq!(nodes[0].node_id(), 1);
     assert!(info.command("us").starts_with("skein join 127.0.3.1:"));
-    let mut nodes = vec![first];
-    for (i, region) in ["us", "ap", "eu", "sa", "af"].iter().enumerate() {
-        let host = i as u8 + 2;
-        let c = Cluster::join(
-            config(dir.path(), host, region),
-            &info.seeds,
-            &info.token.to_string(),
-            &info.ca_hash,
-        )
-        .await
-        .expect("join");
-        nodes.push(c);
-    }
     let ids: BTreeSet<u64> = nodes.iter().map(Cluster::node_id).collect();
     assert_eq!(ids, (1..=6).collect());
 
@@ -83,21 +82,7 @@ async fn init_and_five_joins_spread_voters_over_regions() {
 async fn leader_killed_then_new_leader_and_join_succeeds() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
-        .await
-        .expect("init");
-    let mut nodes = vec![first];
-    for (host, region) in [(2, "us"), (3, "ap")] {
-        let c = Cluster::join(
-            config(dir.path(), host, region),
-            &info.seeds,
-            &info.token.to_string(),
-            &info.ca_hash,
-        )
-        .await
-        .expect("join");
-        nodes.push(c);
-    }
+    let (mut nodes, info) = start(dir.path(), &["eu", "us", "ap"]).await;
     let mut rx = nodes[0].state();
     wait_state(&mut rx, "3 voters", |s| {
         s.voters.len() == 3 && !s.voters_changing
@@ -120,7 +105,7 @@ async fn leader_killed_then_new_leader_and_join_succeeds() {
     nodes.remove(idx).shutdown().await;
 
     let survivor = &nodes[0];
-    let new_leader = common::eventually("new leader", || async {
+    let new_leader = eventually("new leader", || async {
         survivor
             .leader()
             .filter(|l| *l != leader && nodes.iter().all(|n| n.leader() == Some(*l)))
@@ -153,14 +138,7 @@ async fn restart_rejoins_with_its_identity() {
         .await
         .expect("init");
     let cfg2 = config(dir.path(), 2, "us");
-    let second = Cluster::join(
-        cfg2.clone(),
-        &info.seeds,
-        &info.token.to_string(),
-        &info.ca_hash,
-    )
-    .await
-    .expect("join");
+    let second = join(cfg2.clone(), &info).await;
     assert_eq!(second.node_id(), 2);
     let mut rx = second.state();
     wait_state(&mut rx, "node 2 replicated", |s| s.nodes.contains_key(&2)).await;
@@ -173,9 +151,7 @@ async fn restart_rejoins_with_its_identity() {
     again.shutdown().await;
 
     // Repeating the join command is idempotent.
-    let again = Cluster::join(cfg2, &info.seeds, &info.token.to_string(), &info.ca_hash)
-        .await
-        .expect("repeated join");
+    let again = join(cfg2, &info).await;
     assert_eq!(again.node_id(), 2);
     let mut rx = first.state();
     let s = wait_state(&mut rx, "node 2 up again", |s| s.nodes.len() == 2).await;

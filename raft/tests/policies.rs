@@ -2,32 +2,14 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{config, init_tracing, wait_state};
+use common::{TTL, config, init_tracing, join, start, wait_state};
 use skein_raft::{Cluster, NodeHealth};
-
-const TTL: Duration = Duration::from_secs(600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_is_replaced_when_it_stops_heartbeating() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), TTL)
-        .await
-        .expect("init");
-    let mut nodes = vec![first];
-    for (host, region) in [(2, "us"), (3, "ap")] {
-        let c = Cluster::join(
-            config(dir.path(), host, region),
-            &info.seeds,
-            &info.token.to_string(),
-            &info.ca_hash,
-        )
-        .await
-        .expect("join");
-        nodes.push(c);
-    }
+    let (mut nodes, _) = start(dir.path(), &["eu", "us", "ap"]).await;
     let mut rx = nodes[0].state();
     let s = wait_state(&mut rx, "3 voters and one live origin", |s| {
         s.voters.len() == 3 && !s.voters_changing && s.live_origins().len() == 1
@@ -67,15 +49,7 @@ async fn force_new_cluster_recovers_a_lost_majority() {
     let (first, info) = Cluster::init(cfg1.clone(), TTL).await.expect("init");
     let mut others = Vec::new();
     for (host, region) in [(2, "us"), (3, "ap")] {
-        let c = Cluster::join(
-            config(dir.path(), host, region),
-            &info.seeds,
-            &info.token.to_string(),
-            &info.ca_hash,
-        )
-        .await
-        .expect("join");
-        others.push(c);
+        others.push(join(config(dir.path(), host, region), &info).await);
     }
     let mut rx = first.state();
     wait_state(&mut rx, "3 voters", |s| {

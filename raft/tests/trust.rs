@@ -5,12 +5,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, init_tracing, wait_state};
+use common::{config, init_tracing, join, start, wait_state};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use skein_raft::Cluster;
+use skein_raft::PeerFailure;
 use skein_raft::transport::{ALPN_RAFT, ALPN_RELAY};
 
 /// Trusts any server: the attacker side does not care who it talks to.
@@ -93,9 +93,8 @@ async fn try_stream(endpoint: &quinn::Endpoint, target: std::net::SocketAddr, al
 async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first, info) = Cluster::init(config(dir.path(), 1, "eu"), Duration::from_secs(600))
-        .await
-        .expect("init");
+    let (mut nodes, info) = start(dir.path(), &["eu"]).await;
+    let first = nodes.remove(0);
     let mut listener = first.relay_listener().expect("listener");
     assert!(first.relay_listener().is_none(), "only one listener");
     let target = info.seeds[0];
@@ -114,14 +113,7 @@ async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() 
     assert!(nothing.is_err(), "no relay stream may reach the media node");
 
     // A member can: node 2 opens a relay stream to node 1, which sees node 2's id.
-    let second = Cluster::join(
-        config(dir.path(), 2, "us"),
-        &info.seeds,
-        &info.token.to_string(),
-        &info.ca_hash,
-    )
-    .await
-    .expect("join");
+    let second = join(config(dir.path(), 2, "us"), &info).await;
     let mut rx = second.state();
     wait_state(&mut rx, "node 1 known to node 2", |s| {
         s.nodes.contains_key(&1)
@@ -140,6 +132,26 @@ async fn client_without_cluster_certificate_cannot_open_relay_or_raft_streams() 
     assert_eq!(got, b"flv-bytes");
 
     endpoint.close(0u32.into(), b"");
-    second.shutdown().await;
+
+    // Failures say what they mean for the peer: unknown is not dead.
+    let unknown = second
+        .open_relay(99)
+        .await
+        .err()
+        .expect("node 99 is unknown");
+    assert_eq!(unknown.peer_failure(), Some(PeerFailure::Unknown));
     first.shutdown().await;
+    let dead = tokio::time::timeout(Duration::from_secs(30), async {
+        // Until node 2 has seen the close, its cached connection still opens streams.
+        loop {
+            match second.open_relay(1).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("open_relay to a stopped node fails");
+    assert!(dead.is_unreachable(), "stopped node: {dead}");
+    second.shutdown().await;
 }

@@ -1,17 +1,19 @@
-//! Helpers for in-process multi-node tests on loopback (127.0.3.x).
-
-#![allow(dead_code)]
+//! Helpers for in-process multi-node tests on loopback (127.0.3.x): node configurations with
+//! fast timings, starting and stopping clusters, waiting for the committed state.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use skein_raft::{ClusterConfig, ClusterState, PublicAddrs, Settings};
+use skein_raft::{Cluster, ClusterConfig, ClusterState, JoinInfo, PublicAddrs, Settings};
 use tokio::sync::watch;
 
+/// Lifetime of the join tokens the tests create.
+pub const TTL: Duration = Duration::from_secs(600);
+
 /// A free UDP port on `127.0.3.<host>`.
-pub fn free_addr(host: u8) -> SocketAddr {
+fn free_addr(host: u8) -> SocketAddr {
     let sock = UdpSocket::bind(SocketAddr::from(([127, 0, 3, host], 0))).expect("bind loopback");
     sock.local_addr().expect("local addr")
 }
@@ -60,22 +62,27 @@ pub async fn wait_state(
     }
 }
 
-/// Polls `f` every 100 ms until it returns `Some`, for at most 60 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Joins with `cfg` through the seeds, token and CA hash `init` handed out.
+pub async fn join(cfg: ClusterConfig, info: &JoinInfo) -> Cluster {
+    Cluster::join(cfg, &info.seeds, &info.token.to_string(), &info.ca_hash)
+        .await
+        .expect("join")
 }
 
+/// Starts a cluster in `dir`: node 1 initialises in `regions[0]`, node `i + 1` joins in
+/// `regions[i]`.
+pub async fn start(dir: &Path, regions: &[&str]) -> (Vec<Cluster>, JoinInfo) {
+    let (first, info) = Cluster::init(config(dir, 1, regions[0]), TTL)
+        .await
+        .expect("init");
+    let mut nodes = vec![first];
+    for (host, region) in (2..).zip(&regions[1..]) {
+        nodes.push(join(config(dir, host, region), &info).await);
+    }
+    (nodes, info)
+}
+
+/// Sets up test logging once (filtered by `RUST_LOG`).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

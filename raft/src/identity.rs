@@ -1,0 +1,79 @@
+//! The on-disk identity of a node: its uuid, node id and cluster id (`identity.json`), its key
+//! and certificates, and the names of the files in the data directory.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ClusterError;
+use crate::transport::NodeTls;
+use crate::types::NodeId;
+
+/// Identity kept on disk so that a repeated join or a restart keeps the same node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) uuid: Uuid,
+    pub(crate) node_id: Option<NodeId>,
+    pub(crate) cluster_id: Option<Uuid>,
+}
+
+const IDENTITY: &str = "identity.json";
+pub(crate) const NODE_KEY: &str = "node.key";
+pub(crate) const NODE_CERT: &str = "node.crt";
+pub(crate) const CA_CERT: &str = "ca.crt";
+/// The Raft database.
+pub(crate) const DB: &str = "raft.redb";
+
+/// The identity in `dir`, `None` if there is none yet.
+pub(crate) fn read_identity(dir: &Path) -> Result<Option<Identity>, ClusterError> {
+    match std::fs::read(dir.join(IDENTITY)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(ClusterError::Identity),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn write_identity(dir: &Path, id: &Identity) -> Result<(), ClusterError> {
+    let bytes = serde_json::to_vec_pretty(id).map_err(ClusterError::Identity)?;
+    write_file(dir, IDENTITY, &bytes)
+}
+
+/// The node id of the node in `dir`, if it has joined or initialised a cluster.
+pub(crate) fn node_id(dir: &Path) -> Result<NodeId, ClusterError> {
+    read_identity(dir)?
+        .and_then(|i| i.node_id)
+        .ok_or_else(|| ClusterError::NotInitialized(dir.display().to_string()))
+}
+
+/// Whether `dir` holds a node id and the certificate that goes with it.
+pub(crate) fn is_member(dir: &Path) -> Result<bool, ClusterError> {
+    Ok(read_identity(dir)?.is_some_and(|i| i.node_id.is_some()) && dir.join(NODE_CERT).exists())
+}
+
+/// Writes a file atomically (temp + fsync + rename).
+pub(crate) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
+/// The node's key and certificates, as written by `init` or `join`.
+pub(crate) fn read_tls(dir: &Path) -> Result<NodeTls, ClusterError> {
+    Ok(NodeTls {
+        ca_cert_pem: read_text(dir, CA_CERT)?,
+        cert_pem: read_text(dir, NODE_CERT)?,
+        key_pem: read_text(dir, NODE_KEY)?,
+    })
+}
+
+fn read_text(dir: &Path, name: &str) -> Result<String, ClusterError> {
+    std::fs::read_to_string(dir.join(name))
+        .map_err(|e| ClusterError::NotInitialized(format!("{} ({name}: {e})", dir.display())))
+}

@@ -1,0 +1,86 @@
+//! The shared state of a running node, which the [`Cluster`](crate::Cluster) handle, the RPC
+//! server and the background loops all hold: Raft, the cluster transport, the committed state,
+//! the leader's heartbeat table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Raft, ServerState};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::ClusterConfig;
+use crate::relay::RelayStream;
+use crate::state::ClusterState;
+use crate::status::{self, ClusterStatus, LiveInfo};
+use crate::store::StateMachine;
+use crate::transport::ClusterTransport;
+use crate::typecfg::TypeConfig;
+use crate::types::{LoadReport, NodeId};
+
+/// The last heartbeat the leader got from a node.
+pub(crate) struct Heard {
+    pub(crate) at: Instant,
+    pub(crate) load: LoadReport,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) config: ClusterConfig,
+    pub(crate) raft: Raft<TypeConfig, StateMachine>,
+    pub(crate) transport: Arc<ClusterTransport>,
+    pub(crate) state: watch::Receiver<Arc<ClusterState>>,
+    /// Leader-side heartbeat table (memory only).
+    pub(crate) heard: Mutex<HashMap<NodeId, Heard>>,
+    /// This node's latest load, sent with every heartbeat.
+    pub(crate) load: Mutex<LoadReport>,
+    pub(crate) relay_tx: mpsc::Sender<RelayStream>,
+    pub(crate) relay_rx: Mutex<Option<mpsc::Receiver<RelayStream>>>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// To wait, at shutdown, until storage is released (so the directory can be reopened).
+    pub(crate) db: std::sync::Weak<redb::Database>,
+}
+
+impl Inner {
+    /// Status as seen from this node; with loads and heartbeats only when it is the leader.
+    pub(crate) fn local_status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let heard = if m.state == ServerState::Leader {
+            let now = Instant::now();
+            self.heard
+                .lock()
+                .iter()
+                .map(|(id, h)| {
+                    (
+                        *id,
+                        (now.duration_since(h.at).as_millis() as u64, h.load.clone()),
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let state = self.state.borrow().clone();
+        status::build(
+            &state,
+            LiveInfo {
+                reported_by: self.id,
+                leader: m.current_leader,
+                term: m.current_term,
+                last_applied: m.last_applied.map(|l| l.index),
+                heard,
+            },
+        )
+    }
+}
+
+/// Wall-clock milliseconds since the epoch, as stored in commands and tokens.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
