@@ -26,6 +26,15 @@ pub enum RelayError {
     /// no reason to take the node for dead.
     #[error("node {0} is not in the cluster registry")]
     UnknownPeer(NodeId),
+    /// The peer is up but refused this node (certificate, membership), or the stream could not
+    /// be opened for a reason of our own: that is not a dead peer either.
+    #[error("cannot open a relay stream to node {node}: {why}")]
+    NotAllowed {
+        /// The peer.
+        node: NodeId,
+        /// What failed, for logs.
+        why: String,
+    },
     /// The peer sent nothing (not even a keep-alive), or took nothing, for this long.
     #[error("peer silent for more than {0:?}")]
     Timeout(Duration),

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use skein_raft::{Cluster, ClusterError, NodeId, StreamLoad};
+use skein_raft::{Cluster, NodeId, PeerFailure, StreamLoad};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -190,12 +190,20 @@ impl Relay {
         let open = self.cluster.open_relay(node);
         let stream = match tokio::time::timeout(self.settings.timeout, open).await {
             Ok(Ok(stream)) => stream,
-            // Not a dead peer: nothing to route around, only a stale view of the registry.
-            Ok(Err(ClusterError::UnknownNode(_))) => return Err(RelayError::UnknownPeer(node)),
             Ok(Err(e)) => {
-                return Err(RelayError::Connect {
-                    node,
-                    why: e.to_string(),
+                return Err(match e.peer_failure() {
+                    Some(PeerFailure::Unreachable) => RelayError::Connect {
+                        node,
+                        why: e.to_string(),
+                    },
+                    // Not a dead peer: only a view of the registry that has not caught up.
+                    Some(PeerFailure::Unknown) => RelayError::UnknownPeer(node),
+                    // Alive, but it will not take us, or the problem is ours: nothing to route
+                    // around.
+                    Some(PeerFailure::Refused) | None => RelayError::NotAllowed {
+                        node,
+                        why: e.to_string(),
+                    },
                 });
             }
             Err(_) => {

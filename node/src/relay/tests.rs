@@ -277,6 +277,10 @@ fn only_a_silent_or_unreachable_peer_counts_as_lost() {
     assert!(lost.iter().all(RelayError::peer_lost));
     let not_lost = [
         RelayError::UnknownPeer(2),
+        RelayError::NotAllowed {
+            node: 2,
+            why: "no cluster certificate".into(),
+        },
         RelayError::Refused("no such stream".into()),
         RelayError::Wire(super::wire::WireError::UnknownKind(0x7f)),
         RelayError::Feed(FeedEnd::TooSlow),
