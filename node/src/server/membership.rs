@@ -1,5 +1,7 @@
-//! The node as a cluster member: starting (init, join or reopen) through `skein-raft`, the
-//! relay, load reports to the leader, the region's coordinates, the admin token, and leaving.
+//! The node as a cluster member: joining (init, join or reopen) through `skein-raft`,
+//! [`ClusterLink`] (the Raft member and the relay, as drivers and the API reach them), the
+//! region's coordinates, the admin token, an origin's drain and leaving. It knows nothing of
+//! the node's context; the assembly (`server`) wires it in.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,12 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use skein_raft::{
-    Cluster, ClusterConfig, Command, JoinInfo, LoadReport, NodeId, OriginState, PublicAddrs,
-    Region, Settings,
+    Cluster, ClusterConfig, Command, JoinInfo, NodeId, OriginState, PublicAddrs, Region, Settings,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::context::Node;
 use crate::config::Config;
 use crate::relay::{Relay, RelaySettings};
 
@@ -61,23 +61,20 @@ pub struct ClusterLink {
     left: CancellationToken,
 }
 
-/// Joins or opens the cluster, starts the relay, the load reports and the region publication.
-/// `left` is cancelled once the node leaves the cluster. Returns the join info after `init`
-/// (to print the join command).
-pub(super) async fn start(
-    node: &Arc<Node>,
+/// Joins or opens the cluster as `membership` says; `None` for a standalone node. After `init`
+/// also returns what `skein join` needs.
+pub(super) async fn join(
+    node_config: &Config,
     membership: Membership,
-    rtmp: SocketAddr,
-    http: SocketAddr,
-    left: CancellationToken,
-) -> anyhow::Result<Option<(Arc<ClusterLink>, Option<JoinInfo>)>> {
-    let section = &node.config.cluster;
+    public: PublicAddrs,
+) -> anyhow::Result<Option<(Arc<Cluster>, Option<JoinInfo>)>> {
+    let section = &node_config.cluster;
     let mut config = ClusterConfig::new(
         &section.data_dir,
-        &node.config.node.name,
-        &node.config.node.region,
+        &node_config.node.name,
+        &node_config.node.region,
         section.internal,
-        public_addrs(&node.config, rtmp, http),
+        public,
     );
     config.roles = section.roles;
     config.settings = Settings {
@@ -110,45 +107,27 @@ pub(super) async fn start(
             (cluster, None)
         }
     };
-    let cluster = Arc::new(cluster);
     tracing::info!(
         node = cluster.node_id(),
         internal = %section.internal,
-        region = %node.config.node.region,
+        region = %node_config.node.region,
         "cluster member"
     );
-    let relay = Relay::start(
-        cluster.clone(),
-        node.hub.clone(),
-        node.metrics.clone(),
-        RelaySettings {
-            pull_hold: Duration::from_millis(section.pull_hold_ms),
-            timeout: Duration::from_millis(section.relay_timeout_ms),
-            max_message: node.config.rtmp.max_message_size as usize,
-            pull_linger: Duration::from_secs(5),
-        },
-        node.tasks.clone(),
-        node.shutdown.clone(),
-    );
-    let link = Arc::new(ClusterLink {
-        cluster,
-        relay,
-        left,
-    });
-    node.spawn(report_load(node.clone(), link.clone()));
-    if let Some([lat, lon]) = node.config.cluster.region_coordinates {
-        node.spawn(publish_region(
-            link.clone(),
-            node.config.node.region.clone(),
-            lat,
-            lon,
-        ));
+    Ok(Some((Arc::new(cluster), info)))
+}
+
+/// The relay's settings from the node's configuration.
+pub(super) fn relay_settings(config: &Config) -> RelaySettings {
+    RelaySettings {
+        pull_hold: Duration::from_millis(config.cluster.pull_hold_ms),
+        timeout: Duration::from_millis(config.cluster.relay_timeout_ms),
+        max_message: config.rtmp.max_message_size as usize,
+        pull_linger: Duration::from_secs(5),
     }
-    Ok(Some((link, info)))
 }
 
 /// The addresses other nodes, `skein status` and GeoDNS use to reach our public ports.
-fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAddrs {
+pub(super) fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAddrs {
     let advertised = |bound: SocketAddr| -> SocketAddr {
         let ip = match config.cluster.advertise_ip {
             Some(ip) => ip,
@@ -163,26 +142,9 @@ fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) -> PublicAd
     }
 }
 
-/// Heartbeats to the leader carry the load; they are not log entries.
-async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        let load = node.monitor.load();
-        link.cluster.report_load(LoadReport {
-            connections: node.clients.count() as u64,
-            cpu: load.cpu,
-            egress_bps: load.egress_bps,
-            capacity_bps: node.config.limits.max_egress_mbps * 1_000_000,
-            origin_streams: link.relay.origin_streams(),
-            edge_streams: link.relay.pulled_streams() as u64,
-        });
-    }
-}
-
 /// Publishes the region's coordinates when the cluster has none yet (GeoDNS needs them). The
 /// leader may not be known right after start, so this retries for a while.
-async fn publish_region(link: Arc<ClusterLink>, name: String, lat: f64, lon: f64) {
+pub(super) async fn publish_region(link: Arc<ClusterLink>, name: String, lat: f64, lon: f64) {
     for _ in 0..60 {
         let known = link.cluster.state().borrow().regions.get(&name).cloned();
         let Some(region) = known else {
@@ -210,6 +172,20 @@ async fn publish_region(link: Arc<ClusterLink>, name: String, lat: f64, lon: f64
 }
 
 impl ClusterLink {
+    /// The cluster side of a member: the Raft member and the relay over its transport.
+    pub(super) fn new(cluster: Arc<Cluster>, relay: Arc<Relay>) -> Self {
+        Self {
+            cluster,
+            relay,
+            left: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled once this node has left the cluster (`skein leave`), so it stops.
+    pub(super) fn left(&self) -> CancellationToken {
+        self.left.clone()
+    }
+
     /// `skein leave`: an origin first leaves the ring and waits (bounded) until its streams
     /// have moved, then the node leaves the registry and stops.
     pub async fn leave(&self) -> anyhow::Result<()> {

@@ -22,16 +22,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use skein_raft::LoadReport;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::relay::Relay;
 pub use context::Node;
-use membership::Membership;
+use membership::{ClusterLink, Membership};
 
 /// Connection tasks get this long to finish after they were told to stop.
 const CONNECTIONS_CLOSE_BOUND: Duration = Duration::from_secs(3);
+
+/// Heartbeats to the leader carry the node's load; they are not log entries.
+async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let load = node.monitor.load();
+        link.cluster.report_load(LoadReport {
+            connections: node.clients.count() as u64,
+            cpu: load.cpu,
+            egress_bps: load.egress_bps,
+            capacity_bps: node.config.limits.max_egress_mbps * 1_000_000,
+            origin_streams: link.relay.origin_streams(),
+            edge_streams: link.relay.pulled_streams() as u64,
+        });
+    }
+}
 
 /// Handle on a started node: its bound addresses, and a way to stop it.
 pub struct RunningNode {
@@ -69,21 +88,29 @@ impl RunningNode {
         let rtmp_addr = rtmp_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
         let node = Node::new(config);
-        let left_cluster = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let mut left_cluster = CancellationToken::new();
+        let public = membership::public_addrs(&node.config, rtmp_addr, http_addr);
         let mut join_info = None;
-        if let Some((link, info)) = membership::start(
-            &node,
-            membership,
-            rtmp_addr,
-            http_addr,
-            left_cluster.clone(),
-        )
-        .await?
-        {
+        if let Some((cluster, info)) = membership::join(&node.config, membership, public).await? {
             join_info = info;
+            let relay = Relay::start(
+                cluster.clone(),
+                node.hub.clone(),
+                node.metrics.clone(),
+                membership::relay_settings(&node.config),
+                node.tasks.clone(),
+                node.shutdown.clone(),
+            );
+            let link = Arc::new(ClusterLink::new(cluster, relay));
+            left_cluster = link.left();
+            node.spawn(report_load(node.clone(), link.clone()));
+            if let Some([lat, lon]) = node.config.cluster.region_coordinates {
+                let region = node.config.node.region.clone();
+                node.spawn(membership::publish_region(link.clone(), region, lat, lon));
+            }
             node.set_cluster(link);
         }
+        let mut tasks = JoinSet::new();
 
         let monitor_node = node.clone();
         tasks.spawn(async move {
