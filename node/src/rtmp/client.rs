@@ -11,8 +11,8 @@ use super::message::{
     AUDIO, CSID_AUDIO, CSID_COMMAND, CSID_DATA, CSID_PROTOCOL, CSID_STREAM, CSID_VIDEO, DATA_AMF0,
     DATA_AMF3, Message, UserControl, VIDEO,
 };
-use super::session::Link;
 pub use super::session::SessionError;
+use super::session::{self, Endpoint, Link};
 
 /// Buffer length we ask for when playing, in milliseconds.
 const PLAY_BUFFER_MS: u32 = 3000;
@@ -136,25 +136,7 @@ impl ClientSession {
     /// Consumes received bytes (handshake first, then chunks); sends connect once the handshake
     /// is done. Incomplete input stays in `buf` for the next call.
     pub fn feed(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        let before = buf.len();
-        let result = self.feed_inner(buf);
-        self.link.count_received(before - buf.len());
-        self.link.maybe_ack();
-        result
-    }
-
-    fn feed_inner(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        if let Some(handshake) = &mut self.handshake {
-            if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
-                return Ok(());
-            }
-            self.handshake = None;
-            self.send_connect();
-        }
-        while let Some(raw) = self.link.decoder.decode(buf)? {
-            self.handle(raw)?;
-        }
-        Ok(())
+        session::feed(self, buf)
     }
 
     /// The next event queued by [`feed`](Self::feed), if any.
@@ -320,7 +302,7 @@ impl ClientSession {
         }
     }
 
-    fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {
+    fn on_message(&mut self, raw: RawMessage) -> Result<(), SessionError> {
         let msg = match Message::parse(&raw) {
             Ok(msg) => msg,
             Err(err) if matches!(raw.type_id, DATA_AMF0 | DATA_AMF3) => {
@@ -411,5 +393,27 @@ impl ClientSession {
             }
             _ => tracing::debug!(name, "ignoring command"),
         }
+    }
+}
+
+impl Endpoint for ClientSession {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn handshake(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError> {
+        let Some(handshake) = &mut self.handshake else {
+            return Ok(true);
+        };
+        if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
+            return Ok(false);
+        }
+        self.handshake = None;
+        self.send_connect();
+        Ok(true)
+    }
+
+    fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {
+        self.on_message(raw)
     }
 }

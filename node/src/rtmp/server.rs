@@ -13,7 +13,7 @@ use super::message::{
     UserControl,
 };
 pub use super::session::SessionError;
-use super::session::{Link, status_object};
+use super::session::{self, Endpoint, Link, status_object};
 
 /// Most NetStreams one connection may publish or play at once.
 const MAX_STREAMS: usize = 64;
@@ -152,24 +152,7 @@ impl ServerSession {
     /// Consume received bytes (handshake first, then chunks). Queues events and output.
     /// Incomplete input stays in `buf` for the next call.
     pub fn feed(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        let before = buf.len();
-        let result = self.feed_inner(buf);
-        self.link.count_received(before - buf.len());
-        self.link.maybe_ack();
-        result
-    }
-
-    fn feed_inner(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        if let Some(handshake) = &mut self.handshake {
-            if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
-                return Ok(());
-            }
-            self.handshake = None;
-        }
-        while let Some(raw) = self.link.decoder.decode(buf)? {
-            self.handle(raw)?;
-        }
-        Ok(())
+        session::feed(self, buf)
     }
 
     /// The next event queued by [`feed`](Self::feed), if any.
@@ -262,7 +245,7 @@ impl ServerSession {
         self.ignored_media
     }
 
-    fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {
+    fn on_message(&mut self, raw: RawMessage) -> Result<(), SessionError> {
         let msg = match Message::parse(&raw) {
             Ok(msg) => msg,
             // A broken data message (say, AMF3 metadata) is not worth dropping a publisher for.
@@ -541,5 +524,26 @@ impl ServerSession {
             Some(Role::Playing) => self.events.push_back(ServerEvent::StopPlay { stream_id }),
             None => {}
         }
+    }
+}
+
+impl Endpoint for ServerSession {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn handshake(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError> {
+        let Some(handshake) = &mut self.handshake else {
+            return Ok(true);
+        };
+        if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
+            return Ok(false);
+        }
+        self.handshake = None;
+        Ok(true)
+    }
+
+    fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {
+        self.on_message(raw)
     }
 }

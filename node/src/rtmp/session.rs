@@ -27,6 +27,38 @@ pub enum SessionError {
     Protocol(String),
 }
 
+/// What differs between the server and the client session when bytes arrive: the handshake
+/// side, and what a whole message means. The byte plumbing around them is [`feed`].
+pub(super) trait Endpoint {
+    /// The session's chunk layer.
+    fn link(&mut self) -> &mut Link;
+    /// Advances the handshake with received bytes; true once it is complete (and from then on).
+    fn handshake(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError>;
+    /// Handles one whole message.
+    fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError>;
+}
+
+/// Consumes received bytes — handshake first, then whole chunked messages — counts them and
+/// queues acknowledgements. Incomplete input stays in `buf` for the next call.
+pub(super) fn feed(session: &mut impl Endpoint, buf: &mut BytesMut) -> Result<(), SessionError> {
+    let before = buf.len();
+    let result = feed_messages(session, buf);
+    let link = session.link();
+    link.count_received(before - buf.len());
+    link.maybe_ack();
+    result
+}
+
+fn feed_messages(session: &mut impl Endpoint, buf: &mut BytesMut) -> Result<(), SessionError> {
+    if !session.handshake(buf)? {
+        return Ok(());
+    }
+    while let Some(raw) = session.link().decoder.decode(buf)? {
+        session.handle(raw)?;
+    }
+    Ok(())
+}
+
 /// The chunked connection after the handshake.
 #[derive(Debug)]
 pub(super) struct Link {
