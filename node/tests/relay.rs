@@ -1,0 +1,242 @@
+//! The media relay in one process, in seconds and without ffmpeg: four cluster members on
+//! loopback (two origins, two edges) run as `RunningNode`s, a synthetic publisher on one edge,
+//! a player on the other. The stream's owner is stopped; the push and the pull follow the new
+//! owner, and the player — one connection throughout — keeps receiving video whose timestamps
+//! never go back.
+//!
+//! Tokio's paused clock cannot drive this: the relay runs over real QUIC sockets, whose
+//! timers must see real time. What the relay decides without sockets (routing, continuity,
+//! batching) is unit-tested in `relay::tests`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use skein_node::client::{RtmpClient, RtmpUrl, synthetic};
+use skein_node::config::Config;
+use skein_node::rtmp::ClientEvent;
+use skein_node::server::membership::Membership;
+use skein_node::{Node, RunningNode};
+use skein_raft::{JoinInfo, NodeId, Roles};
+use tokio::time::{Instant, sleep, timeout};
+
+const STREAM: &str = "live/relayed";
+
+fn config(ip: &str, name: &str, roles: Roles, dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.node.name = name.into();
+    config.node.region = "a".into();
+    config.rtmp.listen = format!("{ip}:0").parse().unwrap();
+    config.http.listen = format!("{ip}:0").parse().unwrap();
+    config.cluster.data_dir = dir.join(name);
+    config.cluster.internal = format!("{ip}:{}", skein_tests::free_port(ip))
+        .parse()
+        .unwrap();
+    config.cluster.roles = roles;
+    config.cluster.origin_target = 2;
+    config
+}
+
+const ORIGIN: Roles = Roles {
+    edge: false,
+    origin: true,
+};
+const EDGE: Roles = Roles {
+    edge: true,
+    origin: false,
+};
+
+async fn member(config: Config, join: &JoinInfo) -> RunningNode {
+    let membership = Membership::Join {
+        seeds: join.seeds.clone(),
+        token: join.token.to_string(),
+        ca_hash: join.ca_hash.clone(),
+    };
+    RunningNode::start_member(config, membership)
+        .await
+        .unwrap()
+        .0
+}
+
+fn id(node: &Node) -> NodeId {
+    node.cluster().unwrap().cluster.node_id()
+}
+
+/// Polls `check` every 50 ms for up to `within`.
+async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes synthetic 30 fps video (a keyframe every second) until `stop`.
+async fn publish(url: RtmpUrl, stop: Arc<AtomicBool>) {
+    let mut client = RtmpClient::connect(&url).await.unwrap();
+    client
+        .publish(&url.key, Duration::from_secs(10))
+        .await
+        .unwrap();
+    client
+        .session()
+        .send_video(0, &synthetic::avc_sequence_header());
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(33));
+    let mut frame = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let ts = start.elapsed().as_millis() as u32;
+        let video = synthetic::video_frame(frame % 30 == 0, 2_000, frame);
+        client.session().send_video(ts, &video);
+        if client.flush().await.is_err() {
+            return;
+        }
+        frame += 1;
+    }
+}
+
+/// What the player saw: (arrival, timestamp) of each video frame, and the status codes.
+#[derive(Default)]
+struct Seen {
+    video: Vec<(Instant, u32)>,
+    codes: Vec<String>,
+    disconnected: bool,
+}
+
+async fn play(url: RtmpUrl, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    let mut client = RtmpClient::connect(&url).await.unwrap();
+    client
+        .play(&url.key, Duration::from_secs(10))
+        .await
+        .unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        match timeout(Duration::from_millis(200), client.next_event()).await {
+            Err(_) => continue,
+            Ok(Err(_)) | Ok(Ok(ClientEvent::Disconnected)) => {
+                seen.lock().disconnected = true;
+                return;
+            }
+            Ok(Ok(ClientEvent::Video { timestamp, .. })) => {
+                seen.lock().video.push((Instant::now(), timestamp));
+            }
+            Ok(Ok(ClientEvent::Status { code, .. })) => seen.lock().codes.push(code),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_follows_its_new_owner_and_the_player_never_sees_time_go_back() {
+    let dir = skein_tests::node::temp_dir("relay-in-process");
+    let (first, join) = RunningNode::start_member(
+        config("127.0.1.71", "origin-1", ORIGIN, &dir),
+        Membership::Init {
+            token_ttl: Duration::from_secs(600),
+        },
+    )
+    .await
+    .unwrap();
+    let join = join.expect("init returns the join info");
+    let second = member(config("127.0.1.72", "origin-2", ORIGIN, &dir), &join).await;
+    let publish_edge = member(config("127.0.1.73", "edge-pub", EDGE, &dir), &join).await;
+    let play_edge = member(config("127.0.1.74", "edge-play", EDGE, &dir), &join).await;
+    let routes = |node: &RunningNode| node.node.cluster().unwrap().relay.routing().origins();
+    wait_until(
+        "both origins in every edge's ring",
+        Duration::from_secs(30),
+        || routes(&publish_edge).len() == 2 && routes(&play_edge).len() == 2,
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = |node: &RunningNode| {
+        RtmpUrl::parse(&format!("rtmp://{}/{STREAM}", node.rtmp_addr)).unwrap()
+    };
+    let publisher = tokio::spawn(publish(url(&publish_edge), stop.clone()));
+    let owner_of = |node: &RunningNode| {
+        node.node
+            .cluster()
+            .unwrap()
+            .relay
+            .routing()
+            .owner(STREAM)
+            .unwrap()
+    };
+    let owner = owner_of(&publish_edge);
+    let (owner_node, other) = if owner == id(&first.node) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    wait_until("the owner has the stream", Duration::from_secs(10), || {
+        owner_node
+            .node
+            .hub
+            .get(STREAM)
+            .is_some_and(|s| s.is_published())
+    })
+    .await;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let player = tokio::spawn(play(url(&play_edge), seen.clone(), stop.clone()));
+    wait_until("the player receives video", Duration::from_secs(10), || {
+        seen.lock().video.len() > 30
+    })
+    .await;
+
+    owner_node.stop().await;
+    let stopped = Instant::now();
+    wait_until(
+        "the edges route to the other origin",
+        Duration::from_secs(10),
+        || owner_of(&publish_edge) == id(&other.node) && owner_of(&play_edge) == id(&other.node),
+    )
+    .await;
+    wait_until(
+        "video again, from the new owner, for a second",
+        Duration::from_secs(15),
+        || {
+            let seen = seen.lock();
+            let after: Vec<_> = seen.video.iter().filter(|(at, _)| *at > stopped).collect();
+            after.len() > 30 && after.last().unwrap().0 - after[0].0 > Duration::from_secs(1)
+        },
+    )
+    .await;
+    let relay = other.node.cluster().unwrap().relay.view();
+    assert_eq!(
+        relay.pushed_in.get(STREAM),
+        Some(&id(&publish_edge.node)),
+        "the new owner takes the push: {relay:?}"
+    );
+    assert_eq!(
+        relay.served_pulls.get(STREAM),
+        Some(&vec![id(&play_edge.node)]),
+        "and serves the one pull of the player's edge: {relay:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = publisher.await;
+    let _ = player.await;
+
+    let seen = seen.lock();
+    assert!(!seen.disconnected, "the player kept its connection");
+    for pair in seen.video.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].1,
+            "video timestamp went back from {} to {} ms",
+            pair[0].1,
+            pair[1].1
+        );
+    }
+    assert!(
+        !seen.codes.iter().any(|c| c == "NetStream.Play.Stop"),
+        "the player was never told the stream stopped: {:?}",
+        seen.codes
+    );
+    drop(seen);
+    for node in [other, publish_edge, play_edge] {
+        node.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
