@@ -88,7 +88,7 @@ async fn publish(url: RtmpUrl, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let ts = start.elapsed().as_millis() as u32;
-        let video = synthetic::video_frame(frame % 30 == 0, 2_000, frame);
+        let video = synthetic::video_frame(frame.is_multiple_of(30), 2_000, frame);
         client.session().send_video(ts, &video);
         if client.flush().await.is_err() {
             return;
@@ -219,7 +219,7 @@ async fn a_stream_follows_its_new_owner_and_the_player_never_sees_time_go_back()
     let _ = publisher.await;
     let _ = player.await;
 
-    let seen = seen.lock();
+    let seen = std::mem::take(&mut *seen.lock());
     assert!(!seen.disconnected, "the player kept its connection");
     for pair in seen.video.windows(2) {
         assert!(
@@ -234,7 +234,6 @@ async fn a_stream_follows_its_new_owner_and_the_player_never_sees_time_go_back()
         "the player was never told the stream stopped: {:?}",
         seen.codes
     );
-    drop(seen);
     for node in [other, publish_edge, play_edge] {
         node.stop().await;
     }
