@@ -107,6 +107,8 @@ impl Node {
 
 /// A prober that read the health endpoint this recently is taken to be still watching.
 const PROBER_MEMORY: Duration = Duration::from_secs(10);
+/// Health readers remembered at most (GeoDNS servers and load balancers are a handful).
+const MAX_HEALTH_READERS: usize = 256;
 
 /// The health endpoint's readers (GeoDNS servers, load balancers), by address, and whether
 /// each has been answered `draining: true` yet. A stopping node waits until every recent reader
@@ -121,9 +123,16 @@ pub struct HealthWatch {
 impl HealthWatch {
     /// Records that `reader` was answered, saying `draining` or not.
     pub fn answered(&self, reader: IpAddr, draining: bool) {
-        self.readers
-            .lock()
-            .insert(reader, (Instant::now(), draining));
+        let now = Instant::now();
+        let mut readers = self.readers.lock();
+        // Anyone may read the health endpoint: keep only recent readers, and a bounded number.
+        if readers.len() >= MAX_HEALTH_READERS {
+            readers.retain(|_, (at, _)| now.duration_since(*at) < PROBER_MEMORY);
+        }
+        if readers.len() < MAX_HEALTH_READERS || readers.contains_key(&reader) {
+            readers.insert(reader, (now, draining));
+        }
+        drop(readers);
         if draining {
             self.told.notify_one();
         }
@@ -154,5 +163,59 @@ impl HealthWatch {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[tokio::test]
+    async fn a_stopping_node_waits_for_its_health_readers_to_be_told() {
+        let watch = Arc::new(HealthWatch::default());
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            watch.announced_draining(Duration::from_secs(30)),
+        )
+        .await
+        .expect("nobody reads the health endpoint: no wait");
+
+        watch.answered(ip(1), false);
+        watch.answered(ip(2), false);
+        let telling = watch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            telling.answered(ip(1), true);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            telling.answered(ip(2), true);
+        });
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            watch.announced_draining(Duration::from_secs(30)),
+        )
+        .await
+        .expect("both readers told: the wait ends");
+        assert_eq!(watch.untold(), 0);
+
+        watch.answered(ip(3), false);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            watch.announced_draining(Duration::from_millis(100)),
+        )
+        .await
+        .expect("a reader that never comes back does not hold the stop beyond the bound");
+    }
+
+    #[test]
+    fn readers_are_bounded() {
+        let watch = HealthWatch::default();
+        for i in 0..2 * MAX_HEALTH_READERS as u32 {
+            watch.answered(IpAddr::from(i.to_be_bytes()), false);
+        }
+        assert!(watch.readers.lock().len() <= MAX_HEALTH_READERS);
     }
 }
