@@ -6,13 +6,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::amf0::{self, Value};
 use super::chunk::{ChunkLimits, RawMessage};
-use super::handshake::{ClientHandshake, HandshakeProgress};
+use super::handshake::ClientHandshake;
 use super::message::{
     AUDIO, CSID_AUDIO, CSID_COMMAND, CSID_DATA, CSID_PROTOCOL, CSID_STREAM, CSID_VIDEO, DATA_AMF0,
     DATA_AMF3, Message, UserControl, VIDEO,
 };
 pub use super::session::SessionError;
-use super::session::{self, Endpoint, Link};
+use super::session::{self, Endpoint, HandshakeStep, Link};
 
 /// Buffer length we ask for when playing, in milliseconds.
 const PLAY_BUFFER_MS: u32 = 3000;
@@ -402,15 +402,15 @@ impl Endpoint for ClientSession {
     }
 
     fn handshake(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError> {
-        let Some(handshake) = &mut self.handshake else {
-            return Ok(true);
-        };
-        if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
-            return Ok(false);
+        let out = &mut self.link.out;
+        match session::step_handshake(&mut self.handshake, buf, out, ClientHandshake::feed)? {
+            HandshakeStep::Waiting => Ok(false),
+            HandshakeStep::JustDone => {
+                self.send_connect();
+                Ok(true)
+            }
+            HandshakeStep::Done => Ok(true),
         }
-        self.handshake = None;
-        self.send_connect();
-        Ok(true)
     }
 
     fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {

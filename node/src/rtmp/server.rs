@@ -7,13 +7,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::amf0::{self, Value};
 use super::chunk::{ChunkLimits, RawMessage};
-use super::handshake::{HandshakeProgress, ServerHandshake};
+use super::handshake::ServerHandshake;
 use super::message::{
     CSID_COMMAND, CSID_PROTOCOL, CSID_STREAM, DATA_AMF0, DATA_AMF3, LIMIT_DYNAMIC, Message,
     UserControl,
 };
 pub use super::session::SessionError;
-use super::session::{self, Endpoint, Link, status_object};
+use super::session::{self, Endpoint, HandshakeStep, Link, status_object};
 
 /// Most NetStreams one connection may publish or play at once.
 const MAX_STREAMS: usize = 64;
@@ -533,14 +533,9 @@ impl Endpoint for ServerSession {
     }
 
     fn handshake(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError> {
-        let Some(handshake) = &mut self.handshake else {
-            return Ok(true);
-        };
-        if handshake.feed(buf, &mut self.link.out)? == HandshakeProgress::InProgress {
-            return Ok(false);
-        }
-        self.handshake = None;
-        Ok(true)
+        let out = &mut self.link.out;
+        let step = session::step_handshake(&mut self.handshake, buf, out, ServerHandshake::feed)?;
+        Ok(step != HandshakeStep::Waiting)
     }
 
     fn handle(&mut self, raw: RawMessage) -> Result<(), SessionError> {

@@ -7,7 +7,7 @@ use super::amf0::Value;
 use super::chunk::{
     ChunkDecoder, ChunkEncoder, ChunkError, ChunkLimits, MAX_CHUNK_SIZE, RawMessage,
 };
-use super::handshake::HandshakeError;
+use super::handshake::{HandshakeError, HandshakeProgress};
 use super::message::{CSID_PROTOCOL, Message, MessageError, UserControl};
 
 /// Why a session gave up on a connection. The driver logs it and closes that connection.
@@ -57,6 +57,35 @@ fn feed_messages(session: &mut impl Endpoint, buf: &mut BytesMut) -> Result<(), 
         session.handle(raw)?;
     }
     Ok(())
+}
+
+/// Where a session's handshake stands after a [`step_handshake`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HandshakeStep {
+    /// More bytes are needed.
+    Waiting,
+    /// Completed with these bytes.
+    JustDone,
+    /// Completed earlier.
+    Done,
+}
+
+/// Feeds received bytes to `handshake` (server or client side, through its `feed`) while there
+/// is one, and drops it once complete.
+pub(super) fn step_handshake<H>(
+    handshake: &mut Option<H>,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    feed: fn(&mut H, &mut BytesMut, &mut BytesMut) -> Result<HandshakeProgress, HandshakeError>,
+) -> Result<HandshakeStep, SessionError> {
+    let Some(shake) = handshake else {
+        return Ok(HandshakeStep::Done);
+    };
+    if feed(shake, buf, out)? == HandshakeProgress::InProgress {
+        return Ok(HandshakeStep::Waiting);
+    }
+    *handshake = None;
+    Ok(HandshakeStep::JustDone)
 }
 
 /// The chunked connection after the handshake.
