@@ -76,7 +76,8 @@ pub struct HttpSection {
 pub struct LimitsSection {
     /// Connections (RTMP and HTTP-FLV players together) beyond which new ones are refused.
     pub max_connections: usize,
-    /// Connections from one IP address beyond which new ones from it are refused.
+    /// Connections from one client beyond which new ones from it are refused: one IPv4 address,
+    /// or one IPv6 /64 (a host usually holds a whole /64).
     pub max_connections_per_ip: usize,
     /// Egress capacity reported to GeoDNS for load-aware answers; 0 = unknown.
     pub max_egress_mbps: u64,

@@ -1,16 +1,17 @@
 //! AMF0 values: the encoding of RTMP commands and metadata.
 //!
 //! Decoding is hardened against hostile input: every length is checked against the bytes that
-//! are actually present, nesting is capped at [`MAX_DEPTH`] and one top-level value may hold at
-//! most [`MAX_ELEMENTS`] nested values in total, so a message can not make us allocate far more
-//! memory than its own size.
+//! are actually present, nesting is capped at [`MAX_DEPTH`] and one message ([`decode_all`]) may
+//! hold at most [`MAX_ELEMENTS`] values in total, at every depth and over all its top-level
+//! values, so a message can not make us allocate far more memory than its own size.
 
 use bytes::{BufMut, BytesMut};
 
 /// Maximum nesting of objects and arrays.
 pub const MAX_DEPTH: usize = 64;
-/// Maximum number of values (at any depth) in one decoded top-level value.
-pub const MAX_ELEMENTS: usize = 262_144;
+/// Maximum number of values (at any depth, all top-level values together) in one decoded
+/// message. Real commands and metadata hold dozens.
+pub const MAX_ELEMENTS: usize = 65_536;
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -125,8 +126,8 @@ pub enum Amf0Error {
     /// Objects and arrays nested deeper than [`MAX_DEPTH`].
     #[error("AMF0 nesting deeper than {MAX_DEPTH}")]
     TooDeep,
-    /// More than [`MAX_ELEMENTS`] values in one top-level value.
-    #[error("AMF0 value holds more than {MAX_ELEMENTS} elements")]
+    /// More than [`MAX_ELEMENTS`] values in one message.
+    #[error("AMF0 message holds more than {MAX_ELEMENTS} values")]
     TooManyElements,
 }
 
@@ -136,11 +137,12 @@ pub fn decode(buf: &mut &[u8]) -> Result<Value, Amf0Error> {
     decode_value(buf, 0, &mut budget)
 }
 
-/// Decodes values until `buf` is exhausted.
+/// Decodes values until `buf` is exhausted, within one element budget for the whole message.
 pub fn decode_all(mut buf: &[u8]) -> Result<Vec<Value>, Amf0Error> {
+    let mut budget = MAX_ELEMENTS;
     let mut values = Vec::new();
     while !buf.is_empty() {
-        values.push(decode(&mut buf)?);
+        values.push(decode_value(&mut buf, 0, &mut budget)?);
     }
     Ok(values)
 }
@@ -477,6 +479,14 @@ mod tests {
         wire.extend_from_slice(&(n as u32).to_be_bytes());
         wire.resize(wire.len() + n, NULL);
         assert_eq!(decode_all(&wire), Err(Amf0Error::TooManyElements));
+    }
+
+    #[test]
+    fn element_budget_holds_for_the_whole_message() {
+        // Millions of top-level nulls used to be decoded one budget each.
+        let wire = vec![NULL; MAX_ELEMENTS + 1];
+        assert_eq!(decode_all(&wire), Err(Amf0Error::TooManyElements));
+        assert_eq!(decode_all(&wire[1..]).map(|v| v.len()), Ok(MAX_ELEMENTS));
     }
 
     #[test]

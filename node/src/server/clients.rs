@@ -2,7 +2,7 @@
 //! limits, per-client counters for the API, and a cancel handle so an admin can drop one.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -189,7 +189,7 @@ impl Clients {
         if table.by_id.len() >= self.max {
             return Err(Refused::TooMany(self.max));
         }
-        let from_ip = table.per_ip.entry(peer.ip()).or_default();
+        let from_ip = table.per_ip.entry(client_network(peer.ip())).or_default();
         if *from_ip >= self.max_per_ip {
             return Err(Refused::TooManyFromAddress(self.max_per_ip));
         }
@@ -250,12 +250,26 @@ impl Clients {
     fn remove(&self, client: &Client) {
         let mut table = self.table.lock();
         table.by_id.remove(&client.id);
-        if let Some(n) = table.per_ip.get_mut(&client.peer.ip()) {
+        let network = client_network(client.peer.ip());
+        if let Some(n) = table.per_ip.get_mut(&network) {
             *n -= 1;
             if *n == 0 {
-                table.per_ip.remove(&client.peer.ip());
+                table.per_ip.remove(&network);
             }
         }
+    }
+}
+
+/// What the per-address limit counts as one client: an IPv4 address (also when it comes
+/// IPv4-mapped), or an IPv6 /64 — one host usually holds a whole /64, so counting IPv6
+/// addresses one by one would make the limit meaningless.
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -312,6 +326,33 @@ mod tests {
         drop(a);
         assert_eq!(clients.count(), 2);
         clients.admit(addr("127.0.0.1:4"), Protocol::Rtmp).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64() {
+        let clients = Clients::new(100, 2);
+        let _a = clients
+            .admit(addr("[2001:db8:1:2::a]:1"), Protocol::Rtmp)
+            .unwrap();
+        let _b = clients
+            .admit(addr("[2001:db8:1:2:ffff::b]:1"), Protocol::Rtmp)
+            .unwrap();
+        assert_eq!(
+            clients
+                .admit(addr("[2001:db8:1:2::c]:1"), Protocol::Rtmp)
+                .err(),
+            Some(Refused::TooManyFromAddress(2)),
+            "a third address of the same /64"
+        );
+        clients
+            .admit(addr("[2001:db8:1:3::a]:1"), Protocol::Rtmp)
+            .unwrap();
+        // IPv4-mapped addresses count as the IPv4 address they carry.
+        let _v4 = clients.admit(addr("192.0.2.1:1"), Protocol::Rtmp).unwrap();
+        let _mapped = clients
+            .admit(addr("[::ffff:192.0.2.1]:2"), Protocol::Rtmp)
+            .unwrap();
+        assert!(clients.admit(addr("192.0.2.1:3"), Protocol::Rtmp).is_err());
     }
 
     #[test]
