@@ -155,6 +155,17 @@ pub enum Update {
     Error(String),
 }
 
+/// A member that accepts the connection but never answers must not stall the watch: each seed
+/// gets this long.
+const SEED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET /api/v1/cluster` on one seed, given up after `within`.
+async fn ask(addr: SocketAddr, within: Duration) -> Result<http::Response, String> {
+    tokio::time::timeout(within, http::get(addr, "/api/v1/cluster"))
+        .await
+        .map_err(|_| format!("{addr}: no answer within {within:?}"))?
+}
+
 /// Polls the seeds forever; sends a membership whenever it differs from the last one.
 pub async fn watch(
     seeds: Vec<String>,
@@ -174,7 +185,7 @@ pub async fn watch(
                 errors.push(format!("{seed}: cannot resolve"));
                 continue;
             };
-            match http::get(addr, "/api/v1/cluster").await {
+            match ask(addr, SEED_TIMEOUT).await {
                 Ok(r) if r.status == 200 => match parse_membership(&r.body) {
                     Ok((regions, skipped)) => {
                         for s in skipped {
@@ -209,6 +220,19 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_seed_that_never_answers_is_given_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let (_silent, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let err = ask(addr, Duration::from_millis(200)).await.unwrap_err();
+        assert!(err.contains("no answer within"), "{err}");
+        holder.abort();
+    }
 
     #[test]
     fn parses_tolerantly() {
