@@ -57,7 +57,7 @@ impl Cluster {
         token_ttl: Duration,
     ) -> Result<(Cluster, JoinInfo), ClusterError> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir)?;
+        identity::create_private_dir(&dir)?;
         if identity::read_identity(&dir)?
             .and_then(|i| i.node_id)
             .is_some()

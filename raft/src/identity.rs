@@ -53,11 +53,25 @@ pub(crate) fn is_member(dir: &Path) -> Result<bool, ClusterError> {
     Ok(read_identity(dir)?.is_some_and(|i| i.node_id.is_some()) && dir.join(NODE_CERT).exists())
 }
 
-/// Writes a file atomically (temp + fsync + rename).
+/// Creates the data directory if needed, readable by the owner only (it holds the node's key).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), ClusterError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes a file atomically (temp + fsync + rename), readable by the owner only.
 pub(crate) fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ClusterError> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(name))?;
@@ -76,4 +90,26 @@ pub(crate) fn read_tls(dir: &Path) -> Result<NodeTls, ClusterError> {
 fn read_text(dir: &Path, name: &str) -> Result<String, ClusterError> {
     std::fs::read_to_string(dir.join(name))
         .map_err(|e| ClusterError::NotInitialized(format!("{} ({name}: {e})", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn secrets_at_rest_are_the_owner_s_only() {
+        let root = std::env::temp_dir().join(format!("skein-identity-{}", std::process::id()));
+        let dir = root.join("data");
+        create_private_dir(&dir).unwrap();
+        write_file(&dir, NODE_KEY, b"key").unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(NODE_KEY)), 0o600);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

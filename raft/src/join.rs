@@ -58,7 +58,7 @@ pub(crate) async fn join(
     ca_hash: &str,
 ) -> Result<(), ClusterError> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir)?;
+    identity::create_private_dir(&dir)?;
     if identity::is_member(&dir)? {
         return Ok(());
     }

@@ -49,6 +49,8 @@ pub(crate) fn open_db(path: &Path) -> io::Result<Arc<Database>> {
     tx.open_table(LOGS).map_err(io_err)?;
     tx.open_table(META).map_err(io_err)?;
     tx.commit().map_err(io_err)?;
+    // The state machine holds the cluster's secrets (tokens, the CA): owner only.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(Arc::new(db))
 }
 
