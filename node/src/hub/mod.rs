@@ -195,6 +195,10 @@ pub fn validate_key(key: &str) -> Result<(), &'static str> {
     {
         return Err("stream key may only contain letters, digits and - _ . ~");
     }
+    if key == "." || key == ".." {
+        // Names become path segments (HLS, URLs): never the current or the parent directory.
+        return Err("stream key must not be . or ..");
+    }
     Ok(())
 }
 

@@ -248,6 +248,10 @@ fn keys_are_checked() {
     assert!(validate_key("key?token=abc").is_ok());
     assert!(validate_key("").is_err());
     assert!(validate_key("../etc").is_err());
+    assert!(validate_key("..").is_err());
+    assert!(validate_key(".").is_err());
+    assert!(validate_key("..?token=x").is_err());
+    assert!(validate_key("...").is_ok());
     assert!(validate_key("a b").is_err());
     assert!(validate_key(&"k".repeat(201)).is_err());
 }

@@ -183,7 +183,11 @@ pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
 
 /// `skein check-config FILE`: validates and prints the effective configuration.
 pub fn check_config(file: &Path) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
+    let mut config = Config::load(file)?;
+    if !config.http.admin_token.is_empty() {
+        // The effective configuration ends up in terminals and tickets; the secret does not.
+        config.http.admin_token = "<redacted>".into();
+    }
     println!("{} is valid; effective configuration:\n", file.display());
     print!("{}", toml::to_string_pretty(&config)?);
     Ok(())
