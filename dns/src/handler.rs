@@ -9,8 +9,9 @@
 //! here to hickory's parsed form, so both engines answer the same.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -399,10 +400,65 @@ pub async fn serve_message<R: ResponseHandler>(
     }
 }
 
+/// The share of the TCP slots one client (an IPv4 address, an IPv6 /64) may hold, so that one
+/// host cannot take them all.
+fn per_client_slots(max: usize) -> usize {
+    max.div_ceil(4)
+}
+
+/// The key one client's TCP connections are counted under.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Open TCP connections per client; a [`ClientSlot`] gives its place back when dropped.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+struct ClientSlot {
+    table: Arc<PerClient>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let key = client_key(ip);
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(key).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// DNS over TCP: hickory-net's framing and hickory-server's idle timeout and response handle,
-/// around an accept loop of ours that holds at most `max` connections (hickory-server's
-/// `register_listener` accepts without limit) and closes further ones at once. On `stop` the
-/// loop stops accepting and every connection ends after the query it is answering.
+/// around an accept loop of ours that holds at most `max` connections, and at most a quarter of
+/// them for one client (hickory-server's `register_listener` accepts without limit), and closes
+/// further ones at once. On `stop` the loop stops accepting and every connection ends after the
+/// query it is answering.
 pub async fn serve_tcp(
     listener: TcpListener,
     handler: Handler,
@@ -415,6 +471,8 @@ pub async fn serve_tcp(
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
     let slots = Arc::new(Semaphore::new(max));
+    let per_client = Arc::new(PerClient::default());
+    let client_limit = per_client_slots(max);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -427,6 +485,11 @@ pub async fn serve_tcp(
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        let Some(client_slot) = per_client.take(peer.ip(), client_limit) else {
+            handler.shared.metrics.event(Event::TcpRejected);
+            drop(stream);
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             handler.shared.metrics.event(Event::TcpRejected);
@@ -450,6 +513,7 @@ pub async fn serve_tcp(
                 serve_message(&handler, bytes, src, Protocol::Tcp, response).await;
             }
             drop(permit);
+            drop(client_slot);
         });
     }
     let open = max - slots.available_permits();

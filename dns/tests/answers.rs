@@ -500,6 +500,38 @@ fn rate_limit_drops_and_slips_per_client_network(engine: &str) {
     );
 }
 
+/// A TCP connection to the server from source address `from` (any 127.0.0.0/8 address).
+fn connect_from(s: &DnsServer, from: &str) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let source: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&source.into()).expect("bind source");
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    socket.connect(&server.into()).expect("connect");
+    let c: TcpStream = socket.into();
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c
+}
+
+/// One SOA query over `c`, framed for TCP; the response bytes.
+fn tcp_query(c: &mut TcpStream) -> Vec<u8> {
+    let q = raw_query("example.com", 6);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend(&q);
+    c.write_all(&framed).expect("write");
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len).expect("length");
+    let mut resp = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut resp).expect("response");
+    resp
+}
+
+fn closed_at_once(c: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(c.read(&mut buf), Ok(0) | Err(_))
+}
+
 #[test]
 fn tcp_connections_are_limited_and_idle_ones_closed() {
     let cfg = config("", "").replace(
@@ -507,54 +539,54 @@ fn tcp_connections_are_limited_and_idle_ones_closed() {
         "udp_workers = 2\ntcp_max_connections = 2\ntcp_idle_timeout_ms = 3000\n",
     );
     let s = DnsServer::start("tcp-limits", &cfg, &[]);
-    let connect = || {
-        let c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c
-    };
-    let query = |c: &mut TcpStream| {
-        let q = raw_query("example.com", 6);
-        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-        framed.extend(&q);
-        c.write_all(&framed).expect("write");
-        let mut len = [0u8; 2];
-        c.read_exact(&mut len).expect("length");
-        let mut resp = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        c.read_exact(&mut resp).expect("response");
-        resp
-    };
-    // two connections are served, several queries each
-    let (mut c1, mut c2) = (connect(), connect());
+    // two connections (from two clients) are served, several queries each
+    let (mut c1, mut c2) = (connect_from(&s, "127.0.0.1"), connect_from(&s, "127.0.0.2"));
     for c in [&mut c1, &mut c2] {
         for _ in 0..3 {
-            let r = query(c);
+            let r = tcp_query(c);
             assert_eq!(&r[..2], &[0xab, 0xcd]);
             assert_eq!(rcode(&r), 0);
         }
     }
     // the third is closed at once
-    let mut c3 = connect();
-    let mut buf = [0u8; 16];
-    assert!(
-        matches!(c3.read(&mut buf), Ok(0) | Err(_)),
-        "third connection served"
-    );
+    let mut c3 = connect_from(&s, "127.0.0.3");
+    assert!(closed_at_once(&mut c3), "third connection served");
     assert!(
         s.metrics().contains("skein_dns_tcp_rejected_total 1"),
         "{}",
         s.metrics()
     );
     // idle connections are closed by the server, which frees their slots
-    assert!(matches!(c1.read(&mut buf), Ok(0) | Err(_)));
-    assert!(matches!(c2.read(&mut buf), Ok(0) | Err(_)));
+    assert!(closed_at_once(&mut c1));
+    assert!(closed_at_once(&mut c2));
     s.wait_until("a slot is free again", |s| {
-        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        let mut c = connect_from(s, "127.0.0.1");
         let q = raw_query("example.com", 6);
         let mut framed = (q.len() as u16).to_be_bytes().to_vec();
         framed.extend(&q);
+        let mut buf = [0u8; 16];
         c.write_all(&framed).is_ok() && c.read(&mut buf).is_ok_and(|n| n > 0)
     });
+}
+
+#[test]
+fn one_client_cannot_hold_every_tcp_slot() {
+    let cfg = config("", "").replace(
+        "udp_workers = 2\n",
+        "udp_workers = 2\ntcp_max_connections = 8\ntcp_idle_timeout_ms = 10000\n",
+    );
+    let s = DnsServer::start("tcp-per-client", &cfg, &[]);
+    // A quarter of the slots per client: the hog's third connection is closed at once ...
+    let mut hog: Vec<TcpStream> = (0..2).map(|_| connect_from(&s, "127.0.0.9")).collect();
+    for c in &mut hog {
+        assert_eq!(rcode(&tcp_query(c)), 0);
+    }
+    let mut third = connect_from(&s, "127.0.0.9");
+    assert!(
+        closed_at_once(&mut third),
+        "a client took more than its share"
+    );
+    // ... while everyone else is still served.
+    let mut other = connect_from(&s, "127.0.0.10");
+    assert_eq!(rcode(&tcp_query(&mut other)), 0);
 }
