@@ -134,6 +134,9 @@ impl RelayReader {
                 return Ok(Some(message));
             }
             let read = tokio::select! {
+                // Data already waiting wins over a deadline that passed while the task was
+                // busy elsewhere (writing a batch): a busy peer is not a silent one.
+                biased;
                 read = self.recv.read_chunk(256 * 1024, true) => read,
                 _ = sleep_until(self.last_heard + self.timeout) => {
                     return Err(RelayError::Timeout(self.timeout));
