@@ -74,11 +74,20 @@ async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> boo
 
 /// Publishes synthetic 30 fps video (a keyframe every second) until `stop`.
 async fn publish(url: RtmpUrl, stop: Arc<AtomicBool>) {
-    let mut client = RtmpClient::connect(&url).await.unwrap();
-    client
-        .publish(&url.key, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let client = start_publish(&url).await.unwrap();
+    feed(client, stop, 2_000).await;
+}
+
+/// Connects and publishes `url`, as far as the server's answer.
+async fn start_publish(url: &RtmpUrl) -> anyhow::Result<RtmpClient> {
+    let mut client = RtmpClient::connect(url).await?;
+    client.publish(&url.key, Duration::from_secs(10)).await?;
+    Ok(client)
+}
+
+/// Sends synthetic 30 fps video frames of `frame_size` bytes (a keyframe every second) until
+/// `stop` or a disconnect.
+async fn feed(mut client: RtmpClient, stop: Arc<AtomicBool>, frame_size: usize) {
     client
         .session()
         .send_video(0, &synthetic::avc_sequence_header());
@@ -88,7 +97,7 @@ async fn publish(url: RtmpUrl, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let ts = start.elapsed().as_millis() as u32;
-        let video = synthetic::video_frame(frame.is_multiple_of(30), 2_000, frame);
+        let video = synthetic::video_frame(frame.is_multiple_of(30), frame_size, frame);
         client.session().send_video(ts, &video);
         if client.flush().await.is_err() {
             return;
@@ -97,10 +106,12 @@ async fn publish(url: RtmpUrl, stop: Arc<AtomicBool>) {
     }
 }
 
-/// What the player saw: (arrival, timestamp) of each video frame, and the status codes.
+/// What the player saw: (arrival, timestamp) and the size of each video frame, and the status
+/// codes.
 #[derive(Default)]
 struct Seen {
     video: Vec<(Instant, u32)>,
+    sizes: Vec<usize>,
     codes: Vec<String>,
     disconnected: bool,
 }
@@ -118,8 +129,10 @@ async fn play(url: RtmpUrl, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
                 seen.lock().disconnected = true;
                 return;
             }
-            Ok(Ok(ClientEvent::Video { timestamp, .. })) => {
-                seen.lock().video.push((Instant::now(), timestamp));
+            Ok(Ok(ClientEvent::Video { timestamp, payload })) => {
+                let mut seen = seen.lock();
+                seen.video.push((Instant::now(), timestamp));
+                seen.sizes.push(payload.len());
             }
             Ok(Ok(ClientEvent::Status { code, .. })) => seen.lock().codes.push(code),
             Ok(Ok(_)) => {}
@@ -235,6 +248,122 @@ async fn a_stream_follows_its_new_owner_and_the_player_never_sees_time_go_back()
         seen.codes
     );
     for node in [other, publish_edge, play_edge] {
+        node.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One publisher per stream cluster-wide: the owner decides. A second publish of the key on
+/// another edge is refused while the first lives (a viewer on a third edge sees only the first
+/// publisher's frames, told apart by their size; sequence headers are neither size), and is
+/// taken once the first has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_on_two_edges_has_one_publisher() {
+    const FIRST: usize = 2_000;
+    const SECOND: usize = 3_000;
+    let dir = skein_tests::node::temp_dir("relay-one-publisher");
+    let (origin, join) = RunningNode::start_member(
+        config("127.0.1.75", "origin", ORIGIN, &dir),
+        Membership::Init {
+            token_ttl: Duration::from_secs(600),
+        },
+    )
+    .await
+    .unwrap();
+    let join = join.expect("init returns the join info");
+    let edge_1 = member(config("127.0.1.76", "edge-1", EDGE, &dir), &join).await;
+    let edge_2 = member(config("127.0.1.77", "edge-2", EDGE, &dir), &join).await;
+    let edge_3 = member(config("127.0.1.78", "edge-3", EDGE, &dir), &join).await;
+    let routes = |node: &RunningNode| node.node.cluster().unwrap().relay.routing().origins();
+    wait_until(
+        "the origin in every edge's ring",
+        Duration::from_secs(30),
+        || {
+            [&edge_1, &edge_2, &edge_3]
+                .iter()
+                .all(|edge| routes(edge).len() == 1)
+        },
+    )
+    .await;
+    let url = |node: &RunningNode| {
+        RtmpUrl::parse(&format!("rtmp://{}/{STREAM}", node.rtmp_addr)).unwrap()
+    };
+
+    let stop_first = Arc::new(AtomicBool::new(false));
+    let first = start_publish(&url(&edge_1)).await.unwrap();
+    let first = tokio::spawn(feed(first, stop_first.clone(), FIRST));
+    wait_until("the origin has the stream", Duration::from_secs(10), || {
+        origin
+            .node
+            .hub
+            .get(STREAM)
+            .is_some_and(|s| s.is_published())
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let player = tokio::spawn(play(url(&edge_3), seen.clone(), stop.clone()));
+    wait_until("the viewer receives video", Duration::from_secs(10), || {
+        seen.lock().video.len() > 10
+    })
+    .await;
+
+    let refused = start_publish(&url(&edge_2)).await;
+    let error = format!(
+        "{:#}",
+        refused.err().expect("the second publish is refused")
+    );
+    assert!(
+        error.contains("already being published"),
+        "the refusal says why: {error}"
+    );
+    assert!(
+        edge_2
+            .node
+            .hub
+            .get(STREAM)
+            .is_none_or(|s| !s.is_published()),
+        "the refused publisher left nothing published on its edge"
+    );
+    let frames_before = seen.lock().video.len();
+    wait_until("a second more of video", Duration::from_secs(10), || {
+        seen.lock().video.len() > frames_before + 30
+    })
+    .await;
+    assert!(
+        !seen.lock().sizes.contains(&SECOND),
+        "the viewer saw only the first publisher's frames"
+    );
+
+    stop_first.store(true, Ordering::Relaxed);
+    let _ = first.await;
+    let second = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match start_publish(&url(&edge_2)).await {
+                Ok(client) => return client,
+                Err(_) => sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the key is free once its publisher has gone");
+    let second = tokio::spawn(feed(second, stop.clone(), SECOND));
+    wait_until(
+        "the viewer receives the second publisher's video",
+        Duration::from_secs(15),
+        || seen.lock().sizes.iter().filter(|s| **s == SECOND).count() > 10,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = second.await;
+    let _ = player.await;
+    let seen = std::mem::take(&mut *seen.lock());
+    let switch = seen.sizes.iter().position(|s| *s == SECOND).unwrap();
+    assert!(
+        !seen.sizes[switch..].contains(&FIRST),
+        "after the switch only the second publisher's frames"
+    );
+    for node in [origin, edge_1, edge_2, edge_3] {
         node.stop().await;
     }
     let _ = std::fs::remove_dir_all(&dir);

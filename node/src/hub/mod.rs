@@ -121,6 +121,23 @@ impl Hub {
             .expect("replacing publishes are never refused")
     }
 
+    /// Publishes a stream pushed here by the node its publisher is on. The push takes over a
+    /// taken key only when `replace` is set (the same node pushing again, or replacement
+    /// configured); otherwise it is refused, so a stream never has two publishers.
+    pub fn publish_pushed(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+        replace: bool,
+    ) -> Result<PublisherHandle, PublishError> {
+        self.publish_as(key, publisher, replace)
+    }
+
+    /// Whether a new publisher of a taken key replaces the current one (`hub.publish_replace`).
+    pub fn replaces_publishers(&self) -> bool {
+        self.config.publish_replace
+    }
+
     fn publish_as(
         self: &Arc<Self>,
         key: &str,

@@ -53,6 +53,9 @@ pub enum RelayError {
     /// The peer answered, but will not serve this request.
     #[error("refused by the peer: {0}")]
     Refused(String),
+    /// The owner refused or ended a push because another publisher has the stream.
+    #[error("{0}")]
+    Taken(String),
     /// The local feed of the stream ended (publisher gone, too slow).
     #[error("local feed ended: {0}")]
     Feed(FeedEnd),

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use skein_raft::{Cluster, NodeId, PeerFailure, StreamLoad};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,7 +37,9 @@ use tokio_util::task::TaskTracker;
 pub use conn::RelayError;
 pub use routing::Routing;
 
-use crate::hub::{FeedEnd, FeedItem, Hub, PlayerFeed, PublisherInfo};
+use crate::hub::{
+    FeedEnd, FeedItem, Hub, PlayerFeed, PublishError, PublisherHandle, PublisherInfo,
+};
 use crate::metrics::Metrics;
 use conn::RelayConn;
 
@@ -132,8 +135,42 @@ impl Relay {
     }
 
     /// Pushes a local publish to the stream's owner for as long as the returned guard lives.
-    pub fn push(self: &Arc<Self>, stream: &str) -> TaskGuard {
-        TaskGuard(self.spawn(push::run(self.clone(), stream.to_owned())))
+    /// The owner decides whether this publisher is the stream's one publisher: the guard's
+    /// [`PushGuard::verdict`] tells the first answer; a later refusal (the owner moved to a node
+    /// that has another publisher, or a newer publisher replaced this one) cancels `publisher`.
+    pub fn push(self: &Arc<Self>, stream: &str, publisher: CancellationToken) -> PushGuard {
+        let (verdict_tx, verdict) = oneshot::channel();
+        let task = push::run(self.clone(), stream.to_owned(), publisher, verdict_tx);
+        PushGuard {
+            _task: TaskGuard(self.spawn(task)),
+            verdict: Some(verdict),
+            wait: self.settings.timeout,
+        }
+    }
+
+    /// Takes a push of `key` from `peer` into the hub if the stream has no other publisher:
+    /// the same node pushing again replaces its older push (that connection is half dead), and
+    /// `hub.publish_replace` lets any push replace. Returns the handle and the token the hub
+    /// cancels when a newer publisher replaces this one.
+    fn admit_push(
+        &self,
+        key: &str,
+        peer: NodeId,
+    ) -> Result<(PublisherHandle, CancellationToken), String> {
+        let info = self.publisher_info(peer);
+        let replaced = info.cancel.clone();
+        // Held across the hub call so two pushes of one key are decided one after the other.
+        let mut pushed = self.pushed_in.lock();
+        let replace = pushed.get(key) == Some(&peer) || self.hub.replaces_publishers();
+        match self.hub.publish_pushed(key, info, replace) {
+            Ok(handle) => {
+                pushed.insert(key.to_owned(), peer);
+                Ok((handle, replaced))
+            }
+            Err(PublishError::Taken(_)) => Err(format!(
+                "stream {key} is already being published on another node"
+            )),
+        }
     }
 
     /// Makes sure one pull of `stream` runs. Call after subscribing the viewer, so a pull that
@@ -263,6 +300,39 @@ pub struct RelayView {
 
 /// Aborts its task when dropped.
 pub struct TaskGuard(JoinHandle<()>);
+
+/// A running push of a local publish; dropping it ends the push.
+pub struct PushGuard {
+    _task: TaskGuard,
+    verdict: Option<oneshot::Receiver<PushVerdict>>,
+    /// How long a publish waits for the owner's answer: the relay timeout.
+    wait: Duration,
+}
+
+/// The owner's first answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushVerdict {
+    /// This publisher is the stream's publisher (the owner took the push, or this node owns
+    /// the stream, or no owner could be asked within the wait: a publish is not refused for
+    /// an unreachable owner).
+    Accepted,
+    /// Another publisher has the stream; the text says where, for the publisher's client.
+    Taken(String),
+}
+
+impl PushGuard {
+    /// Waits up to the relay timeout for the owner's first answer; no answer in time counts
+    /// as accepted (the push keeps trying, and a later refusal stops the publisher).
+    pub async fn verdict(&mut self) -> PushVerdict {
+        let Some(verdict) = self.verdict.take() else {
+            return PushVerdict::Accepted;
+        };
+        match tokio::time::timeout(self.wait, verdict).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(_)) | Err(_) => PushVerdict::Accepted,
+        }
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {

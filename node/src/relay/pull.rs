@@ -208,8 +208,8 @@ async fn pull_once(
                     Some(RelayMessage::Unpublished) => {}
                     Some(RelayMessage::Published | RelayMessage::Keepalive) => {}
                     Some(RelayMessage::Refused(why)) => return Ok(PullEnd::Refused(why)),
-                    Some(RelayMessage::Hello(_)) => {
-                        return Err(RelayError::Refused("unexpected hello from the origin".into()));
+                    Some(other) => {
+                        return Err(RelayError::Refused(format!("unexpected {other:?} from the origin")));
                     }
                     None => return Err(RelayError::Closed),
                 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skein_raft::RelayListener;
+use tokio_util::sync::CancellationToken;
 
 use super::conn::{RelayConn, RelayError};
 use super::wire::{Hello, RelayMessage};
@@ -52,29 +53,52 @@ async fn serve(relay: &Arc<Relay>, conn: &mut RelayConn) -> Result<(), RelayErro
     }
 }
 
-/// A peer pushes a stream it has a publisher for: publish it here until the peer stops or dies.
+/// A peer pushes a stream it has a publisher for: publish it here until the peer stops or dies,
+/// unless another publisher has the stream (then the push is answered `Taken`).
 async fn take_push(relay: &Arc<Relay>, conn: &mut RelayConn, key: &str) -> Result<(), RelayError> {
     let peer = conn.peer;
+    let (handle, replaced) = match relay.admit_push(key, peer) {
+        Ok(admitted) => admitted,
+        Err(why) => {
+            tracing::info!(stream = %key, peer, "relay push refused: {why}");
+            let _ = conn.tx.send(&[RelayMessage::Taken(why.clone())]).await;
+            conn.tx.finish();
+            return Err(RelayError::Taken(why));
+        }
+    };
     tracing::info!(stream = %key, peer, "relay push accepted");
-    let mut handle = Some(relay.hub.publish_relayed(key, relay.publisher_info(peer)));
-    relay.pushed_in.lock().insert(key.to_owned(), peer);
-    let result = pump_push(relay, conn, key, &mut handle).await;
+    let mut push = TakenPush {
+        handle: Some(handle),
+        replaced,
+    };
+    let result = match conn.tx.send(&[RelayMessage::Accepted]).await {
+        Ok(()) => pump_push(relay, conn, key, &mut push).await,
+        Err(e) => Err(e),
+    };
     {
+        // A replaced push's entry belongs to whoever replaced it.
         let mut pushed = relay.pushed_in.lock();
-        if pushed.get(key) == Some(&peer) {
+        if !push.replaced.is_cancelled() && pushed.get(key) == Some(&peer) {
             pushed.remove(key);
         }
     }
-    drop(handle);
+    drop(push);
     tracing::info!(stream = %key, peer, "relay push ended");
     result
+}
+
+/// The hub side of an accepted push: its publisher (none between an unpublish and the next
+/// frame) and the token the hub cancels when a newer publisher replaces it.
+struct TakenPush {
+    handle: Option<crate::hub::PublisherHandle>,
+    replaced: CancellationToken,
 }
 
 async fn pump_push(
     relay: &Arc<Relay>,
     conn: &mut RelayConn,
     key: &str,
-    handle: &mut Option<crate::hub::PublisherHandle>,
+    push: &mut TakenPush,
 ) -> Result<(), RelayError> {
     loop {
         tokio::select! {
@@ -82,21 +106,41 @@ async fn pump_push(
                 match message? {
                     None => return Ok(()),
                     Some(RelayMessage::Media(media)) => {
-                        let publisher = handle.get_or_insert_with(|| {
-                            relay.hub.publish_relayed(key, relay.publisher_info(conn.peer))
-                        });
-                        publisher.push_classified(media.kind, media.timestamp, media.payload, media.flags);
+                        if push.handle.is_none() {
+                            // The peer's publisher came back after an unpublish: decided again.
+                            let (handle, replaced) = match relay.admit_push(key, conn.peer) {
+                                Ok(admitted) => admitted,
+                                Err(why) => return refuse_taken(conn, why).await,
+                            };
+                            push.handle = Some(handle);
+                            push.replaced = replaced;
+                        }
+                        if let Some(publisher) = &push.handle {
+                            publisher.push_classified(media.kind, media.timestamp, media.payload, media.flags);
+                        }
                     }
-                    Some(RelayMessage::Unpublished) => *handle = None,
+                    Some(RelayMessage::Unpublished) => push.handle = None,
                     Some(RelayMessage::Published | RelayMessage::Keepalive) => {}
                     Some(other) => {
                         return Err(RelayError::Refused(format!("unexpected {other:?} in a push")));
                     }
                 }
             }
+            _ = push.replaced.cancelled(), if push.handle.is_some() => {
+                push.handle = None;
+                return refuse_taken(conn, format!("stream {key} was taken over by a newer publisher")).await;
+            }
             _ = conn.tx.keepalive_due() => conn.tx.keepalive().await?,
         }
     }
+}
+
+/// Tells the pushing node that another publisher has the stream, and ends the push.
+async fn refuse_taken(conn: &mut RelayConn, why: String) -> Result<(), RelayError> {
+    tracing::info!(peer = conn.peer, "ending relay push: {why}");
+    conn.tx.send(&[RelayMessage::Taken(why.clone())]).await?;
+    conn.tx.finish();
+    Err(RelayError::Taken(why))
 }
 
 /// A peer wants a stream: serve it from the hub, holding the request up to `hold` while it has

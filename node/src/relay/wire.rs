@@ -23,6 +23,8 @@ const KIND_UNPUBLISHED: u8 = 0x20;
 const KIND_PUBLISHED: u8 = 0x21;
 const KIND_KEEPALIVE: u8 = 0x22;
 const KIND_REFUSED: u8 = 0x23;
+const KIND_ACCEPTED: u8 = 0x24;
+const KIND_TAKEN: u8 = 0x25;
 /// Flags in the kind byte of audio and video messages.
 const FLAG_KEYFRAME: u8 = 0x40;
 const FLAG_SEQUENCE_HEADER: u8 = 0x80;
@@ -67,6 +69,11 @@ pub enum RelayMessage {
     Keepalive,
     /// The request cannot be served; the reason is for logs.
     Refused(String),
+    /// The owner takes this push: the pushing node's publisher is the stream's one publisher.
+    Accepted,
+    /// The owner refuses (or ends) this push because another publisher has the stream; the
+    /// pushing node must stop its publisher. The text is for logs.
+    Taken(String),
 }
 
 /// One media message: an RTMP audio, video or data payload with its timestamp and flags.
@@ -154,6 +161,8 @@ impl Decoder {
             KIND_PUBLISHED => RelayMessage::Published,
             KIND_KEEPALIVE => RelayMessage::Keepalive,
             KIND_REFUSED => RelayMessage::Refused(text(&body)?),
+            KIND_ACCEPTED => RelayMessage::Accepted,
+            KIND_TAKEN => RelayMessage::Taken(text(&body)?),
             other => return Err(WireError::UnknownKind(other)),
         }))
     }
@@ -170,7 +179,7 @@ fn split_kind(byte: u8) -> Result<(u8, FrameFlags), WireError> {
     let known = match base {
         KIND_AUDIO | KIND_VIDEO => true,
         KIND_HELLO | KIND_METADATA | KIND_UNPUBLISHED | KIND_PUBLISHED | KIND_KEEPALIVE
-        | KIND_REFUSED => byte & FLAGS == 0,
+        | KIND_REFUSED | KIND_ACCEPTED | KIND_TAKEN => byte & FLAGS == 0,
         _ => false,
     };
     if !known {
@@ -212,6 +221,12 @@ fn header(kind: u8, timestamp: u32, len: usize) -> Bytes {
 /// Encodes a message as header and body; media bodies are the shared payload, not a copy.
 pub fn encode(message: &RelayMessage) -> [Bytes; 2] {
     let empty = |kind| [header(kind, 0, 0), Bytes::new()];
+    let with_text = |kind, text: &String| {
+        [
+            header(kind, 0, text.len()),
+            Bytes::copy_from_slice(text.as_bytes()),
+        ]
+    };
     match message {
         RelayMessage::Hello(hello) => {
             let (op, hold, key) = match hello {
@@ -249,10 +264,9 @@ pub fn encode(message: &RelayMessage) -> [Bytes; 2] {
         RelayMessage::Unpublished => empty(KIND_UNPUBLISHED),
         RelayMessage::Published => empty(KIND_PUBLISHED),
         RelayMessage::Keepalive => empty(KIND_KEEPALIVE),
-        RelayMessage::Refused(why) => [
-            header(KIND_REFUSED, 0, why.len()),
-            Bytes::copy_from_slice(why.as_bytes()),
-        ],
+        RelayMessage::Refused(why) => with_text(KIND_REFUSED, why),
+        RelayMessage::Accepted => empty(KIND_ACCEPTED),
+        RelayMessage::Taken(why) => with_text(KIND_TAKEN, why),
     }
 }
 
@@ -350,6 +364,10 @@ mod tests {
         roundtrip(RelayMessage::Published);
         roundtrip(RelayMessage::Keepalive);
         roundtrip(RelayMessage::Refused("no publisher".into()));
+        roundtrip(RelayMessage::Accepted);
+        roundtrip(RelayMessage::Taken(
+            "live/a is already being published".into(),
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::hub::{FeedEnd, FeedPolicy, PlayerFeed, PublishError, PublisherHandle}
 use crate::hub::{PublisherInfo, validate_key};
 use crate::media::MediaKind;
 use crate::metrics::{ProtocolLabel, ReasonLabel};
-use crate::relay::TaskGuard;
+use crate::relay::{PushGuard, PushVerdict};
 
 /// Why a play or a publish was refused; each driver turns it into its protocol's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,7 +148,7 @@ fn feed_policy(node: &Node, published: bool) -> FeedPolicy {
 /// for as long as this lives.
 pub struct Publication {
     handle: PublisherHandle,
-    _relay_push: Option<TaskGuard>,
+    _relay_push: Option<PushGuard>,
 }
 
 impl Publication {
@@ -158,14 +158,16 @@ impl Publication {
     }
 }
 
-/// Starts a publish of `app/key` by `client`.
-pub fn publish(
+/// Starts a publish of `app/key` by `client`. In a cluster the stream's owner decides whether
+/// this is the stream's one publisher; the publish waits for its answer (at most the relay
+/// timeout; an owner that cannot be asked does not refuse it).
+pub async fn publish(
     node: &Node,
     client: &ClientGuard,
     app: &str,
     key: &str,
 ) -> Result<Publication, Refusal> {
-    let started = start_publish(node, client, app, key);
+    let started = start_publish(node, client, app, key).await;
     match &started {
         Ok((name, _)) => {
             node.metrics.publishes_total.inc();
@@ -180,7 +182,7 @@ pub fn publish(
     started.map(|(_, publication)| publication)
 }
 
-fn start_publish(
+async fn start_publish(
     node: &Node,
     client: &ClientGuard,
     app: &str,
@@ -198,7 +200,15 @@ fn start_publish(
     let handle = node.hub.publish(&name, info).map_err(|e| match e {
         PublishError::Taken(name) => Refusal::Taken(name),
     })?;
-    let relay_push = node.cluster().map(|link| link.relay.push(&name));
+    let mut relay_push = node
+        .cluster()
+        .map(|link| link.relay.push(&name, client.cancel.clone()));
+    if let Some(push) = &mut relay_push
+        && let PushVerdict::Taken(why) = push.verdict().await
+    {
+        tracing::debug!(stream = %name, "owner refused the publish: {why}");
+        return Err(Refusal::Taken(name));
+    }
     Ok((
         name,
         Publication {

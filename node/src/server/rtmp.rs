@@ -189,7 +189,7 @@ impl<'a> Connection<'a> {
                 .feed(&mut self.inbound)
                 .map_err(|e| Close::Protocol(e.to_string()))?;
             while let Some(event) = self.session.poll_event() {
-                self.on_event(event);
+                self.on_event(event).await;
             }
             if self.inbound.capacity() - self.inbound.len() < READ_SMALL / 2 {
                 let size = match self.activity {
@@ -281,14 +281,14 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn on_event(&mut self, event: ServerEvent) {
+    async fn on_event(&mut self, event: ServerEvent) {
         match event {
             ServerEvent::Connect { app, tc_url, .. } => {
                 tracing::debug!(client = self.client.id, %app, tc_url = tc_url.as_deref().unwrap_or(""), "rtmp app connect");
                 self.app = Some(app);
                 self.connected = true;
             }
-            ServerEvent::Publish { stream_id, key, .. } => self.on_publish(stream_id, &key),
+            ServerEvent::Publish { stream_id, key, .. } => self.on_publish(stream_id, &key).await,
             ServerEvent::Play { stream_id, key, .. } => self.on_play(stream_id, &key),
             ServerEvent::Unpublish { stream_id } => {
                 if matches!(self.activity, Activity::Publishing { stream_id: s, .. } if s == stream_id)
@@ -346,7 +346,7 @@ impl<'a> Connection<'a> {
         self.app.as_deref().unwrap_or_default()
     }
 
-    fn on_publish(&mut self, stream_id: u32, key: &str) {
+    async fn on_publish(&mut self, stream_id: u32, key: &str) {
         if !matches!(self.activity, Activity::Idle) {
             self.session.reject_publish(
                 stream_id,
@@ -355,7 +355,7 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        match admission::publish(self.node, &self.client, self.app(), key) {
+        match admission::publish(self.node, &self.client, self.app(), key).await {
             Ok(publication) => {
                 self.session.accept_publish(stream_id);
                 self.activity = Activity::Publishing {
