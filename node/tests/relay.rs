@@ -253,17 +253,42 @@ async fn a_stream_follows_its_new_owner_and_the_player_never_sees_time_go_back()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// One publisher per stream cluster-wide: the owner decides. A second publish of the key on
-/// another edge is refused while the first lives (a viewer on a third edge sees only the first
-/// publisher's frames, told apart by their size; sequence headers are neither size), and is
-/// taken once the first has gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_published_on_two_edges_has_one_publisher() {
-    const FIRST: usize = 2_000;
-    const SECOND: usize = 3_000;
-    let dir = skein_tests::node::temp_dir("relay-one-publisher");
+/// Frame sizes of the first and the second publisher of a key.
+const FIRST: usize = 2_000;
+const SECOND: usize = 3_000;
+
+/// Waits until the viewer has had a second of the second publisher's frames, stops the tasks,
+/// and checks it never saw the first publisher's frames after the switch.
+async fn switched_to_second(
+    seen: &Mutex<Seen>,
+    stop: Arc<AtomicBool>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+) {
+    wait_until(
+        "the viewer receives the second publisher's video",
+        Duration::from_secs(15),
+        || seen.lock().sizes.iter().filter(|s| **s == SECOND).count() > 30,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let sizes = std::mem::take(&mut seen.lock().sizes);
+    let switch = sizes.iter().position(|s| *s == SECOND).unwrap();
+    assert!(
+        !sizes[switch..].contains(&FIRST),
+        "after the switch only the second publisher's frames"
+    );
+}
+
+/// One origin (with `hub.publish_replace` as given) and three edges, on 127.0.1.75-78, with the
+/// origin in every edge's ring.
+async fn one_origin_three_edges(dir: &std::path::Path, replace: bool) -> [RunningNode; 4] {
+    let mut origin_config = config("127.0.1.75", "origin", ORIGIN, dir);
+    origin_config.hub.publish_replace = replace;
     let (origin, join) = RunningNode::start_member(
-        config("127.0.1.75", "origin", ORIGIN, &dir),
+        origin_config,
         Membership::Init {
             token_ttl: Duration::from_secs(600),
         },
@@ -271,9 +296,9 @@ async fn a_key_published_on_two_edges_has_one_publisher() {
     .await
     .unwrap();
     let join = join.expect("init returns the join info");
-    let edge_1 = member(config("127.0.1.76", "edge-1", EDGE, &dir), &join).await;
-    let edge_2 = member(config("127.0.1.77", "edge-2", EDGE, &dir), &join).await;
-    let edge_3 = member(config("127.0.1.78", "edge-3", EDGE, &dir), &join).await;
+    let edge_1 = member(config("127.0.1.76", "edge-1", EDGE, dir), &join).await;
+    let edge_2 = member(config("127.0.1.77", "edge-2", EDGE, dir), &join).await;
+    let edge_3 = member(config("127.0.1.78", "edge-3", EDGE, dir), &join).await;
     let routes = |node: &RunningNode| node.node.cluster().unwrap().relay.routing().origins();
     wait_until(
         "the origin in every edge's ring",
@@ -285,10 +310,23 @@ async fn a_key_published_on_two_edges_has_one_publisher() {
         },
     )
     .await;
-    let url = |node: &RunningNode| {
-        RtmpUrl::parse(&format!("rtmp://{}/{STREAM}", node.rtmp_addr)).unwrap()
-    };
+    [origin, edge_1, edge_2, edge_3]
+}
 
+fn stream_url(node: &RunningNode) -> RtmpUrl {
+    RtmpUrl::parse(&format!("rtmp://{}/{STREAM}", node.rtmp_addr)).unwrap()
+}
+
+/// One publisher per stream cluster-wide: the owner decides. A refused play on the
+/// publisher's edge leaves its origin alive in its routing. A second publish of the key on
+/// another edge is refused while the first lives (a viewer on a third edge sees only the first
+/// publisher's frames, told apart by their size; sequence headers are neither size), and is
+/// taken once the first has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_on_two_edges_has_one_publisher() {
+    let dir = skein_tests::node::temp_dir("relay-one-publisher");
+    let [origin, edge_1, edge_2, edge_3] = one_origin_three_edges(&dir, false).await;
+    let url = stream_url;
     let stop_first = Arc::new(AtomicBool::new(false));
     let first = start_publish(&url(&edge_1)).await.unwrap();
     let first = tokio::spawn(feed(first, stop_first.clone(), FIRST));
@@ -307,6 +345,18 @@ async fn a_key_published_on_two_edges_has_one_publisher() {
         seen.lock().video.len() > 10
     })
     .await;
+
+    // A refused name is the asking connection's problem only: the publisher's edge keeps
+    // every origin and its stream keeps flowing.
+    let mut bad = RtmpClient::connect(&url(&edge_1)).await.unwrap();
+    let bad_play = bad.play("..", Duration::from_secs(5)).await;
+    assert!(bad_play.is_err(), "a play of .. is refused");
+    drop(bad);
+    let relay = edge_1.node.cluster().unwrap().relay.view();
+    assert!(
+        relay.routed_around.is_empty() && relay.origins.len() == 1,
+        "a refused play marks no origin dead: {relay:?}"
+    );
 
     let refused = start_publish(&url(&edge_2)).await;
     let error = format!(
@@ -348,21 +398,39 @@ async fn a_key_published_on_two_edges_has_one_publisher() {
     .await
     .expect("the key is free once its publisher has gone");
     let second = tokio::spawn(feed(second, stop.clone(), SECOND));
-    wait_until(
-        "the viewer receives the second publisher's video",
-        Duration::from_secs(15),
-        || seen.lock().sizes.iter().filter(|s| **s == SECOND).count() > 10,
-    )
+    switched_to_second(&seen, stop, [second, player]).await;
+    for node in [origin, edge_1, edge_2, edge_3] {
+        node.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `hub.publish_replace` on the owner, a newer publisher on another edge takes the stream
+/// over cluster-wide: the older one is disconnected, and a viewer on a third edge moves to the
+/// newer one's frames and never sees the older one's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replacement_a_newer_publisher_on_another_edge_takes_over() {
+    let dir = skein_tests::node::temp_dir("relay-replace");
+    let [origin, edge_1, edge_2, edge_3] = one_origin_three_edges(&dir, true).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = start_publish(&stream_url(&edge_1)).await.unwrap();
+    let first = tokio::spawn(feed(first, stop.clone(), FIRST));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let player = tokio::spawn(play(stream_url(&edge_3), seen.clone(), stop.clone()));
+    wait_until("the viewer receives video", Duration::from_secs(10), || {
+        seen.lock().video.len() > 10
+    })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = second.await;
-    let _ = player.await;
-    let seen = std::mem::take(&mut *seen.lock());
-    let switch = seen.sizes.iter().position(|s| *s == SECOND).unwrap();
-    assert!(
-        !seen.sizes[switch..].contains(&FIRST),
-        "after the switch only the second publisher's frames"
-    );
+
+    let second = start_publish(&stream_url(&edge_2))
+        .await
+        .expect("a newer publisher replaces the older one");
+    let second = tokio::spawn(feed(second, stop.clone(), SECOND));
+    timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the older publisher is disconnected")
+        .unwrap();
+    switched_to_second(&seen, stop, [second, player]).await;
     for node in [origin, edge_1, edge_2, edge_3] {
         node.stop().await;
     }
