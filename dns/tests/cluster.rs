@@ -151,6 +151,81 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
     });
 }
 
+/// A seed that accepts connections and never answers (and holds every connection it gets).
+struct StalledSeed {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<usize>>,
+}
+
+impl StalledSeed {
+    fn start() -> StalledSeed {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut held = Vec::new();
+            while !st.load(Ordering::Relaxed) && held.len() < 1_000 {
+                match l.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            held.len()
+        });
+        StalledSeed {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops holding connections; returns how many were opened to it.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+/// A seed that accepts and never answers is given up after the seed timeout and the next seed
+/// is asked; meanwhile every query is answered, and memory stays bounded.
+#[test]
+fn a_stalled_seed_neither_blocks_answers_nor_membership_nor_grows_memory() {
+    let a1 = TestEdge::start("127.0.1.1");
+    let stalled = StalledSeed::start();
+    let cluster = FakeCluster::start(doc(&[node(1, "a", true, &a1)]));
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", stalled.port, cluster.port);
+    let extra =
+        "[geo]\ncity = \"geo.mmdb\"\n[cluster]\npoll_interval_ms = 200\ncache = \"members.json\"\n";
+    let dir = temp_dir("stalled-seed");
+    demo_mmdb(&dir);
+    let s = DnsServer::start_in(dir, &config("", extra), &["--cluster", &seeds]);
+    let rss_at_start = s.rss_kib();
+    let a1_ip: IpAddr = "127.0.1.1".parse().unwrap();
+    s.wait_until("membership from the second seed", |s| {
+        s.dig(&["live.example.com", "A", "+subnet=127.0.1.0/24"])
+            .addrs()
+            == vec![a1_ip]
+    });
+    // Another poll, waiting out the stalled seed; queries are answered throughout.
+    for _ in 0..6 {
+        assert_eq!(s.dig(&["example.com", "SOA"]).status, "NOERROR");
+        thread::sleep(Duration::from_secs(1));
+    }
+    let rss_after = s.rss_kib();
+    let held = stalled.stop();
+    assert!(
+        held >= 2,
+        "the stalled seed was asked on every poll ({held} connections)"
+    );
+    assert!(
+        rss_after < rss_at_start + 32 * 1024,
+        "memory stays bounded: {rss_at_start} KiB at start, {rss_after} KiB later"
+    );
+}
+
 #[test]
 fn check_config_accepts_the_example_and_names_bad_fields() {
     let exe = skein_tests::binary("skein-dns");

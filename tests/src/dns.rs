@@ -89,6 +89,11 @@ impl DnsServer {
         std::fs::read_to_string(self.dir.join("skein-dns.log")).unwrap_or_default()
     }
 
+    /// The server's resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.process.rss_kib()
+    }
+
     pub fn dig(&self, args: &[&str]) -> Dig {
         dig(self.port, args)
     }

@@ -55,6 +55,17 @@ impl Process {
         cluster::wait_child(&mut self.0, within)
     }
 
+    /// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .expect("the process is running");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
