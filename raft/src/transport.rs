@@ -5,6 +5,13 @@
 //! Client certificates are *optional* at the TLS layer only because a joining node has none
 //! yet; after the handshake every connection that is not `skein-join/1` must carry a verified
 //! cluster certificate or it is closed before any stream is accepted.
+//!
+//! Both sides of every handshake also check membership ([`Members`]): a certificate is
+//! accepted only if its node id is registered and not removed in the committed state, so a
+//! removed node is refused at once (TLS alert `certificate_revoked`) although its certificate
+//! is still within its validity. [`ClusterTransport::close_non_members`] closes the
+//! connections that were open when a node was removed, and [`ClusterTransport::reload`] puts
+//! a renewed certificate to use for new connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,13 +28,19 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ClusterError, TransportError};
+use tokio::sync::watch;
+
+use crate::error::{CLOSE_REFUSED, ClusterError, TransportError};
 use crate::pki::{self, SERVER_NAME};
+use crate::state::ClusterState;
 use crate::types::NodeId;
 
 /// ALPN of Raft RPC and control messages (heartbeats, forwarded writes, status).
@@ -75,13 +88,16 @@ impl NodeTls {
         ])
     }
 
-    fn server_config(&self) -> Result<ServerConfig, ClusterError> {
+    fn server_config(&self, members: &Members) -> Result<ServerConfig, ClusterError> {
         let p = provider();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(ClusterError::tls)?;
+        let ca = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(ClusterError::tls)?;
+        let verifier = Arc::new(MemberClientVerifier {
+            ca,
+            members: members.clone(),
+        });
         let mut cfg = rustls::ServerConfig::builder_with_provider(p)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(ClusterError::tls)?
@@ -96,11 +112,20 @@ impl NodeTls {
         Ok(sc)
     }
 
-    fn client_config(&self, alpn: &[u8]) -> Result<ClientConfig, ClusterError> {
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    fn client_config(&self, alpn: &[u8], members: &Members) -> Result<ClientConfig, ClusterError> {
+        let p = provider();
+        let ca = WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), p.clone())
+            .build()
+            .map_err(ClusterError::tls)?;
+        let verifier = Arc::new(MemberServerVerifier {
+            ca,
+            members: members.clone(),
+        });
+        let mut cfg = rustls::ClientConfig::builder_with_provider(p)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(ClusterError::tls)?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain()?, pki::key_der(&self.key_pem)?)
             .map_err(ClusterError::tls)?;
         cfg.alpn_protocols = vec![alpn.to_vec()];
@@ -109,6 +134,141 @@ impl NodeTls {
         ));
         cc.transport_config(transport_config());
         Ok(cc)
+    }
+}
+
+/// Whose certificates the transport accepts: the members of the committed state (registered
+/// and not removed). Before this node has any committed state (it has just joined and the log
+/// has not reached it yet) the cluster CA alone decides.
+#[derive(Clone, Debug)]
+pub(crate) struct Members(pub(crate) watch::Receiver<Arc<ClusterState>>);
+
+impl Members {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let state = self.0.borrow();
+        if state.cluster_id.is_none() {
+            return Ok(());
+        }
+        match pki::node_id_from_cert(end_entity.as_ref()) {
+            Some(id) if state.is_member(id) => Ok(()),
+            Some(id) if state.removed.contains_key(&id) => {
+                tracing::warn!(
+                    node = id,
+                    "handshake refused: node was removed from the cluster"
+                );
+                Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+            }
+            id => {
+                tracing::debug!(node = ?id, "handshake refused: not a registered node");
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+}
+
+/// Server side: the cluster CA, then [`Members`].
+#[derive(Debug)]
+struct MemberClientVerifier {
+    ca: Arc<dyn ClientCertVerifier>,
+    members: Members,
+}
+
+impl ClientCertVerifier for MemberClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.ca.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.ca.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.ca.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.ca.verify_client_cert(end_entity, intermediates, now)?;
+        self.members.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.ca.supported_verify_schemes()
+    }
+}
+
+/// Client side: the cluster CA, then [`Members`].
+#[derive(Debug)]
+struct MemberServerVerifier {
+    ca: Arc<WebPkiServerVerifier>,
+    members: Members,
+}
+
+impl ServerCertVerifier for MemberServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.ca.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.members.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.ca.supported_verify_schemes()
     }
 }
 
@@ -214,25 +374,36 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-/// The node's cluster transport: its QUIC endpoint and the outgoing connection cache (one per
-/// peer and ALPN).
-pub(crate) struct ClusterTransport {
-    pub(crate) endpoint: Endpoint,
+/// Client configurations for outgoing connections, replaced when the certificate is renewed.
+struct Clients {
     raft: ClientConfig,
     relay: ClientConfig,
+}
+
+/// The node's cluster transport: its QUIC endpoint, the outgoing connection cache (one per
+/// peer and ALPN) and the authenticated incoming connections.
+pub(crate) struct ClusterTransport {
+    pub(crate) endpoint: Endpoint,
+    /// This node's id: once the state says it was removed, it dials nobody.
+    id: NodeId,
+    members: Members,
+    clients: Mutex<Clients>,
     conns: Mutex<HashMap<(SocketAddr, &'static [u8]), Connection>>,
+    incoming: Mutex<Vec<Connection>>,
 }
 
 impl ClusterTransport {
     /// Binds the internal address. A socket still draining from a previous run of this node
     /// (same process) is waited for, for up to 5 s.
     pub(crate) async fn bind(
+        id: NodeId,
         addr: SocketAddr,
         tls: &NodeTls,
+        members: Members,
     ) -> Result<ClusterTransport, ClusterError> {
         let mut attempts = 0;
         let endpoint = loop {
-            match Endpoint::server(tls.server_config()?, addr) {
+            match Endpoint::server(tls.server_config(&members)?, addr) {
                 Ok(e) => break e,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
                     attempts += 1;
@@ -243,10 +414,59 @@ impl ClusterTransport {
         };
         Ok(ClusterTransport {
             endpoint,
-            raft: tls.client_config(ALPN_RAFT)?,
-            relay: tls.client_config(ALPN_RELAY)?,
+            id,
+            clients: Mutex::new(Clients {
+                raft: tls.client_config(ALPN_RAFT, &members)?,
+                relay: tls.client_config(ALPN_RELAY, &members)?,
+            }),
+            members,
             conns: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Uses new TLS material (a renewed certificate) for every new connection, incoming and
+    /// outgoing; open connections keep theirs.
+    pub(crate) fn reload(&self, tls: &NodeTls) -> Result<(), ClusterError> {
+        let clients = Clients {
+            raft: tls.client_config(ALPN_RAFT, &self.members)?,
+            relay: tls.client_config(ALPN_RELAY, &self.members)?,
+        };
+        self.endpoint
+            .set_server_config(Some(tls.server_config(&self.members)?));
+        *self.clients.lock() = clients;
+        Ok(())
+    }
+
+    /// Remembers an authenticated incoming connection, so that it can be closed when its node
+    /// is removed.
+    pub(crate) fn track_incoming(&self, conn: Connection) {
+        let mut incoming = self.incoming.lock();
+        incoming.retain(|c| c.close_reason().is_none());
+        incoming.push(conn);
+    }
+
+    /// Closes every open connection, either direction, whose peer is no longer a member of
+    /// the committed state; returns the node ids whose connections were closed.
+    pub(crate) fn close_non_members(&self) -> Vec<NodeId> {
+        let state = self.members.0.borrow().clone();
+        if state.cluster_id.is_none() {
+            return Vec::new();
+        }
+        let mut closed = Vec::new();
+        let mut keep = |c: &Connection| match peer_node_id(c) {
+            Some(id) if !state.is_member(id) => {
+                c.close(CLOSE_REFUSED.into(), b"node removed from the cluster");
+                closed.push(id);
+                false
+            }
+            _ => c.close_reason().is_none(),
+        };
+        self.conns.lock().retain(|_, c| keep(c));
+        self.incoming.lock().retain(|c| keep(c));
+        closed.sort_unstable();
+        closed.dedup();
+        closed
     }
 
     /// A live connection to node `node` at `addr` for `alpn` (raft or relay), reused across
@@ -257,6 +477,9 @@ impl ClusterTransport {
         addr: SocketAddr,
         alpn: &'static [u8],
     ) -> Result<Connection, TransportError> {
+        if self.members.0.borrow().removed.contains_key(&self.id) {
+            return Err(TransportError::Removed);
+        }
         let conn = self.connection(addr, alpn).await?;
         let presented = peer_node_id(&conn);
         if presented != Some(node) {
@@ -280,14 +503,17 @@ impl ClusterTransport {
         {
             return Ok(c.clone());
         }
-        let cfg = if alpn == ALPN_RELAY {
-            &self.relay
-        } else {
-            &self.raft
+        let cfg = {
+            let clients = self.clients.lock();
+            if alpn == ALPN_RELAY {
+                clients.relay.clone()
+            } else {
+                clients.raft.clone()
+            }
         };
         let conn = self
             .endpoint
-            .connect_with(cfg.clone(), addr, SERVER_NAME)
+            .connect_with(cfg, addr, SERVER_NAME)
             .map_err(|source| TransportError::Connect { addr, source })?
             .await
             .map_err(|source| TransportError::Connection { addr, source })?;
