@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -386,6 +387,9 @@ pub(crate) struct ClusterTransport {
     pub(crate) endpoint: Endpoint,
     /// This node's id: once the state says it was removed, it dials nobody.
     id: NodeId,
+    /// A member closed a connection because this node was removed (this node may never apply
+    /// its own removal: the members stop replicating to it at once).
+    told_removed: Arc<AtomicBool>,
     members: Members,
     clients: Mutex<Clients>,
     conns: Mutex<HashMap<(SocketAddr, &'static [u8]), Connection>>,
@@ -415,6 +419,7 @@ impl ClusterTransport {
         Ok(ClusterTransport {
             endpoint,
             id,
+            told_removed: Arc::new(AtomicBool::new(false)),
             clients: Mutex::new(Clients {
                 raft: tls.client_config(ALPN_RAFT, &members)?,
                 relay: tls.client_config(ALPN_RELAY, &members)?,
@@ -441,6 +446,7 @@ impl ClusterTransport {
     /// Remembers an authenticated incoming connection, so that it can be closed when its node
     /// is removed.
     pub(crate) fn track_incoming(&self, conn: Connection) {
+        self.watch_for_removal(&conn);
         let mut incoming = self.incoming.lock();
         incoming.retain(|c| c.close_reason().is_none());
         incoming.push(conn);
@@ -456,7 +462,7 @@ impl ClusterTransport {
         let mut closed = Vec::new();
         let mut keep = |c: &Connection| match peer_node_id(c) {
             Some(id) if !state.is_member(id) => {
-                c.close(CLOSE_REFUSED.into(), b"node removed from the cluster");
+                c.close(CLOSE_REFUSED.into(), REMOVED_REASON);
                 closed.push(id);
                 false
             }
@@ -477,7 +483,7 @@ impl ClusterTransport {
         addr: SocketAddr,
         alpn: &'static [u8],
     ) -> Result<Connection, TransportError> {
-        if self.members.0.borrow().removed.contains_key(&self.id) {
+        if self.is_removed() {
             return Err(TransportError::Removed);
         }
         let conn = self.connection(addr, alpn).await?;
@@ -517,8 +523,33 @@ impl ClusterTransport {
             .map_err(|source| TransportError::Connect { addr, source })?
             .await
             .map_err(|source| TransportError::Connection { addr, source })?;
+        self.watch_for_removal(&conn);
         self.conns.lock().insert((addr, alpn), conn.clone());
         Ok(conn)
+    }
+
+    /// Whether this node knows it was removed (told by a member, or from its own state).
+    pub(crate) fn is_removed(&self) -> bool {
+        self.told_removed.load(Ordering::Relaxed)
+            || self.members.0.borrow().removed.contains_key(&self.id)
+    }
+
+    /// Notes when a member closes `conn` because this node was removed from the cluster.
+    fn watch_for_removal(&self, conn: &Connection) {
+        let conn = conn.clone();
+        let told = self.told_removed.clone();
+        tokio::spawn(async move {
+            if let quinn::ConnectionError::ApplicationClosed(close) = conn.closed().await
+                && close.error_code == CLOSE_REFUSED.into()
+                && close.reason.as_ref() == REMOVED_REASON
+                && !told.swap(true, Ordering::Relaxed)
+            {
+                tracing::error!(
+                    peer = ?peer_node_id(&conn),
+                    "this node was removed from the cluster: the members refuse it from now on; stop it, wipe its data directory and join again to come back as a new node"
+                );
+            }
+        });
     }
 
     /// Forgets a cached connection after a failure so the next call redials.
@@ -526,6 +557,9 @@ impl ClusterTransport {
         self.conns.lock().remove(&(addr, alpn));
     }
 }
+
+/// Close reason of the connections of a node that was removed.
+const REMOVED_REASON: &[u8] = b"node removed from the cluster";
 
 /// Node id from the verified certificate of the other side of a connection.
 pub(crate) fn peer_node_id(conn: &Connection) -> Option<NodeId> {

@@ -139,12 +139,12 @@ pub(crate) fn handle_fetch_ca_key(inner: &Inner, peer: NodeId) -> Response {
     }
 }
 
-/// Every node: closes removed nodes' connections as soon as the removal is applied, and
+/// Every node: closes removed nodes' connections as soon as the removal is applied (the
+/// removed node is told so by the close, see the transport), and
 /// periodically keeps the CA key where it belongs and renews this node's certificate.
 pub(crate) async fn upkeep_loop(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(inner.config.heartbeat_interval);
     let mut state = inner.state.clone();
-    let mut told_removed = false;
     let mut renew_after = Instant::now();
     loop {
         tokio::select! {
@@ -154,12 +154,6 @@ pub(crate) async fn upkeep_loop(inner: Arc<Inner>) {
                 }
                 for node in inner.transport.close_non_members() {
                     tracing::warn!(node, "closed the connections of a removed node");
-                }
-                if !told_removed && inner.state.borrow().removed.contains_key(&inner.id) {
-                    told_removed = true;
-                    tracing::error!(
-                        "this node was removed from the cluster: the other nodes refuse its certificate; stop it, wipe its data directory and join again to come back as a new node"
-                    );
                 }
             }
             _ = tick.tick() => {
@@ -178,14 +172,21 @@ pub(crate) async fn upkeep_loop(inner: Arc<Inner>) {
 }
 
 /// A voter without the key fetches it from a holder; a holder that is no longer a voter
-/// deletes it once a voter holds it; the state records who holds it.
+/// deletes it once a voter holds it, a removed node at once; the state records who holds it.
 async fn keep_ca_key(inner: &Inner) -> Result<(), ClusterError> {
     let me = inner.id;
+    let dir = &inner.config.data_dir;
+    if inner.transport.is_removed() {
+        if identity::read_ca_key(dir)?.is_some() {
+            identity::remove_ca_key(dir)?;
+            tracing::warn!("removed from the cluster: deleted the CA key from the data directory");
+        }
+        return Ok(());
+    }
     let state = inner.state.borrow().clone();
     if state.cluster_id.is_none() || !state.is_member(me) {
         return Ok(());
     }
-    let dir = &inner.config.data_dir;
     let mut holds = identity::read_ca_key(dir)?.is_some();
     let voter = state.voters.contains(&me);
     if voter && !holds {

@@ -321,6 +321,12 @@ async fn a_removed_node_is_refused_everywhere_and_its_connections_close() {
         "{err}"
     );
 
+    // It no longer keeps the CA key it had as a voter.
+    eventually("removed node deleted its CA key", || {
+        !third_dir.join("ca.key").exists()
+    })
+    .await;
+
     // The others are unaffected.
     nodes[1]
         .open_relay(1)
