@@ -188,9 +188,10 @@ async fn handle_rpc(inner: &Arc<Inner>, peer: NodeId, req: Request) -> Response 
                 .await
                 .map_or_else(|e| failed(&e), Response::Snapshot)
         }
-        Request::Heartbeat { node, load } => {
+        // Recorded for the certificate's node, whatever id the message claims.
+        Request::Heartbeat { load, .. } => {
             inner.heard.lock().insert(
-                node,
+                peer,
                 Heard {
                     at: Instant::now(),
                     load,
