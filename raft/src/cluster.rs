@@ -375,18 +375,20 @@ impl Cluster {
     }
 
     /// Leaves the cluster (`skein leave`): removes this node and waits (bounded) until it is no
-    /// longer a voter. The caller shuts down afterwards.
+    /// longer a voter, or the members cut it off (they do as soon as the removal is applied).
+    /// The caller shuts down afterwards.
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let me = self.inner.id;
+        self.inner.transport.expect_removal();
         forward::write_ok(&self.inner, Command::RemoveNode { node: me }).await?;
-        let mut rx = self.inner.state.clone();
-        let wait = rx.wait_for(|s| !s.voters.contains(&me));
-        if tokio::time::timeout(Duration::from_secs(15), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!("left the registry but still a voter after 15 s");
+        for _ in 0..150 {
+            if !self.inner.state.borrow().voters.contains(&me) || self.inner.transport.is_removed()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        tracing::warn!("left the registry but still a voter after 15 s");
         Ok(())
     }
 

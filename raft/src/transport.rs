@@ -390,6 +390,8 @@ pub(crate) struct ClusterTransport {
     /// A member closed a connection because this node was removed (this node may never apply
     /// its own removal: the members stop replicating to it at once).
     told_removed: Arc<AtomicBool>,
+    /// This node is leaving on purpose: being cut off is expected, not an error.
+    leaving: Arc<AtomicBool>,
     members: Members,
     clients: Mutex<Clients>,
     conns: Mutex<HashMap<(SocketAddr, &'static [u8]), Connection>>,
@@ -420,6 +422,7 @@ impl ClusterTransport {
             endpoint,
             id,
             told_removed: Arc::new(AtomicBool::new(false)),
+            leaving: Arc::new(AtomicBool::new(false)),
             clients: Mutex::new(Clients {
                 raft: tls.client_config(ALPN_RAFT, &members)?,
                 relay: tls.client_config(ALPN_RELAY, &members)?,
@@ -534,16 +537,26 @@ impl ClusterTransport {
             || self.members.0.borrow().removed.contains_key(&self.id)
     }
 
+    /// This node is about to remove itself (`leave`).
+    pub(crate) fn expect_removal(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+    }
+
     /// Notes when a member closes `conn` because this node was removed from the cluster.
     fn watch_for_removal(&self, conn: &Connection) {
         let conn = conn.clone();
         let told = self.told_removed.clone();
+        let leaving = self.leaving.clone();
         tokio::spawn(async move {
             if let quinn::ConnectionError::ApplicationClosed(close) = conn.closed().await
                 && close.error_code == CLOSE_REFUSED.into()
                 && close.reason.as_ref() == REMOVED_REASON
                 && !told.swap(true, Ordering::Relaxed)
             {
+                if leaving.load(Ordering::Relaxed) {
+                    tracing::info!("left the cluster: the members no longer accept this node");
+                    return;
+                }
                 tracing::error!(
                     peer = ?peer_node_id(&conn),
                     "this node was removed from the cluster: the members refuse it from now on; stop it, wipe its data directory and join again to come back as a new node"

@@ -422,7 +422,7 @@ async fn only_voters_hold_the_ca_key_and_the_state_has_none() {
         ca_key
     );
 
-    // A node signed by another holder than the leader can join and work.
+    // A later node joins (signed by the leader, a holder) and works; as a learner, no key.
     let fourth = join(config(dir.path(), 4, "eu"), &info).await;
     let mut rx4 = fourth.state();
     wait_state(&mut rx4, "node 4 caught up", |s| s.nodes.contains_key(&1)).await;
