@@ -252,8 +252,13 @@ impl Cluster {
             );
         }
         let transport = Arc::new(
-            ClusterTransport::bind(id, config.internal_addr, &tls, Members(state_rx.clone()))
-                .await?,
+            ClusterTransport::bind(
+                id,
+                config.internal_addr,
+                &tls,
+                Members::new(state_rx.clone()),
+            )
+            .await?,
         );
         let net = Network {
             transport: transport.clone(),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -142,21 +142,44 @@ impl NodeTls {
 /// and not removed). Before this node has any committed state (it has just joined and the log
 /// has not reached it yet) the cluster CA alone decides.
 #[derive(Clone, Debug)]
-pub(crate) struct Members(pub(crate) watch::Receiver<Arc<ClusterState>>);
+pub(crate) struct Members {
+    pub(crate) state: watch::Receiver<Arc<ClusterState>>,
+    /// When a refusal of each removed node was last logged: a removed node that keeps trying
+    /// is logged once per [`REFUSAL_LOG_EVERY`], not on every attempt.
+    refusals_logged: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+/// How often a removed node's refused handshakes are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Members {
+    pub(crate) fn new(state: watch::Receiver<Arc<ClusterState>>) -> Members {
+        Members {
+            state,
+            refusals_logged: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let state = self.0.borrow();
+        let state = self.state.borrow();
         if state.cluster_id.is_none() {
             return Ok(());
         }
         match pki::node_id_from_cert(end_entity.as_ref()) {
             Some(id) if state.is_member(id) => Ok(()),
             Some(id) if state.removed.contains_key(&id) => {
-                tracing::warn!(
-                    node = id,
-                    "handshake refused: node was removed from the cluster"
-                );
+                let now = Instant::now();
+                let mut logged = self.refusals_logged.lock();
+                if logged
+                    .get(&id)
+                    .is_none_or(|at| now.duration_since(*at) >= REFUSAL_LOG_EVERY)
+                {
+                    logged.insert(id, now);
+                    tracing::warn!(
+                        node = id,
+                        "handshake refused: node was removed from the cluster"
+                    );
+                }
                 Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
             }
             id => {
@@ -458,7 +481,7 @@ impl ClusterTransport {
     /// Closes every open connection, either direction, whose peer is no longer a member of
     /// the committed state; returns the node ids whose connections were closed.
     pub(crate) fn close_non_members(&self) -> Vec<NodeId> {
-        let state = self.members.0.borrow().clone();
+        let state = self.members.state.borrow().clone();
         if state.cluster_id.is_none() {
             return Vec::new();
         }
@@ -534,7 +557,7 @@ impl ClusterTransport {
     /// Whether this node knows it was removed (told by a member, or from its own state).
     pub(crate) fn is_removed(&self) -> bool {
         self.told_removed.load(Ordering::Relaxed)
-            || self.members.0.borrow().removed.contains_key(&self.id)
+            || self.members.state.borrow().removed.contains_key(&self.id)
     }
 
     /// This node is about to remove itself (`leave`).
