@@ -323,6 +323,28 @@ fn joins_are_refused_clearly_and_relay_needs_a_cluster_certificate() {
         s["nodes"].as_array().map_or(0, Vec::len) == 2
     });
 
+    // `skein token create --single-use`: the first join consumes it, the second is refused.
+    let created = c.nodes[0].admin(&["token", "create", "--ttl", "10m", "--single-use"]);
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(stdout.contains("single use"), "{stdout}");
+    let once = stdout
+        .lines()
+        .find_map(parse_join)
+        .unwrap_or_else(|| panic!("no join command in: {stdout}"));
+    c.join = once.clone();
+    c.join("once", "b", None);
+    let out = c.failed_join("twice", "b", &once.token, &once.ca_hash);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a single-use token joined twice: {stderr}"
+    );
+    assert!(
+        stderr.contains("join refused: token unknown or expired"),
+        "{stderr}"
+    );
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
