@@ -134,6 +134,9 @@ pub struct ClusterSection {
     /// A relay peer silent this long (no media, no keep-alive) is taken as dead and the stream
     /// moves to the next origin on the ring.
     pub relay_timeout_ms: u64,
+    /// Lifetime of the node certificates the cluster CA signs, in seconds (set by `skein
+    /// init`); every node renews its own after two thirds of it, without a restart.
+    pub cert_lifetime_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -150,6 +153,7 @@ impl Default for ClusterSection {
             origin_target: 2,
             pull_hold_ms: 10_000,
             relay_timeout_ms: 750,
+            cert_lifetime_secs: 86_400,
         }
     }
 }
@@ -276,6 +280,9 @@ impl Config {
         }
         if c.relay_timeout_ms < 200 {
             bail!("cluster.relay_timeout_ms must be at least 200");
+        }
+        if c.cert_lifetime_secs < 3 {
+            bail!("cluster.cert_lifetime_secs must be at least 3");
         }
         if c.internal.port() == self.rtmp.listen.port()
             || c.internal.port() == self.http.listen.port()

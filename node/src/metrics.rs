@@ -73,6 +73,9 @@ pub struct Metrics {
     pub relay_gap_seconds: Histogram,
     /// `skein_relay_peers_lost_total`: relay peers taken as dead.
     pub relay_peers_lost_total: Counter,
+    /// `skein_cluster_certificate_expiry_timestamp_seconds`: when this node's cluster
+    /// certificate expires (unix seconds), set at scrape time; 0 outside a cluster.
+    pub cluster_cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -106,6 +109,7 @@ impl Metrics {
                 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
             ]),
             relay_peers_lost_total: Counter::default(),
+            cluster_cert_expiry: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -221,6 +225,11 @@ impl Metrics {
             "relay_peers_lost",
             "Relay peers taken as dead (connection failed or silent past the relay timeout)",
             m.relay_peers_lost_total.clone(),
+        );
+        r.register(
+            "cluster_certificate_expiry_timestamp_seconds",
+            "When this node's cluster certificate expires, unix seconds (renewed at two thirds of its lifetime)",
+            m.cluster_cert_expiry.clone(),
         );
         Self { registry, ..m }
     }

@@ -17,18 +17,19 @@ use uuid::Uuid;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
-use crate::identity::{self, CA_CERT, DB, Identity, NODE_CERT, NODE_KEY};
+use crate::identity::{self, CA_CERT, CA_KEY, DB, Identity, NODE_CERT, NODE_KEY};
 use crate::inner::{Inner, now_ms};
 use crate::join::{self, JoinInfo};
+use crate::join_guard::SourceSlots;
 use crate::network::Network;
 use crate::relay::{self, RelayListener, RelayStream};
 use crate::state::{ClusterState, Command, CommandResult};
 use crate::status::ClusterStatus;
 use crate::store::{self, LogStore, StateMachine};
 use crate::token::JoinToken;
-use crate::transport::{ClusterTransport, NodeTls};
+use crate::transport::{ClusterTransport, Members, NodeTls};
 use crate::types::{LoadReport, NodeId, Region};
-use crate::{forward, leader, pki, server};
+use crate::{forward, leader, pki, server, trust};
 
 /// A running cluster member. Dropping it stops the node's background tasks and endpoint;
 /// prefer [`Cluster::shutdown`] for an orderly stop.
@@ -49,9 +50,11 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Bootstraps a one-node cluster in `config.data_dir`: creates the cluster CA, this node's
-    /// key and certificate (node id 1), the first log entries and a join token valid for
-    /// `token_ttl`. Fails if the directory already belongs to a cluster.
+    /// Bootstraps a one-node cluster in `config.data_dir`: creates the cluster CA (its private
+    /// key goes to `ca.key` in the data directory, see [`Cluster::ca_key_path`], never into the
+    /// replicated state), this node's key and certificate (node id 1), the first log entries
+    /// and a join token valid for `token_ttl`. Fails if the directory already belongs to a
+    /// cluster.
     pub async fn init(
         config: ClusterConfig,
         token_ttl: Duration,
@@ -66,7 +69,14 @@ impl Cluster {
         }
         let (ca_cert_pem, ca_key_pem) = pki::generate_ca()?;
         let key_pem = pki::generate_node_key()?;
-        let cert_pem = pki::sign_csr(&ca_cert_pem, &ca_key_pem, &pki::make_csr(&key_pem)?, 1)?;
+        let lifetime = Duration::from_millis(config.settings.cert_lifetime_ms.max(1_000));
+        let cert_pem = pki::sign_csr(
+            &ca_cert_pem,
+            &ca_key_pem,
+            &pki::make_csr(&key_pem)?,
+            1,
+            lifetime,
+        )?;
         let cluster_id = Uuid::new_v4();
         let identity = Identity {
             uuid: Uuid::new_v4(),
@@ -76,6 +86,8 @@ impl Cluster {
         identity::write_file(&dir, NODE_KEY, key_pem.as_bytes())?;
         identity::write_file(&dir, NODE_CERT, cert_pem.as_bytes())?;
         identity::write_file(&dir, CA_CERT, ca_cert_pem.as_bytes())?;
+        identity::write_file(&dir, CA_KEY, ca_key_pem.as_bytes())?;
+        let key_sha256 = pki::key_sha256(&key_pem)?;
         let tls = NodeTls {
             ca_cert_pem: ca_cert_pem.clone(),
             cert_pem,
@@ -101,13 +113,14 @@ impl Cluster {
             .write(Command::Bootstrap {
                 cluster_id,
                 ca_cert_pem: ca_cert_pem.clone(),
-                ca_key_pem,
                 settings: c.settings.clone(),
             })
             .await?;
         let reg = cluster
             .write(Command::RegisterNode {
                 uuid: identity.uuid,
+                key_sha256,
+                consume_token: None,
                 name: c.name.clone(),
                 region: c.region.clone(),
                 internal_addr: addr,
@@ -125,6 +138,14 @@ impl Cluster {
                 format!("bootstrap registration gave {reg:?}").into(),
             ));
         }
+        forward::write_ok(
+            &cluster.inner,
+            Command::SetCaKeyHolder {
+                node: 1,
+                holds: true,
+            },
+        )
+        .await?;
         identity::write_identity(&dir, &identity)?;
         let token = cluster.create_token(token_ttl).await?;
         let info = JoinInfo {
@@ -163,19 +184,43 @@ impl Cluster {
         Cluster::start(config, id, tls).await
     }
 
+    /// Where the cluster CA's private key is kept on a node that holds it (the voters). Back
+    /// it up after `init`: if every voter is lost, recovery needs it.
+    pub fn ca_key_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join(CA_KEY)
+    }
+
+    /// Whether the node in `data_dir` holds the CA private key (and can sign).
+    pub fn holds_ca_key(data_dir: &Path) -> bool {
+        identity::read_ca_key(data_dir).is_ok_and(|k| k.is_some())
+    }
+
     /// **Unsafe break-glass** for a lost majority (like etcd's `--force-new-cluster`): rewrites
     /// the stored membership of the (stopped) node in `config.data_dir` to this node alone as
     /// the only voter, keeping the applied state. Entries that were not applied here are lost,
     /// and if the old majority comes back it must not be restarted with its old data (it would
     /// form a second cluster). Run it on one node only, then [`Cluster::open`] it; the policies
     /// then re-add the other registered nodes as learners and voters.
-    pub fn recover_force_new_cluster(config: &ClusterConfig) -> Result<(), ClusterError> {
+    ///
+    /// `ca_key_pem` installs the CA private key (e.g. a backup of `ca.key`) on a node that
+    /// does not hold it; it must match the cluster's CA certificate. Without a key the node
+    /// cannot sign joins or renewals. Returns whether the node holds the key afterwards.
+    pub fn recover_force_new_cluster(
+        config: &ClusterConfig,
+        ca_key_pem: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         let dir = &config.data_dir;
         let id = identity::node_id(dir)?;
+        if let Some(key) = ca_key_pem {
+            pki::check_ca_key(&identity::read_tls(dir)?.ca_cert_pem, key)?;
+        }
         let db = store::open_db(&dir.join(DB))?;
         store::force_single_voter(&db, id, config.internal_addr.to_string())?;
+        if let Some(key) = ca_key_pem {
+            identity::write_file(dir, CA_KEY, key.as_bytes())?;
+        }
         tracing::warn!(node = id, "membership forced to this node alone");
-        Ok(())
+        Ok(Cluster::holds_ca_key(dir))
     }
 
     async fn start(
@@ -199,7 +244,22 @@ impl Cluster {
         let sm = StateMachine::open(db.clone(), state_tx)?;
         let weak_db = Arc::downgrade(&db);
         let log = LogStore::new(db);
-        let transport = Arc::new(ClusterTransport::bind(config.internal_addr, &tls).await?);
+        let cert_expires_at_ms = pki::validity_ms(&tls.cert_pem)?.1;
+        if cert_expires_at_ms <= now_ms() {
+            tracing::warn!(
+                expired_at_ms = cert_expires_at_ms,
+                "this node's certificate has expired; unless it holds the CA key and renews it itself, the other nodes refuse it: remove the node and join it again"
+            );
+        }
+        let transport = Arc::new(
+            ClusterTransport::bind(
+                id,
+                config.internal_addr,
+                &tls,
+                Members::new(state_rx.clone()),
+            )
+            .await?,
+        );
         let net = Network {
             transport: transport.clone(),
         };
@@ -207,6 +267,7 @@ impl Cluster {
             .await
             .map_err(ClusterError::raft)?;
         let (relay_tx, relay_rx) = mpsc::channel(64);
+        let config_join_limit = config.join_limits.connections_per_source;
         let inner = Arc::new(Inner {
             id,
             config,
@@ -219,11 +280,14 @@ impl Cluster {
             relay_rx: Mutex::new(Some(relay_rx)),
             tasks: Mutex::new(Vec::new()),
             db: weak_db,
+            join_sources: SourceSlots::new(config_join_limit),
+            cert_expires_at_ms: Mutex::new(Some(cert_expires_at_ms)),
         });
         let tasks = vec![
             tokio::spawn(server::accept_loop(inner.clone())),
             tokio::spawn(leader::heartbeat_loop(inner.clone())),
             tokio::spawn(leader::policy_loop(inner.clone())),
+            tokio::spawn(trust::upkeep_loop(inner.clone())),
         ];
         *inner.tasks.lock() = tasks;
         Ok(Cluster { inner })
@@ -255,11 +319,31 @@ impl Cluster {
         forward::write(&self.inner, cmd).await
     }
 
-    /// Creates a join token valid for `ttl` (`skein token create`).
+    /// Expiry of the certificate this node uses now (unix ms); renewed after two thirds of
+    /// its lifetime.
+    pub fn cert_expires_at_ms(&self) -> Option<u64> {
+        *self.inner.cert_expires_at_ms.lock()
+    }
+
+    /// Creates a join token valid for `ttl` (`skein token create`), usable until it expires.
     pub async fn create_token(&self, ttl: Duration) -> Result<JoinToken, ClusterError> {
+        self.new_token(ttl, false).await
+    }
+
+    /// Creates a join token valid for `ttl` that the first successful join consumes
+    /// (`skein token create --single-use`).
+    pub async fn create_single_use_token(&self, ttl: Duration) -> Result<JoinToken, ClusterError> {
+        self.new_token(ttl, true).await
+    }
+
+    async fn new_token(&self, ttl: Duration, single_use: bool) -> Result<JoinToken, ClusterError> {
         let t = JoinToken::generate();
         let now = now_ms();
-        let rec = t.record(now + ttl.as_millis() as u64, Some(self.inner.id));
+        let rec = t.record(
+            now + ttl.as_millis() as u64,
+            Some(self.inner.id),
+            single_use,
+        );
         forward::write_ok(
             &self.inner,
             Command::CreateToken {
@@ -296,18 +380,24 @@ impl Cluster {
     }
 
     /// Leaves the cluster (`skein leave`): removes this node and waits (bounded) until it is no
-    /// longer a voter. The caller shuts down afterwards.
+    /// longer a voter, or the members cut it off (they do as soon as the removal is applied).
+    /// The caller shuts down afterwards.
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let me = self.inner.id;
-        forward::write_ok(&self.inner, Command::RemoveNode { node: me }).await?;
-        let mut rx = self.inner.state.clone();
-        let wait = rx.wait_for(|s| !s.voters.contains(&me));
-        if tokio::time::timeout(Duration::from_secs(15), wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!("left the registry but still a voter after 15 s");
+        self.inner.transport.expect_removal();
+        match forward::write_ok(&self.inner, Command::RemoveNode { node: me }).await {
+            // The leader applied it and cut this node off before its answer got back.
+            Err(_) if self.inner.transport.is_removed() => return Ok(()),
+            r => r?,
         }
+        for _ in 0..150 {
+            if !self.inner.state.borrow().voters.contains(&me) || self.inner.transport.is_removed()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("left the registry but still a voter after 15 s");
         Ok(())
     }
 

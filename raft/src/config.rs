@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ClusterError;
+use crate::join_guard::JoinLimits;
 use crate::types::{PublicAddrs, Roles, Settings};
 
 /// Configuration of one node. Paths and addresses are the caller's; nothing is global.
@@ -33,6 +34,8 @@ pub struct ClusterConfig {
     pub raft_heartbeat: Duration,
     /// Raft election timeout; the upper bound is twice this.
     pub election_timeout: Duration,
+    /// Bounds of the join endpoint (before authentication).
+    pub join_limits: JoinLimits,
 }
 
 impl ClusterConfig {
@@ -56,6 +59,7 @@ impl ClusterConfig {
             policy_interval: Duration::from_millis(500),
             raft_heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(500),
+            join_limits: JoinLimits::default(),
         }
     }
 

@@ -49,6 +49,11 @@ pub enum ClusterError {
     /// The data directory already belongs to a cluster.
     #[error("{0} already belongs to a cluster: open it instead")]
     AlreadyInitialized(String),
+    /// No node holding the cluster CA key could sign a certificate.
+    #[error(
+        "no node holding the cluster CA key could sign ({0}); if every voter that held ca.key is lost, run `skein recover --force-new-cluster --ca-key FILE` with a backup of it"
+    )]
+    NoSigner(String),
     /// No leader is known right now.
     #[error("no Raft leader reachable")]
     NoLeader,
@@ -119,7 +124,7 @@ pub enum TransportError {
         source: quinn::ConnectError,
     },
     /// The connection failed or was lost: handshake refused, timed out, reset, closed.
-    #[error("connection to {addr}: {source}")]
+    #[error("connection to {addr}: {source}{}", refusal_hint(source))]
     Connection {
         /// The peer's address.
         addr: SocketAddr,
@@ -141,6 +146,11 @@ pub enum TransportError {
     /// The peer did not answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// This node was removed from the cluster: every other node refuses its certificate.
+    #[error(
+        "this node was removed from the cluster and is refused by every member; wipe its data directory and join again to come back as a new node"
+    )]
+    Removed,
     /// The node at the address is not the one that was dialled (its certificate carries
     /// another id): the wanted node is not there.
     #[error("{addr} is node {presented:?}, not node {expected}")]
@@ -208,8 +218,27 @@ impl TransportError {
             TransportError::Timeout(_) | TransportError::WrongPeer { .. } => {
                 Some(PeerFailure::Unreachable)
             }
+            TransportError::Removed => Some(PeerFailure::Refused),
             _ => None,
         }
+    }
+}
+
+/// TLS alert `certificate_revoked` (RFC 8446, 6.2) as a QUIC error code.
+const ALERT_REVOKED: u64 = 0x100 + 44;
+/// TLS alert `certificate_expired`.
+const ALERT_EXPIRED: u64 = 0x100 + 45;
+
+/// What a refused handshake means for this node, for the operator.
+fn refusal_hint(e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) if u64::from(c.error_code) == ALERT_REVOKED => {
+            " (the peer refused this node's certificate: this node was removed from the cluster)"
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if u64::from(c.error_code) == ALERT_EXPIRED => {
+            " (the peer refused this node's certificate: it expired; renewals failed or the node was offline too long, remove it and join again)"
+        }
+        _ => "",
     }
 }
 

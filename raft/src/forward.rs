@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 
-use crate::error::ClusterError;
+use crate::error::{ClusterError, TransportError};
 use crate::inner::Inner;
 use crate::network;
 use crate::rpc::{Request, Response};
@@ -62,6 +62,9 @@ pub(crate) async fn write(inner: &Inner, cmd: Command) -> Result<CommandResult, 
                 Ok(other) => tracing::debug!("forwarded write: {other:?}"),
                 Err(e) => tracing::debug!("forwarded write: {e}"),
             }
+        }
+        if inner.transport.is_removed() {
+            return Err(TransportError::Removed.into());
         }
         if Instant::now() >= deadline {
             return Err(ClusterError::NoLeader);

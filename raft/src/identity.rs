@@ -1,5 +1,6 @@
 //! The on-disk identity of a node: its uuid, node id and cluster id (`identity.json`), its key
-//! and certificates, and the names of the files in the data directory.
+//! and certificates, the cluster CA key on the nodes that hold it, and the names of the files
+//! in the data directory.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ const IDENTITY: &str = "identity.json";
 pub(crate) const NODE_KEY: &str = "node.key";
 pub(crate) const NODE_CERT: &str = "node.crt";
 pub(crate) const CA_CERT: &str = "ca.crt";
+/// The cluster CA's private key: only on the nodes that sign (the voters).
+pub(crate) const CA_KEY: &str = "ca.key";
 /// The Raft database.
 pub(crate) const DB: &str = "raft.redb";
 
@@ -85,6 +88,23 @@ pub(crate) fn read_tls(dir: &Path) -> Result<NodeTls, ClusterError> {
         cert_pem: read_text(dir, NODE_CERT)?,
         key_pem: read_text(dir, NODE_KEY)?,
     })
+}
+
+/// The CA private key kept in `dir`, if this node holds it.
+pub(crate) fn read_ca_key(dir: &Path) -> Result<Option<String>, ClusterError> {
+    match std::fs::read_to_string(dir.join(CA_KEY)) {
+        Ok(k) => Ok(Some(k)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the CA private key from `dir` (a node that no longer signs).
+pub(crate) fn remove_ca_key(dir: &Path) -> Result<(), ClusterError> {
+    match std::fs::remove_file(dir.join(CA_KEY)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn read_text(dir: &Path, name: &str) -> Result<String, ClusterError> {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ClusterConfig;
+use crate::join_guard::SourceSlots;
 use crate::relay::RelayStream;
 use crate::state::ClusterState;
 use crate::status::{self, ClusterStatus, LiveInfo};
@@ -42,6 +43,10 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// To wait, at shutdown, until storage is released (so the directory can be reopened).
     pub(crate) db: std::sync::Weak<redb::Database>,
+    /// Open join connections per source address.
+    pub(crate) join_sources: Arc<SourceSlots>,
+    /// Expiry of the certificate in use (unix ms).
+    pub(crate) cert_expires_at_ms: Mutex<Option<u64>>,
 }
 
 impl Inner {

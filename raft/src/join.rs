@@ -1,6 +1,8 @@
 //! Joining a cluster: the joining side (ask a seed, verified by the pinned CA hash, for a
-//! certificate) and the accepting side (the leader checks the token, registers the node and
-//! signs its certificate; a follower seed forwards to the leader).
+//! certificate) and the accepting side (the leader checks the token, registers the node, which
+//! refuses a removed uuid or a member's uuid with another key and consumes a single-use token,
+//! and has a holder of the CA key sign its certificate; a follower seed forwards to the
+//! leader).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::rpc::{JoinAccepted, JoinRequest, Request, Response};
 use crate::state::{Command, CommandResult};
 use crate::token::{self, JoinToken};
 use crate::transport::{self, PinnedCaVerifier};
+use crate::trust;
 
 /// What `init` hands back: everything `skein join` needs.
 #[derive(Clone, Debug)]
@@ -195,14 +198,23 @@ pub(crate) async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Respons
         .unwrap_or_else(|e| Response::Failed(format!("forward to leader: {e}")));
     }
     let state = inner.state.borrow().clone();
-    if let Err(why) = token::verify(&state, &req.token, now_ms()) {
-        tracing::warn!(name = %req.name, "join refused: {why}");
-        return Response::Refused(why);
-    }
+    let consume_token = match token::verify(&state, &req.token, now_ms()) {
+        Ok(rec) => rec.single_use.then(|| rec.id.clone()),
+        Err(why) => {
+            tracing::warn!(name = %req.name, "join refused: {why}");
+            return Response::Refused(why);
+        }
+    };
+    let key_sha256 = match pki::csr_key_sha256(&req.csr_pem) {
+        Ok(k) => k,
+        Err(e) => return Response::Refused(e.to_string()),
+    };
     let reg = forward::write(
         inner,
         Command::RegisterNode {
             uuid: req.uuid,
+            key_sha256,
+            consume_token,
             name: req.name.clone(),
             region: req.region.clone(),
             internal_addr: req.internal_addr,
@@ -213,12 +225,16 @@ pub(crate) async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Respons
     .await;
     let id = match reg {
         Ok(CommandResult::Registered { id, .. }) => id,
+        Ok(CommandResult::Rejected(why)) => {
+            tracing::warn!(name = %req.name, uuid = %req.uuid, "join refused: {why}");
+            return Response::Refused(why);
+        }
         Ok(other) => return Response::Failed(format!("register: {other:?}")),
         Err(e) => return Response::Failed(format!("register: {e}")),
     };
-    let cert_pem = match pki::sign_csr(&state.ca_cert_pem, &state.ca_key_pem, &req.csr_pem, id) {
+    let cert_pem = match trust::sign(inner, id, &req.csr_pem).await {
         Ok(c) => c,
-        Err(e) => return Response::Refused(e.to_string()),
+        Err(e) => return Response::Failed(e.to_string()),
     };
     // Best effort: the policy loop adds any registered node that is missing.
     if let Err(e) = inner

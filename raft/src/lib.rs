@@ -18,8 +18,10 @@
 //!   QUIC endpoint shared by Raft, joins and relay, and its ALPNs);
 //! - the node: `cluster` (the [`Cluster`] handle), `config` ([`ClusterConfig`]), `inner` (the
 //!   state the handle, server and loops share), `identity` (files in the data directory),
-//!   `join` (both sides of a join), `server` (serving the cluster transport), `leader`
-//!   (heartbeat and policy loops), `forward` (reaching the leader), `relay` (relay streams);
+//!   `join` (both sides of a join), `join_guard` (bounds of the unauthenticated join endpoint),
+//!   `server` (serving the cluster transport), `leader` (heartbeat and policy loops), `trust`
+//!   (CA key handover, certificate renewal, revocation of removed nodes), `forward` (reaching
+//!   the leader), `relay` (relay streams);
 //! - Raft plumbing: `network` (openraft over the cluster transport), `rpc` (its messages),
 //!   `store` (log and state machine on redb), `typecfg` (openraft types).
 
@@ -32,6 +34,7 @@ mod forward;
 mod identity;
 mod inner;
 mod join;
+mod join_guard;
 mod leader;
 mod network;
 pub mod pki;
@@ -45,6 +48,7 @@ pub mod status;
 mod store;
 pub mod token;
 pub mod transport;
+mod trust;
 mod typecfg;
 pub mod types;
 
@@ -52,6 +56,7 @@ pub use cluster::Cluster;
 pub use config::ClusterConfig;
 pub use error::{ClusterError, PeerFailure, TlsError, TransportError};
 pub use join::JoinInfo;
+pub use join_guard::JoinLimits;
 pub use relay::{RelayListener, RelayStream};
 pub use state::{ClusterState, Command, CommandResult};
 pub use status::{ClusterStatus, NodeStatus, OriginPoolStatus, RaftRole};

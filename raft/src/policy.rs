@@ -348,6 +348,8 @@ mod tests {
                 i as u64 + 1,
                 &Command::RegisterNode {
                     uuid: Uuid::from_u128(i as u128 + 1),
+                    key_sha256: format!("key-{i}"),
+                    consume_token: None,
                     name: format!("n{}", i + 1),
                     region: (*r).into(),
                     internal_addr: a,

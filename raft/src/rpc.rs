@@ -36,6 +36,14 @@ pub(crate) enum Request {
     Status,
     /// A join forwarded by a follower seed to the leader.
     Join(JoinRequest),
+    /// Asks a node holding the CA key to sign a CSR for `node`: the node itself (renewal) or
+    /// the leader (join) may ask.
+    Sign {
+        node: NodeId,
+        csr_pem: String,
+    },
+    /// Asks a node holding the CA key for it; only a voter gets it.
+    FetchCaKey,
 }
 
 /// The answer to a [`Request`].
@@ -48,9 +56,23 @@ pub(crate) enum Response {
     Written(CommandResult),
     Status(Box<ClusterStatus>),
     Joined(JoinAccepted),
+    /// A signed certificate (PEM).
+    Signed(String),
+    /// The CA private key.
+    CaKey(SecretPem),
     /// The join was refused; the text is shown to the operator.
     Refused(String),
     Failed(String),
+}
+
+/// A private key in PEM; `Debug` does not show it.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SecretPem(pub(crate) String);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPem(..)")
+    }
 }
 
 /// What a joining node sends (after verifying the seed against the pinned CA hash).

@@ -39,15 +39,18 @@ pub struct ClusterState {
     pub settings: Settings,
     /// Join tokens by id.
     pub tokens: BTreeMap<String, TokenRecord>,
-    /// Cluster CA certificate (PEM).
+    /// Cluster CA certificate (PEM). The CA's private key is never part of the state: it is
+    /// kept in the data directory of the nodes listed in `ca_key_holders`.
     pub ca_cert_pem: String,
-    /// Cluster CA private key (PEM). Replicated so that any leader can sign a joining node's
-    /// certificate; every member is equally trusted with it.
-    pub(crate) ca_key_pem: String,
+    /// Nodes that hold the CA private key (voters; they sign joins and renewals).
+    pub ca_key_holders: BTreeSet<NodeId>,
+    /// Removed nodes and their uuids: their certificates are refused, their uuids cannot join
+    /// again.
+    pub removed: BTreeMap<NodeId, Uuid>,
 }
 
 impl fmt::Debug for ClusterState {
-    // Written out to keep the CA key out of logs and panics.
+    // Written out to keep the token hashes out of logs and panics.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterState")
             .field("cluster_id", &self.cluster_id)
@@ -60,6 +63,8 @@ impl fmt::Debug for ClusterState {
             .field("voters_changing", &self.voters_changing)
             .field("settings", &self.settings)
             .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .field("ca_key_holders", &self.ca_key_holders)
+            .field("removed", &self.removed)
             .finish_non_exhaustive()
     }
 }
@@ -73,15 +78,18 @@ pub enum Command {
         cluster_id: Uuid,
         /// CA certificate (PEM).
         ca_cert_pem: String,
-        /// CA private key (PEM).
-        ca_key_pem: String,
         /// Initial settings.
         settings: Settings,
     },
-    /// Adds a node, or updates it if its uuid is known (same id back).
+    /// Adds a node, or updates it if its uuid is known and the key is the same (same id back).
+    /// Refused for a removed uuid or a known uuid with another key.
     RegisterNode {
         /// Identity kept on the node's disk.
         uuid: Uuid,
+        /// Hex SHA-256 of the node's public key (from its CSR).
+        key_sha256: String,
+        /// A single-use join token consumed by this registration.
+        consume_token: Option<String>,
         /// Display name.
         name: String,
         /// Region name; created if unknown.
@@ -152,6 +160,13 @@ pub enum Command {
         /// Token id.
         id: String,
     },
+    /// Records whether a node holds the CA private key.
+    SetCaKeyHolder {
+        /// Node.
+        node: NodeId,
+        /// `true` once it has the key, `false` once it deleted it.
+        holds: bool,
+    },
 }
 
 impl fmt::Display for Command {
@@ -172,6 +187,12 @@ impl fmt::Display for Command {
             Command::RemoveNode { node } => write!(f, "remove node {node}"),
             Command::CreateToken { token, .. } => write!(f, "create token {}", token.id),
             Command::RevokeToken { id } => write!(f, "revoke token {id}"),
+            Command::SetCaKeyHolder { node, holds: true } => {
+                write!(f, "node {node} holds the CA key")
+            }
+            Command::SetCaKeyHolder { node, holds: false } => {
+                write!(f, "node {node} dropped the CA key")
+            }
         }
     }
 }
@@ -199,7 +220,6 @@ impl ClusterState {
             Command::Bootstrap {
                 cluster_id,
                 ca_cert_pem,
-                ca_key_pem,
                 settings,
             } => {
                 if self.cluster_id.is_some() {
@@ -207,19 +227,38 @@ impl ClusterState {
                 }
                 self.cluster_id = Some(*cluster_id);
                 self.ca_cert_pem.clone_from(ca_cert_pem);
-                self.ca_key_pem.clone_from(ca_key_pem);
                 self.settings = settings.clone();
                 self.next_node_id = self.next_node_id.max(1);
                 CommandResult::Ok
             }
             Command::RegisterNode {
                 uuid,
+                key_sha256,
+                consume_token,
                 name,
                 region,
                 internal_addr,
                 public,
                 roles,
             } => {
+                if let Some(id) = self.removed_id(uuid) {
+                    return reject(format!(
+                        "node {uuid} (id {id}) was removed from the cluster; wipe its data directory to join as a new node"
+                    ));
+                }
+                if self
+                    .node_by_uuid(uuid)
+                    .is_some_and(|n| n.key_sha256 != *key_sha256)
+                {
+                    return reject(format!(
+                        "node {uuid} is already a member with another key; a node can only join again with its own key"
+                    ));
+                }
+                if let Some(id) = consume_token
+                    && self.tokens.remove(id).is_none()
+                {
+                    return reject(crate::token::REFUSED);
+                }
                 self.regions
                     .entry(region.clone())
                     .or_insert_with(|| Region {
@@ -253,6 +292,7 @@ impl ClusterState {
                         roles: *roles,
                         health: NodeHealth::Up,
                         joined_index: index,
+                        key_sha256: key_sha256.clone(),
                     },
                 );
                 CommandResult::Registered { id, created: true }
@@ -326,8 +366,10 @@ impl ClusterState {
                 CommandResult::Ok
             }
             Command::RemoveNode { node } => match self.nodes.remove(node) {
-                Some(_) => {
+                Some(info) => {
                     self.origins.remove(node);
+                    self.ca_key_holders.remove(node);
+                    self.removed.insert(*node, info.uuid);
                     CommandResult::Ok
                 }
                 None => unknown(*node),
@@ -344,6 +386,17 @@ impl ClusterState {
                 Some(_) => CommandResult::Ok,
                 None => reject(format!("no token {id}")),
             },
+            Command::SetCaKeyHolder { node, holds } => {
+                if !self.nodes.contains_key(node) {
+                    return unknown(*node);
+                }
+                if *holds {
+                    self.ca_key_holders.insert(*node);
+                } else {
+                    self.ca_key_holders.remove(node);
+                }
+                CommandResult::Ok
+            }
         }
     }
 
@@ -375,6 +428,20 @@ impl ClusterState {
             .collect()
     }
 
+    /// Whether `node` is a registered node that was not removed: the only nodes whose
+    /// certificates the cluster transport accepts.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.nodes.contains_key(&node) && !self.removed.contains_key(&node)
+    }
+
+    /// The id `uuid` had before it was removed, if it was.
+    pub fn removed_id(&self, uuid: &Uuid) -> Option<NodeId> {
+        self.removed
+            .iter()
+            .find(|(_, u)| *u == uuid)
+            .map(|(id, _)| *id)
+    }
+
     /// The node registered with `uuid`, if any.
     pub fn node_by_uuid(&self, uuid: &Uuid) -> Option<&NodeInfo> {
         self.nodes.values().find(|n| n.uuid == *uuid)
@@ -398,8 +465,14 @@ mod tests {
     }
 
     fn register(uuid: Uuid, region: &str) -> Command {
+        register_with(uuid, region, &format!("key-of-{uuid}"), None)
+    }
+
+    fn register_with(uuid: Uuid, region: &str, key: &str, consume: Option<&str>) -> Command {
         Command::RegisterNode {
             uuid,
+            key_sha256: key.into(),
+            consume_token: consume.map(Into::into),
             name: format!("n-{uuid}"),
             region: region.into(),
             internal_addr: addr(7000),
@@ -442,15 +515,64 @@ mod tests {
             s.apply(4, &Command::RemoveNode { node: 2 }),
             CommandResult::Ok
         );
-        // Same uuid after removal: a new id, never 2 again.
-        assert_eq!(
+        assert_eq!(s.removed.get(&2), Some(&b));
+        assert!(!s.is_member(2) && s.is_member(1));
+        // A removed uuid cannot come back; a new node never gets id 2 again.
+        assert!(matches!(
             s.apply(5, &register(b, "eu")),
+            CommandResult::Rejected(why) if why.contains("was removed")
+        ));
+        assert_eq!(
+            s.apply(6, &register(Uuid::new_v4(), "eu")),
             CommandResult::Registered {
                 id: 3,
                 created: true
             }
         );
         assert!(s.regions.contains_key("eu") && s.regions.contains_key("us"));
+    }
+
+    #[test]
+    fn a_member_s_uuid_cannot_be_taken_over_with_another_key() {
+        let mut s = ClusterState::default();
+        let a = Uuid::new_v4();
+        s.apply(1, &register_with(a, "eu", "k1", None));
+        assert!(matches!(
+            s.apply(2, &register_with(a, "eu", "k2", None)),
+            CommandResult::Rejected(why) if why.contains("another key")
+        ));
+        assert_eq!(
+            s.apply(3, &register_with(a, "eu", "k1", None)),
+            CommandResult::Registered {
+                id: 1,
+                created: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_single_use_token_is_consumed_by_its_registration() {
+        let mut s = ClusterState::default();
+        let token = crate::token::JoinToken::generate();
+        s.apply(
+            1,
+            &Command::CreateToken {
+                token: token.record(u64::MAX, None, true),
+                now_ms: 0,
+            },
+        );
+        let first = register_with(Uuid::new_v4(), "eu", "k1", Some(&token.id));
+        assert!(matches!(
+            s.apply(2, &first),
+            CommandResult::Registered { id: 1, .. }
+        ));
+        assert!(!s.tokens.contains_key(&token.id));
+        let second = register_with(Uuid::new_v4(), "eu", "k2", Some(&token.id));
+        assert_eq!(
+            s.apply(3, &second),
+            CommandResult::Rejected(crate::token::REFUSED.into())
+        );
+        assert_eq!(s.nodes.len(), 1);
     }
 
     #[test]
@@ -522,6 +644,7 @@ mod tests {
             secret_sha256: "00".into(),
             expires_at_ms: exp,
             created_by: None,
+            single_use: false,
         };
         s.apply(
             1,

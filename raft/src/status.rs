@@ -94,6 +94,10 @@ pub struct ClusterStatus {
     pub voters_changing: bool,
     /// Settings.
     pub settings: Settings,
+    /// Nodes holding the CA private key (they sign joins and renewals).
+    pub ca_key_holders: Vec<NodeId>,
+    /// Removed node ids: refused by every member, never reused.
+    pub removed: Vec<NodeId>,
 }
 
 /// What a leader adds to the committed state.
@@ -160,5 +164,7 @@ pub(crate) fn build(state: &ClusterState, live: LiveInfo) -> ClusterStatus {
         learners: state.learners.iter().copied().collect(),
         voters_changing: state.voters_changing,
         settings: state.settings.clone(),
+        ca_key_holders: state.ca_key_holders.iter().copied().collect(),
+        removed: state.removed.keys().copied().collect(),
     }
 }

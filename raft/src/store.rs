@@ -49,7 +49,7 @@ pub(crate) fn open_db(path: &Path) -> io::Result<Arc<Database>> {
     tx.open_table(LOGS).map_err(io_err)?;
     tx.open_table(META).map_err(io_err)?;
     tx.commit().map_err(io_err)?;
-    // The state machine holds the cluster's secrets (tokens, the CA): owner only.
+    // The state machine holds the hashes of join tokens: owner only.
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(Arc::new(db))
 }
@@ -76,6 +76,23 @@ fn put_meta(db: &Database, items: &[(&str, Vec<u8>)]) -> io::Result<()> {
     tx.commit().map_err(io_err)
 }
 
+/// Writes meta entries durably on the blocking pool: an fsync must not stall the async
+/// workers that also serve media.
+async fn put_meta_off_worker(
+    db: &Arc<Database>,
+    items: Vec<(&'static str, Vec<u8>)>,
+) -> io::Result<()> {
+    let db = db.clone();
+    off_worker(move || put_meta(&db, &items)).await
+}
+
+/// Runs a blocking storage job on tokio's blocking pool.
+async fn off_worker<T: Send + 'static>(
+    job: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(job).await.map_err(io_err)?
+}
+
 fn to_json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(io_err)
 }
@@ -91,31 +108,42 @@ impl LogStore {
         LogStore { db }
     }
 
-    /// Removes the log entries in `range` and optionally writes meta, in one durable commit.
-    fn remove_where(
+    /// Removes the log entries in `range` and optionally writes meta, in one durable commit
+    /// (on the blocking pool).
+    async fn remove_where(
         &self,
         range: (Bound<u64>, Bound<u64>),
-        meta: Option<(&str, Vec<u8>)>,
+        meta: Option<(&'static str, Vec<u8>)>,
     ) -> io::Result<()> {
-        let mut tx = self.db.begin_write().map_err(io_err)?;
-        tx.set_durability(Durability::Immediate).map_err(io_err)?;
-        {
-            let mut logs = tx.open_table(LOGS).map_err(io_err)?;
-            let keys: Vec<u64> = logs
-                .range(range)
-                .map_err(io_err)?
-                .map(|r| r.map(|(k, _)| k.value()).map_err(io_err))
-                .collect::<io::Result<_>>()?;
-            for k in keys {
-                logs.remove(k).map_err(io_err)?;
-            }
-            if let Some((k, v)) = meta {
-                let mut m = tx.open_table(META).map_err(io_err)?;
-                m.insert(k, v.as_slice()).map_err(io_err)?;
-            }
-        }
-        tx.commit().map_err(io_err)
+        let db = self.db.clone();
+        off_worker(move || remove_range(&db, range, meta)).await
     }
+}
+
+/// Removes the log entries in `range` and optionally writes meta, in one durable commit.
+fn remove_range(
+    db: &Database,
+    range: (Bound<u64>, Bound<u64>),
+    meta: Option<(&str, Vec<u8>)>,
+) -> io::Result<()> {
+    let mut tx = db.begin_write().map_err(io_err)?;
+    tx.set_durability(Durability::Immediate).map_err(io_err)?;
+    {
+        let mut logs = tx.open_table(LOGS).map_err(io_err)?;
+        let keys: Vec<u64> = logs
+            .range(range)
+            .map_err(io_err)?
+            .map(|r| r.map(|(k, _)| k.value()).map_err(io_err))
+            .collect::<io::Result<_>>()?;
+        for k in keys {
+            logs.remove(k).map_err(io_err)?;
+        }
+        if let Some((k, v)) = meta {
+            let mut m = tx.open_table(META).map_err(io_err)?;
+            m.insert(k, v.as_slice()).map_err(io_err)?;
+        }
+    }
+    tx.commit().map_err(io_err)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -165,11 +193,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        put_meta(&self.db, &[(K_VOTE, to_json(vote)?)])
+        put_meta_off_worker(&self.db, vec![(K_VOTE, to_json(vote)?)]).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        put_meta(&self.db, &[(K_COMMITTED, to_json(&committed)?)])
+        put_meta_off_worker(&self.db, vec![(K_COMMITTED, to_json(&committed)?)]).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -185,19 +213,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = (|| {
-            let mut tx = self.db.begin_write().map_err(io_err)?;
-            tx.set_durability(Durability::Immediate).map_err(io_err)?;
-            {
-                let mut logs = tx.open_table(LOGS).map_err(io_err)?;
-                for entry in entries {
-                    let bytes = to_json(&entry)?;
-                    logs.insert(entry.log_id().index, bytes.as_slice())
-                        .map_err(io_err)?;
-                }
-            }
-            tx.commit().map_err(io_err)
-        })();
+        let rows = entries
+            .into_iter()
+            .map(|entry| Ok((entry.log_id().index, to_json(&entry)?)))
+            .collect::<io::Result<Vec<_>>>();
+        let db = self.db.clone();
+        let result = match rows {
+            Ok(rows) => off_worker(move || append_rows(&db, &rows)).await,
+            Err(e) => Err(e),
+        };
         // Acknowledged only after the durable commit above.
         let ack = result
             .as_ref()
@@ -212,7 +236,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(l) => Bound::Excluded(l.index),
             None => Bound::Unbounded,
         };
-        self.remove_where((from, Bound::Unbounded), None)
+        self.remove_where((from, Bound::Unbounded), None).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -221,7 +245,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (Bound::Unbounded, Bound::Included(upto)),
             Some((K_PURGED, to_json(&log_id)?)),
         )
+        .await
     }
+}
+
+/// Appends serialised log entries in one durable commit.
+fn append_rows(db: &Database, rows: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    let mut tx = db.begin_write().map_err(io_err)?;
+    tx.set_durability(Durability::Immediate).map_err(io_err)?;
+    {
+        let mut logs = tx.open_table(LOGS).map_err(io_err)?;
+        for (index, bytes) in rows {
+            logs.insert(*index, bytes.as_slice()).map_err(io_err)?;
+        }
+    }
+    tx.commit().map_err(io_err)
 }
 
 /// What the state machine persists: the state and how far it got.
@@ -256,8 +294,8 @@ impl StateMachine {
         Ok(StateMachine { db, data, publish })
     }
 
-    fn persist(&self) -> io::Result<()> {
-        put_meta(&self.db, &[(K_SM, to_json(&self.data)?)])
+    async fn persist(&self) -> io::Result<()> {
+        put_meta_off_worker(&self.db, vec![(K_SM, to_json(&self.data)?)]).await
     }
 }
 
@@ -287,7 +325,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta: meta.clone(),
             data: bytes.clone(),
         };
-        put_meta(&self.db, &[(K_SNAPSHOT, to_json(&stored)?)])?;
+        put_meta_off_worker(&self.db, vec![(K_SNAPSHOT, to_json(&stored)?)]).await?;
         Ok(Snapshot {
             meta,
             snapshot: bytes,
@@ -335,7 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         // Durable before anyone is answered.
-        self.persist()?;
+        self.persist().await?;
         self.publish.send_replace(Arc::new(self.data.state.clone()));
         for (r, result) in replies {
             r.send(result);
@@ -363,10 +401,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: snapshot,
         };
-        put_meta(
+        put_meta_off_worker(
             &self.db,
-            &[(K_SM, to_json(&data)?), (K_SNAPSHOT, to_json(&stored)?)],
-        )?;
+            vec![(K_SM, to_json(&data)?), (K_SNAPSHOT, to_json(&stored)?)],
+        )
+        .await?;
         self.data = data;
         self.publish.send_replace(Arc::new(self.data.state.clone()));
         Ok(())

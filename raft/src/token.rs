@@ -73,18 +73,28 @@ impl JoinToken {
     }
 
     /// What the state machine stores for this token.
-    pub(crate) fn record(&self, expires_at_ms: u64, created_by: Option<NodeId>) -> TokenRecord {
+    pub(crate) fn record(
+        &self,
+        expires_at_ms: u64,
+        created_by: Option<NodeId>,
+        single_use: bool,
+    ) -> TokenRecord {
         TokenRecord {
             id: self.id.clone(),
             secret_sha256: hex(&Sha256::digest(self.secret.as_bytes())),
             expires_at_ms,
             created_by,
+            single_use,
         }
     }
 }
 
-/// Checks a presented token against the committed state.
-pub(crate) fn verify(state: &ClusterState, presented: &str, now_ms: u64) -> Result<(), String> {
+/// Checks a presented token against the committed state; gives back its record.
+pub(crate) fn verify<'s>(
+    state: &'s ClusterState,
+    presented: &str,
+    now_ms: u64,
+) -> Result<&'s TokenRecord, String> {
     let token = JoinToken::parse(presented).map_err(|_| REFUSED.to_string())?;
     let Some(rec) = state.tokens.get(&token.id) else {
         return Err(REFUSED.into());
@@ -94,7 +104,7 @@ pub(crate) fn verify(state: &ClusterState, presented: &str, now_ms: u64) -> Resu
     if !same || rec.expires_at_ms <= now_ms {
         return Err(REFUSED.into());
     }
-    Ok(())
+    Ok(rec)
 }
 
 #[cfg(test)]
@@ -110,11 +120,11 @@ mod tests {
         s.apply(
             1,
             &Command::CreateToken {
-                token: t.record(1000, None),
+                token: t.record(1000, None, false),
                 now_ms: 0,
             },
         );
-        assert_eq!(verify(&s, &t.to_string(), 999), Ok(()));
+        assert!(verify(&s, &t.to_string(), 999).is_ok());
         assert_eq!(verify(&s, &t.to_string(), 1000), Err(REFUSED.into()));
         let wrong = format!("{}.{}", t.id, "a".repeat(16));
         assert_eq!(verify(&s, &wrong, 1), Err(REFUSED.into()));

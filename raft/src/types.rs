@@ -100,6 +100,8 @@ pub struct NodeInfo {
     pub health: NodeHealth,
     /// Log index of the entry that registered the node (orders nodes by age).
     pub joined_index: u64,
+    /// Hex SHA-256 of the node's public key: a join with this uuid must present the same key.
+    pub key_sha256: String,
 }
 
 /// A region: where its edges are and which VIPs front them.
@@ -151,6 +153,8 @@ pub struct Settings {
     pub origin_grace_ms: u64,
     /// A draining origin is demoted after this long even if streams remain.
     pub drain_timeout_ms: u64,
+    /// Lifetime of the node certificates the CA signs; nodes renew theirs after two thirds.
+    pub cert_lifetime_ms: u64,
 }
 
 impl Default for Settings {
@@ -162,6 +166,7 @@ impl Default for Settings {
             voter_replace_after_ms: 30_000,
             origin_grace_ms: 5_000,
             drain_timeout_ms: 60_000,
+            cert_lifetime_ms: 24 * 3_600_000,
         }
     }
 }
@@ -177,6 +182,8 @@ pub struct TokenRecord {
     pub expires_at_ms: u64,
     /// Node that created it (`None` for the bootstrap token).
     pub created_by: Option<NodeId>,
+    /// Consumed by the first successful join.
+    pub single_use: bool,
 }
 
 /// Load a node reports with every heartbeat. Heartbeats go to the leader and are never logged.

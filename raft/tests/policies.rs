@@ -62,7 +62,12 @@ async fn force_new_cluster_recovers_a_lost_majority() {
     first.shutdown().await;
 
     // Only node 1 comes back: without recovery it can never win an election.
-    Cluster::recover_force_new_cluster(&cfg1).expect("recover");
+    assert!(
+        Cluster::recover_force_new_cluster(&cfg1, Some("not a key")).is_err(),
+        "a key that is not the CA's is refused"
+    );
+    let holds = Cluster::recover_force_new_cluster(&cfg1, None).expect("recover");
+    assert!(holds, "node 1 made the CA and still holds its key");
     let node = Cluster::open(cfg1).await.expect("open");
     let token = node.create_token(TTL).await.expect("writes work again");
     let mut rx = node.state();

@@ -61,6 +61,8 @@ impl Recording {
                 .args(["-hide_banner", "-loglevel", "error", "-y"])
                 .args(["-rw_timeout", "30000000", "-i", url])
                 .args(["-c", "copy", "-t", &seconds.to_string(), "-f", "flv"])
+                // Every packet reaches the file at once: a killed viewer's file shows what it got.
+                .args(["-flush_packets", "1"])
                 .arg(file)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

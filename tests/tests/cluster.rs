@@ -4,6 +4,7 @@
 //! Timing is never asserted: every wait is for an eventual condition with a generous bound.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -322,6 +323,28 @@ fn joins_are_refused_clearly_and_relay_needs_a_cluster_certificate() {
         s["nodes"].as_array().map_or(0, Vec::len) == 2
     });
 
+    // `skein token create --single-use`: the first join consumes it, the second is refused.
+    let created = c.nodes[0].admin(&["token", "create", "--ttl", "10m", "--single-use"]);
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(stdout.contains("single use"), "{stdout}");
+    let once = stdout
+        .lines()
+        .find_map(parse_join)
+        .unwrap_or_else(|| panic!("no join command in: {stdout}"));
+    c.join = once.clone();
+    c.join("once", "b", None);
+    let out = c.failed_join("twice", "b", &once.token, &once.ca_hash);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a single-use token joined twice: {stderr}"
+    );
+    assert!(
+        stderr.contains("join refused: token unknown or expired"),
+        "{stderr}"
+    );
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -337,6 +360,175 @@ fn joins_are_refused_clearly_and_relay_needs_a_cluster_certificate() {
             "a client without a cluster certificate must not get a relay stream"
         );
     });
+}
+
+/// Mode bits of a path.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Writes an identity claiming `uuid` into the data directory `dir`, as an attacker would.
+fn claim_uuid(dir: &Path, uuid: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let identity = format!(r#"{{"uuid":"{uuid}","node_id":null,"cluster_id":null}}"#);
+    std::fs::write(dir.join("identity.json"), identity).unwrap();
+}
+
+#[test]
+fn a_removed_node_is_cut_off_and_only_voters_hold_the_ca_key() {
+    require("ffmpeg", "ffmpeg");
+    let mut c = Cluster::init(
+        "revoke",
+        "o1",
+        "c",
+        Some("origin"),
+        &["--origin-target", "1"],
+    );
+    c.join("ea", "a", Some("edge"));
+    c.join("eb", "b", Some("edge"));
+    c.join("ec", "a", Some("edge"));
+    let holders_are_voters = |s: &Value| {
+        ids(&s["voters"]).len() == 3
+            && s["voters_changing"] == false
+            && ids(&s["ca_key_holders"]) == ids(&s["voters"])
+    };
+    let status = c.wait_status(
+        "four nodes, three voters holding the CA key",
+        Duration::from_secs(60),
+        |s| s["nodes"].as_array().map_or(0, Vec::len) == 4 && holders_are_voters(s),
+    );
+    let voters = ids(&status["voters"]);
+    for n in &c.nodes {
+        assert_eq!(
+            n.data_dir.join("ca.key").exists(),
+            voters.contains(&n.id),
+            "{} (id {}) holds ca.key if and only if it is a voter: {status}",
+            n.name,
+            n.id
+        );
+    }
+
+    // A viewer on eb and one on ec play the stream published on ea (its origin is o1).
+    let dir = c.root().to_owned();
+    let mut publisher = media::publish(&c.node("ea").rtmp_url(STREAM), 120);
+    c.wait_stream_origin(STREAM, Duration::from_secs(30));
+    let on_b = Recording::start(&c.node("eb").flv_url(STREAM), 14, &dir.join("eb.flv"));
+    let on_c = Recording::start(&c.node("ec").flv_url(STREAM), 14, &dir.join("ec.flv"));
+    on_b.wait_playing(Duration::from_secs(30));
+    on_c.wait_playing(Duration::from_secs(30));
+    let victim = c.node("eb").id;
+    let uuid_of = |id: u64| {
+        node_status(&status, id).unwrap()["uuid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let victim_uuid = uuid_of(victim);
+    let removed = c.node("o1").admin(&["remove", &victim.to_string()]);
+    assert!(removed.status.success(), "{removed:?}");
+
+    // The removed node is told (its transport dials nobody from then on).
+    wait_for("eb knows it was removed", Duration::from_secs(15), || {
+        c.node("eb")
+            .log_contains("this node was removed from the cluster")
+            .then_some(())
+    });
+    // ec's viewer keeps the stream for its whole 14 s; eb's lost it at the removal (the relay
+    // connection to the origin closed), a few seconds in.
+    let on_c = continuity(&on_c.finish(Duration::from_secs(60)));
+    let eb_file = on_b.file.clone();
+    drop(on_b);
+    let on_b = continuity(&media::packets(&eb_file));
+    assert!(
+        on_c.span_ms >= 12_000.0,
+        "ec's viewer kept the stream: {on_c:?}"
+    );
+    assert!(
+        on_b.span_ms + 5_000.0 < on_c.span_ms,
+        "eb's viewer lost the stream at the removal: {on_b:?} vs {on_c:?}"
+    );
+
+    // New connections with its certificate are refused on every ALPN.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = c.node("o1").internal;
+    let eb_dir = c.node("eb").data_dir.clone();
+    runtime.block_on(async {
+        let endpoint = quinn::Endpoint::client("127.0.3.251:0".parse().unwrap()).unwrap();
+        for alpn in [
+            skein_raft::transport::ALPN_RAFT,
+            skein_raft::transport::ALPN_RELAY,
+            skein_raft::transport::ALPN_JOIN,
+        ] {
+            let outcome = quic::try_with_certificate(&endpoint, target, &eb_dir, alpn).await;
+            assert!(
+                matches!(outcome, quic::Outcome::NoConnection(_)),
+                "removed node's certificate on {}: {outcome:?}",
+                String::from_utf8_lossy(alpn)
+            );
+        }
+        endpoint.close(0u32.into(), b"");
+    });
+    assert!(
+        c.node("o1")
+            .log_contains("handshake refused: node was removed from the cluster")
+    );
+
+    // Joins with its uuid, or with the uuid of a live member, are refused.
+    claim_uuid(&dir.join("x-eb"), &victim_uuid);
+    let out = c.failed_join("x-eb", "b", &c.join.token, &c.join.ca_hash);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a removed uuid joined: {stderr}");
+    assert!(stderr.contains("was removed from the cluster"), "{stderr}");
+    claim_uuid(&dir.join("x-ea"), &uuid_of(c.node("ea").id));
+    let out = c.failed_join("x-ea", "a", &c.join.token, &c.join.ca_hash);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a member's uuid was taken over: {stderr}"
+    );
+    assert!(
+        stderr.contains("already a member with another key"),
+        "{stderr}"
+    );
+
+    // The voter set heals without eb, the new voter gets the key, the removed node drops it.
+    let status = c.wait_status(
+        "three voters without eb, all holding the CA key",
+        Duration::from_secs(60),
+        |s| holders_are_voters(s) && !ids(&s["voters"]).contains(&victim),
+    );
+    let voters = ids(&status["voters"]);
+    wait_for(
+        "key files only on the voters",
+        Duration::from_secs(15),
+        || {
+            c.nodes
+                .iter()
+                .all(|n| n.data_dir.join("ca.key").exists() == voters.contains(&n.id))
+                .then_some(())
+        },
+    );
+    publisher.kill();
+
+    // No private key in any node's Raft database; secrets at rest are the owner's only.
+    for n in &c.nodes {
+        let db = std::fs::read(n.data_dir.join("raft.redb")).unwrap();
+        assert!(
+            !db.windows(b"PRIVATE KEY".len())
+                .any(|w| w == b"PRIVATE KEY"),
+            "raft.redb of {} holds a private key",
+            n.name
+        );
+        assert_eq!(mode(&n.data_dir), 0o700, "{}", n.data_dir.display());
+        for entry in std::fs::read_dir(&n.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
 }
 
 /// A QUIC client that trusts any server and has no certificate of its own.
@@ -399,6 +591,60 @@ mod quic {
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// Connects with `alpn` presenting the certificate in the data directory `dir` and sends
+    /// a status request; `NoConnection` when the node refused the certificate.
+    pub async fn try_with_certificate(
+        endpoint: &quinn::Endpoint,
+        target: std::net::SocketAddr,
+        dir: &Path,
+        alpn: &[u8],
+    ) -> Outcome {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let chain = vec![
+            CertificateDer::from_pem_slice(&read("node.crt")).unwrap(),
+            CertificateDer::from_pem_slice(&read("ca.crt")).unwrap(),
+        ];
+        let key = PrivateKeyDer::from_pem_slice(&read("node.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let connection = match endpoint.connect_with(config, target, "skein-node") {
+            Ok(connecting) => match connecting.await {
+                Ok(c) => c,
+                Err(e) => return Outcome::NoConnection(e.to_string()),
+            },
+            Err(e) => return Outcome::NoConnection(e.to_string()),
+        };
+        let attempt = async {
+            let (mut send, mut recv) = connection.open_bi().await.ok()?;
+            send.write_all(b"\"Status\"").await.ok()?;
+            send.finish().ok()?;
+            recv.read_to_end(1 << 20).await.ok()
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(10), attempt)
+            .await
+            .ok()
+            .flatten();
+        match (answered, connection.close_reason()) {
+            // The TLS alert of a refused certificate.
+            (_, Some(quinn::ConnectionError::ConnectionClosed(close))) => {
+                Outcome::NoConnection(close.to_string())
+            }
+            (Some(bytes), _) => Outcome::Answered(bytes),
+            (None, Some(other)) => Outcome::Closed(other.to_string()),
+            (None, None) => Outcome::Closed("no answer".into()),
         }
     }
 

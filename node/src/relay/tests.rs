@@ -34,6 +34,7 @@ fn state(origins: &[NodeId], edges: &[NodeId]) -> ClusterState {
             "roles": { "edge": true, "origin": true },
             "health": "up",
             "joined_index": id,
+            "key_sha256": format!("key-{id}"),
         })
     };
     for &id in origins.iter().chain(edges) {

@@ -79,6 +79,7 @@ pub(super) async fn join(
     config.roles = section.roles;
     config.settings = Settings {
         origin_target: section.origin_target,
+        cert_lifetime_ms: section.cert_lifetime_secs.saturating_mul(1000),
         ..Settings::default()
     };
     let data_dir = section.data_dir.display().to_string();
@@ -317,9 +318,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// `skein recover --force-new-cluster`: with the node stopped, makes it the only voter of its
-/// stored membership. Unsafe by nature; see docs/operations.md.
-pub async fn recover_force_new_cluster(config: &Config) -> anyhow::Result<()> {
+/// `skein recover --force-new-cluster [--ca-key FILE]`: with the node stopped, makes it the
+/// only voter of its stored membership, installing the CA key from `ca_key` if given. Unsafe by
+/// nature; see docs/operations.md.
+pub async fn recover_force_new_cluster(
+    config: &Config,
+    ca_key: Option<&Path>,
+) -> anyhow::Result<()> {
     let section = &config.cluster;
     let unused: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let cluster_config = ClusterConfig::new(
@@ -332,12 +337,26 @@ pub async fn recover_force_new_cluster(config: &Config) -> anyhow::Result<()> {
             http: unused,
         },
     );
-    Cluster::recover_force_new_cluster(&cluster_config).with_context(|| {
-        format!(
-            "cannot recover {} (is the node still running?)",
-            section.data_dir.display()
-        )
-    })?;
+    let ca_key_pem = match ca_key {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the CA key {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let holds_key = Cluster::recover_force_new_cluster(&cluster_config, ca_key_pem.as_deref())
+        .with_context(|| {
+            format!(
+                "cannot recover {} (is the node still running? is --ca-key the cluster's ca.key?)",
+                section.data_dir.display()
+            )
+        })?;
+    if !holds_key {
+        eprintln!(
+            "warning: this node does not hold the cluster CA key ({}): it cannot sign joins or certificate renewals until given one; run the recovery again with --ca-key FILE (a backup of ca.key from a former voter)",
+            Cluster::ca_key_path(&section.data_dir).display()
+        );
+    }
     tracing::warn!(
         data_dir = %section.data_dir.display(),
         "membership forced to this node alone; start it with `skein run`, then wipe and re-join the old members"

@@ -41,6 +41,9 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 30m, 24h, 7d.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         ttl: Duration,
+        /// The first successful join consumes the token.
+        #[arg(long)]
+        single_use: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -209,20 +212,21 @@ fn node_row(n: &NodeStatus) -> Vec<String> {
     ]
 }
 
-pub fn create_token(args: &AdminArgs, ttl: Duration) -> anyhow::Result<()> {
+pub fn create_token(args: &AdminArgs, ttl: Duration, single_use: bool) -> anyhow::Result<()> {
     let token = token(args)?;
     let value = read(
         agent(COMMAND_TIMEOUT)
             .post(url(&args.api, "/api/v1/cluster/tokens"))
             .header("Authorization", &format!("Bearer {token}"))
-            .send_json(serde_json::json!({ "ttl_secs": ttl.as_secs() })),
+            .send_json(serde_json::json!({ "ttl_secs": ttl.as_secs(), "single_use": single_use })),
         "token create",
         &args.api,
     )?;
     println!(
-        "token {} (valid {} s)\n\n  {}",
+        "token {} (valid {} s{})\n\n  {}",
         value["token"].as_str().unwrap_or_default(),
         value["ttl_secs"],
+        if single_use { ", single use" } else { "" },
         value["command"].as_str().unwrap_or_default()
     );
     Ok(())

@@ -94,9 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(run::join(args))
         }
         Command::Status(args) => admin::status(&args.api, args.json),
-        Command::Token(admin::TokenCommand::Create { ttl, admin }) => {
-            admin::create_token(&admin, ttl)
-        }
+        Command::Token(admin::TokenCommand::Create {
+            ttl,
+            single_use,
+            admin,
+        }) => admin::create_token(&admin, ttl, single_use),
         Command::Leave(admin) => admin::leave(&admin),
         Command::Remove { node, admin } => admin::remove(&admin, &node),
         Command::Recover(args) => {

@@ -87,6 +87,10 @@ pub struct RecoverArgs {
     /// Entries not applied here are lost; the old majority must be wiped and re-joined.
     #[arg(long, required = true)]
     pub force_new_cluster: bool,
+    /// The cluster CA private key (a backup of `ca.key` from a voter), for a node that does
+    /// not hold it: without it the recovered node cannot sign joins or renewals.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -178,7 +182,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
 /// `skein recover --force-new-cluster`.
 pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
     let config = args.run.config()?;
-    membership::recover_force_new_cluster(&config).await
+    membership::recover_force_new_cluster(&config, args.ca_key.as_deref()).await
 }
 
 /// `skein check-config FILE`: validates and prints the effective configuration.
@@ -205,8 +209,9 @@ async fn serve(mut config: Config, membership: Membership) -> anyhow::Result<()>
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "cluster initialised. Join other nodes with (token valid for the --token-ttl given):\n\n  {}\n\n(replace --region {region} with each node's region)",
-            info.command(region)
+            "cluster initialised. Join other nodes with (token valid for the --token-ttl given):\n\n  {}\n\n(replace --region {region} with each node's region)\n\nThe cluster CA private key is in {} (owner only; voters get a copy, others none). Back it up somewhere safe: if every voter is lost, `skein recover --force-new-cluster --ca-key FILE` needs it.",
+            info.command(region),
+            skein_raft::Cluster::ca_key_path(&node.node.config.cluster.data_dir).display()
         );
         let _ = out.flush();
     }

@@ -109,6 +109,11 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     m.memory_rss_bytes.set(s.memory_rss_bytes as i64);
     m.egress_bps.set(s.egress_bps as i64);
     m.ingress_bps.set(s.ingress_bps as i64);
+    let cert_expiry_ms = node
+        .cluster()
+        .and_then(|link| link.cluster.cert_expires_at_ms())
+        .unwrap_or(0);
+    m.cluster_cert_expiry.set((cert_expiry_ms / 1000) as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -45,6 +45,9 @@ pub async fn relay(State(node): State<Arc<Node>>) -> Result<Response, ApiError> 
 pub struct TokenRequest {
     /// Lifetime in seconds (default one day).
     ttl_secs: Option<u64>,
+    /// Consumed by the first successful join (default: reusable until it expires).
+    #[serde(default)]
+    single_use: bool,
 }
 
 /// Admin: a new join token, with the complete join command.
@@ -63,7 +66,12 @@ pub async fn create_token(
         ));
     }
     let ttl = Duration::from_secs(ttl_secs);
-    let token = link.cluster.create_token(ttl).await.map_err(unavailable)?;
+    let token = if request.single_use {
+        link.cluster.create_single_use_token(ttl).await
+    } else {
+        link.cluster.create_token(ttl).await
+    }
+    .map_err(unavailable)?;
     let ca_pem = link.cluster.state().borrow().ca_cert_pem.clone();
     let ca_hash = skein_raft::pki::ca_hash_pem(&ca_pem)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -75,7 +83,11 @@ pub async fn create_token(
         .map(|n| n.internal_addr)
         .collect();
     seeds.sort();
-    tracing::info!(ttl_secs = ttl.as_secs(), "join token created");
+    tracing::info!(
+        ttl_secs = ttl.as_secs(),
+        single_use = request.single_use,
+        "join token created"
+    );
     let join = JoinInfo {
         token,
         ca_hash,
