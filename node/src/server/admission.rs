@@ -80,11 +80,11 @@ impl StreamRequest {
         }
     }
 
-    /// The first `token` parameter.
+    /// The first non-empty `token` parameter.
     fn token(&self) -> Option<String> {
         query::parse(&self.query)
             .into_iter()
-            .find(|(name, _)| name == "token")
+            .find(|(name, value)| name == "token" && !value.is_empty())
             .map(|(_, value)| value)
     }
 }
@@ -412,5 +412,7 @@ mod tests {
         assert_eq!(stream_name(&r).unwrap(), "live/cam");
         let r = StreamRequest::http("live", "cam", None);
         assert_eq!(r.token(), None);
+        let r = StreamRequest::http("live", "cam", Some("token=&token=t4"));
+        assert_eq!(r.token().as_deref(), Some("t4"));
     }
 }

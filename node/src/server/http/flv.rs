@@ -47,7 +47,15 @@ pub async fn play(
                 Refusal::Unauthorized(Denial::Missing(_)) => StatusCode::UNAUTHORIZED,
                 Refusal::Unauthorized(_) => StatusCode::FORBIDDEN,
             };
-            return (status, format!("{refusal}\n")).into_response();
+            let mut response = (status, format!("{refusal}\n")).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                // HTTP wants a 401 to name the scheme: the token goes in the query.
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Token realm=\"stream\", query=\"token\""),
+                );
+            }
+            return response;
         }
     };
     let viewer = Viewer {
