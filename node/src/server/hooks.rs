@@ -202,3 +202,150 @@ impl Hooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A hook server on 127.0.0.1 counting its calls: app `slow` answers after a second,
+    /// `deny` with 403, anything else with 200.
+    async fn server(calls: Arc<AtomicUsize>) -> String {
+        async fn hook(
+            State(calls): State<Arc<AtomicUsize>>,
+            axum::Json(body): axum::Json<serde_json::Value>,
+        ) -> StatusCode {
+            calls.fetch_add(1, Ordering::SeqCst);
+            match body["app"].as_str() {
+                Some("slow") => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    StatusCode::OK
+                }
+                Some("deny") => StatusCode::FORBIDDEN,
+                _ => StatusCode::NO_CONTENT,
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(calls);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/hook")
+    }
+
+    fn body(app: &str) -> HookBody {
+        HookBody {
+            action: "on_publish",
+            app: app.into(),
+            stream: "cam".into(),
+            client_id: 1,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            protocol: "rtmp",
+            node: "n".into(),
+            param: String::new(),
+            params: HashMap::new(),
+        }
+    }
+
+    fn hooks(url: &str, tweak: impl FnOnce(&mut HooksSection)) -> Arc<Hooks> {
+        let mut config = HooksSection {
+            on_publish: url.into(),
+            on_unpublish: url.into(),
+            ..HooksSection::default()
+        };
+        tweak(&mut config);
+        Arc::new(Hooks::new(&config))
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_and_failures_are_not() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let url = server(calls.clone()).await;
+        let cached = hooks(&url, |_| {});
+        for _ in 0..3 {
+            assert_eq!(
+                cached.decide(HookEvent::OnPublish, &body("a")).await,
+                Ok(())
+            );
+            assert_eq!(
+                cached.decide(HookEvent::OnPublish, &body("deny")).await,
+                Err(Denial::HookDenied("on_publish", 403))
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per answer");
+
+        let uncached = hooks(&url, |c| c.cache_ms = 0);
+        for _ in 0..2 {
+            uncached
+                .decide(HookEvent::OnPublish, &body("a"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+        let impatient = hooks(&url, |c| c.timeout_ms = 100);
+        for _ in 0..2 {
+            assert_eq!(
+                impatient.decide(HookEvent::OnPublish, &body("slow")).await,
+                Err(Denial::HookTimeout("on_publish"))
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 6, "a timeout is asked again");
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_bound_are_refused_as_busy() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let url = server(calls.clone()).await;
+        let bounded = hooks(&url, |c| c.max_in_flight = 1);
+        let first = {
+            let bounded = bounded.clone();
+            tokio::spawn(async move { bounded.decide(HookEvent::OnPublish, &body("slow")).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the first call never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            bounded.decide(HookEvent::OnPublish, &body("other")).await,
+            Err(Denial::HookBusy("on_publish"))
+        );
+        assert_eq!(first.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_hook_refuses_unless_told_to_allow_and_notices_are_sent() {
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", closed.local_addr().unwrap());
+        drop(closed);
+        let strict = hooks(&url, |_| {});
+        assert!(matches!(
+            strict.decide(HookEvent::OnPublish, &body("a")).await,
+            Err(Denial::HookUnreachable("on_publish", _))
+        ));
+        let lenient = hooks(&url, |c| c.allow_on_error = true);
+        assert_eq!(
+            lenient.decide(HookEvent::OnPublish, &body("a")).await,
+            Ok(())
+        );
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let told = hooks(&server(calls.clone()).await, |_| {});
+        told.tell(HookEvent::OnUnpublish, body("a"));
+        told.tell(HookEvent::OnStop, body("a")); // no on_stop URL: nothing sent
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the notice never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
