@@ -223,6 +223,7 @@ impl WatchedKeyFile {
             .ok();
         let mut loaded = self.loaded.lock();
         if loaded.0 != modified || modified.is_none() && !loaded.1.is_empty() {
+            warn_if_readable_by_others(&self.path);
             match read_file(&self.path) {
                 Ok(records) => *loaded = (modified, KeyRing::from_records(&records)),
                 Err(e) => {
@@ -231,6 +232,20 @@ impl WatchedKeyFile {
             }
         }
         loaded.1.clone()
+    }
+}
+
+/// Anyone who can read the key file can mint tokens: say so when group or others may.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the stream key file is readable by others: anyone who can read it can mint tokens (chmod 600 it)"
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use super::admission::{self, Playback, Publication, Refusal, StreamRequest};
 use super::clients::{ClientGuard, Protocol, Role};
 use super::context::Node;
 use super::net::write_all_vectored;
+use crate::auth::query;
 use crate::hub::{FeedEnd, FeedItem, SHARED_STREAM_ID};
 use crate::media::MediaKind;
 use crate::metrics::ReasonLabel;
@@ -290,7 +291,17 @@ impl<'a> Connection<'a> {
     async fn on_event(&mut self, event: ServerEvent) {
         match event {
             ServerEvent::Connect { app, tc_url, .. } => {
-                tracing::debug!(client = self.client.id, %app, tc_url = tc_url.as_deref().unwrap_or(""), "rtmp app connect");
+                // Without their queries: a token there is a secret.
+                let (logged_app, logged_tc_url) = (
+                    query::strip(&app),
+                    query::strip(tc_url.as_deref().unwrap_or("")),
+                );
+                tracing::debug!(
+                    client = self.client.id,
+                    app = logged_app,
+                    tc_url = logged_tc_url,
+                    "rtmp app connect"
+                );
                 self.app = Some(app);
                 self.tc_url = tc_url;
                 self.connected = true;
