@@ -198,7 +198,8 @@ pub fn retire_file(path: &Path, id: &str) -> anyhow::Result<()> {
 /// edits it while the node runs).
 pub struct WatchedKeyFile {
     path: PathBuf,
-    loaded: Mutex<(Option<SystemTime>, KeyRing)>,
+    /// The file's version (mtime and inode: every write renames a new file in) and its keys.
+    loaded: Mutex<(Option<(SystemTime, u64)>, KeyRing)>,
 }
 
 impl WatchedKeyFile {
@@ -215,17 +216,19 @@ impl WatchedKeyFile {
         &self.path
     }
 
-    /// The keys as the file holds them now. A file that cannot be read keeps the last keys
-    /// read (and says so in the log).
+    /// The keys as the file holds them now (a missing file: none). A file that cannot be read
+    /// keeps the last keys read, and says so once per change of the file.
     pub fn keys(&self) -> KeyRing {
+        use std::os::unix::fs::MetadataExt;
         let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
+            .and_then(|m| Ok((m.modified()?, m.ino())))
             .ok();
         let mut loaded = self.loaded.lock();
-        if loaded.0 != modified || modified.is_none() && !loaded.1.is_empty() {
+        if loaded.0 != modified {
+            loaded.0 = modified;
             warn_if_readable_by_others(&self.path);
             match read_file(&self.path) {
-                Ok(records) => *loaded = (modified, KeyRing::from_records(&records)),
+                Ok(records) => loaded.1 = KeyRing::from_records(&records),
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "stream key file unreadable; keeping the keys read before")
                 }
@@ -266,6 +269,11 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(watched.keys().signer().unwrap().id, first);
         let second = rotate_file(&path, 2).unwrap();
+        assert_eq!(
+            watched.keys().signer().unwrap().id,
+            second,
+            "the change is seen"
+        );
         let keys = KeyRing::from_records(&read_file(&path).unwrap());
         assert_eq!(keys.signer().unwrap().id, second);
         assert!(keys.get(&first).is_some());
@@ -278,6 +286,10 @@ mod tests {
                 .contains("last")
         );
         assert_eq!(read_file(&path).unwrap().len(), 1);
+        assert!(
+            watched.keys().get(&first).is_none(),
+            "the retired key is gone"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
