@@ -106,6 +106,9 @@ pub fn mint(args: &StreamTokenArgs, action: Action) -> anyhow::Result<()> {
     };
     validate_key(app).map_err(|e| anyhow::anyhow!("app {app:?}: {e}"))?;
     validate_key(key).map_err(|e| anyhow::anyhow!("key {key:?}: {e}"))?;
+    if args.ttl.is_zero() {
+        bail!("--ttl must be positive (e.g. 30m, 1h, 7d)");
+    }
     let (token, key_id) = match args.keys.source() {
         Source::Api(admin_args) => {
             mint_through_api(&admin_args, action, stream, args.ttl, args.client_ip)?

@@ -21,7 +21,7 @@ use crate::hub::validate_key;
 use crate::server::context::Node;
 
 /// Longest token lifetime the API mints (a publisher's token may be configured once, in OBS).
-pub const MAX_TOKEN_TTL_SECS: u64 = 400 * 86_400;
+const MAX_TOKEN_TTL_SECS: u64 = 400 * 86_400;
 
 fn now_ms() -> u64 {
     SystemTime::now()
