@@ -72,7 +72,8 @@ EOF
 start_skein() {
   local port=$1
   # All load comes from 127.0.0.1: lift the per-address cap.
-  printf '[limits]\nmax_connections = 100000\nmax_connections_per_ip = 100000\n' >"$WORK/skein.toml"
+  # Like nginx-rtmp here, anyone may publish.
+  printf '[limits]\nmax_connections = 100000\nmax_connections_per_ip = 100000\n[auth]\npublish = "open"\n' >"$WORK/skein.toml"
   RUST_LOG=warn taskset -c "$SERVER_CORE" "$SKEIN" run --config "$WORK/skein.toml" \
     --rtmp-listen "127.0.0.1:$port" --http-listen "127.0.0.1:$((port + 1))" </dev/null >/dev/null 2>&1 &
   SERVER_PID=$!

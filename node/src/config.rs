@@ -1,6 +1,7 @@
 //! Node configuration: a TOML file whose every field has a default, overridden by command-line
 //! flags and `SKEIN_*` environment variables (see `cli`).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use skein_raft::Roles;
+
+use crate::auth::{Action, Policy};
 
 /// The whole node configuration file, one struct per `[section]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,6 +28,128 @@ pub struct Config {
     pub hub: HubSection,
     /// `[cluster]`: cluster membership and the relay.
     pub cluster: ClusterSection,
+    /// `[auth]`: who may publish and play.
+    pub auth: AuthSection,
+}
+
+/// `[auth]`: what a publish and a play need, per app, and the hooks that may decide.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// What a publish needs: `"open"`, `"token"` (a signed token, `?token=...`) or `"hook"`
+    /// (the `on_publish` hook decides).
+    pub publish: Policy,
+    /// What a play (RTMP or HTTP-FLV) needs: `"open"`, `"token"` or `"hook"`.
+    pub play: Policy,
+    /// Stream signing keys of a standalone node (a cluster keeps them in its state). Empty:
+    /// `stream-keys.json` in `cluster.data_dir`.
+    pub keys_file: PathBuf,
+    /// `[auth.apps.NAME]`: the app's own `publish` / `play` policy, overriding the above.
+    pub apps: BTreeMap<String, AppAuth>,
+    /// `[auth.hooks]`: HTTP callbacks.
+    pub hooks: HooksSection,
+}
+
+/// `[auth.apps.NAME]`: one app's policies; an unset one is the `[auth]` default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppAuth {
+    /// What a publish of this app needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Policy>,
+    /// What a play of this app needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub play: Option<Policy>,
+}
+
+/// `[auth.hooks]`: HTTP callbacks in the style of SRS and nginx-rtmp. Each is a JSON POST;
+/// `on_publish` and `on_play` decide (2xx allows), `on_unpublish` and `on_stop` are told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSection {
+    /// Asked before a publish when the policy is `hook` (`http://...`; empty: none).
+    pub on_publish: String,
+    /// Asked before a play when the policy is `hook`.
+    pub on_play: String,
+    /// Told when a publish ends (any policy).
+    pub on_unpublish: String,
+    /// Told when a play ends (any policy).
+    pub on_stop: String,
+    /// A hook that has not answered within this time counts as failed.
+    pub timeout_ms: u64,
+    /// What a failed hook call (timeout, unreachable, too many in flight) means: `false`
+    /// refuses (the default), `true` lets the client in.
+    pub allow_on_error: bool,
+    /// An answer is remembered this long for the same client, stream and query (0: never).
+    pub cache_ms: u64,
+    /// Hook calls in flight at most; beyond it the attempt counts as failed.
+    pub max_in_flight: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            publish: Policy::Token,
+            play: Policy::Open,
+            keys_file: PathBuf::new(),
+            apps: BTreeMap::new(),
+            hooks: HooksSection::default(),
+        }
+    }
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        Self {
+            on_publish: String::new(),
+            on_play: String::new(),
+            on_unpublish: String::new(),
+            on_stop: String::new(),
+            timeout_ms: 2_000,
+            allow_on_error: false,
+            cache_ms: 5_000,
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl AuthSection {
+    /// What `action` on `app` needs.
+    pub fn policy(&self, app: &str, action: Action) -> Policy {
+        let own = self.apps.get(app).and_then(|a| match action {
+            Action::Publish => a.publish,
+            Action::Play => a.play,
+        });
+        own.unwrap_or(match action {
+            Action::Publish => self.publish,
+            Action::Play => self.play,
+        })
+    }
+
+    /// Whether any app or default uses `policy` for `action`.
+    pub fn uses(&self, action: Action, policy: Policy) -> bool {
+        let default = match action {
+            Action::Publish => self.publish,
+            Action::Play => self.play,
+        };
+        default == policy
+            || self.apps.values().any(|a| {
+                let own = match action {
+                    Action::Publish => a.publish,
+                    Action::Play => a.play,
+                };
+                own == Some(policy)
+            })
+    }
+
+    /// The key file of a standalone node.
+    pub fn keys_path(&self, data_dir: &Path) -> PathBuf {
+        if self.keys_file.as_os_str().is_empty() {
+            data_dir.join("stream-keys.json")
+        } else {
+            self.keys_file.clone()
+        }
+    }
 }
 
 /// `[node]`: how this node is named and where it is.
@@ -265,7 +390,42 @@ impl Config {
         if self.node.name.is_empty() {
             bail!("node.name must not be empty");
         }
+        self.validate_auth()?;
         self.validate_cluster()
+    }
+
+    fn validate_auth(&self) -> anyhow::Result<()> {
+        let hooks = &self.auth.hooks;
+        for (action, url, name) in [
+            (Action::Publish, &hooks.on_publish, "on_publish"),
+            (Action::Play, &hooks.on_play, "on_play"),
+        ] {
+            if self.auth.uses(action, Policy::Hook) && url.is_empty() {
+                bail!("auth: a {action} policy is \"hook\" but auth.hooks.{name} is not set");
+            }
+        }
+        for (url, name) in [
+            (&hooks.on_publish, "on_publish"),
+            (&hooks.on_play, "on_play"),
+            (&hooks.on_unpublish, "on_unpublish"),
+            (&hooks.on_stop, "on_stop"),
+        ] {
+            if !url.is_empty() && !url.starts_with("http://") {
+                bail!(
+                    "auth.hooks.{name} = {url:?}: hooks are plain http:// URLs (keep the hook server on the internal network)"
+                );
+            }
+            if !url.is_empty() && url.parse::<axum::http::Uri>().is_err() {
+                bail!("auth.hooks.{name} = {url:?} is not a URL");
+            }
+        }
+        if hooks.timeout_ms == 0 || hooks.timeout_ms > 30_000 {
+            bail!("auth.hooks.timeout_ms must be 1..=30000");
+        }
+        if hooks.max_in_flight == 0 {
+            bail!("auth.hooks.max_in_flight must be positive");
+        }
+        Ok(())
     }
 
     fn validate_cluster(&self) -> anyhow::Result<()> {
@@ -374,6 +534,28 @@ mod tests {
             let err = toml::from_str::<Config>(&format!("[cluster]\n{bad}\n")).unwrap_err();
             assert!(err.to_string().contains(field), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn auth_policies_are_per_app_and_action_and_hooks_must_be_set() {
+        let config: Config = toml::from_str(
+            "[auth]\nplay = \"open\"\n[auth.apps.live]\nplay = \"token\"\n[auth.apps.free]\npublish = \"open\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.auth.policy("live", Action::Play), Policy::Token);
+        assert_eq!(config.auth.policy("live", Action::Publish), Policy::Token);
+        assert_eq!(config.auth.policy("free", Action::Publish), Policy::Open);
+        assert_eq!(config.auth.policy("other", Action::Play), Policy::Open);
+        let config: Config = toml::from_str("[auth]\npublish = \"hook\"\n").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("auth.hooks.on_publish"), "{err}");
+        let config: Config =
+            toml::from_str("[auth.hooks]\non_stop = \"https://example.com/\"\n").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("on_stop"), "{err}");
+        let err = toml::from_str::<Config>("[auth]\nplay = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
     }
 
     #[test]

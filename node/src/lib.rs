@@ -8,6 +8,8 @@
 //!   server and client sessions ([`rtmp::ServerSession`], [`rtmp::ClientSession`]).
 //! - [`media`] — what a stream is made of: [`media::MediaKind`], the key frame / sequence
 //!   header classification ([`media::FrameFlags`]), FLV tags, codec info.
+//! - [`auth`] — who may publish and play, sans-IO: signed stream tokens, signing keys, the
+//!   query string they travel in, per-app policies and the reasons for a refusal.
 //! - [`config`] — the file format and its validation ([`config::Config`]).
 //! - [`hub`] — the streams a node holds ([`hub::Hub`]): GOP cache, timeline, the shared ring,
 //!   each frame serialized once per output format ([`hub::Frame`]), and each player's bounded
@@ -26,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod hub;

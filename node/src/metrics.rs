@@ -24,6 +24,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label set `{action, reason}` for publishes and plays that were not authorised.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    /// `publish` or `play`.
+    pub action: &'static str,
+    /// Why, from [`Denial::reason`](crate::auth::Denial::reason), e.g. `token_expired`.
+    pub reason: &'static str,
+}
+
 /// The node's Prometheus registry (prefix `skein_`) and the metrics the node updates.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +50,8 @@ pub struct Metrics {
     pub plays_total: Family<ProtocolLabel, Counter>,
     /// `skein_plays_refused_total`: plays refused (no such stream).
     pub plays_refused_total: Counter,
+    /// `skein_auth_refused_total{action, reason}`: publishes and plays not authorised.
+    pub auth_refused_total: Family<AuthLabel, Counter>,
     /// `skein_player_skips_total`: times a slow player skipped to the next keyframe.
     pub player_skips_total: Counter,
     /// `skein_players_dropped_total{reason}`: players disconnected by the node.
@@ -91,6 +102,7 @@ impl Metrics {
             publishes_refused_total: Counter::default(),
             plays_total: Family::default(),
             plays_refused_total: Counter::default(),
+            auth_refused_total: Family::default(),
             player_skips_total: Counter::default(),
             players_dropped_total: Family::default(),
             connections: Gauge::default(),
@@ -131,14 +143,19 @@ impl Metrics {
         r.register("publishes", "Publishes accepted", m.publishes_total.clone());
         r.register(
             "publishes_refused",
-            "Publishes refused (key taken or invalid)",
+            "Publishes refused (not authorised, key taken or invalid)",
             m.publishes_refused_total.clone(),
         );
         r.register("plays", "Plays started", m.plays_total.clone());
         r.register(
             "plays_refused",
-            "Plays refused (no such stream)",
+            "Plays refused (not authorised, no such stream)",
             m.plays_refused_total.clone(),
+        );
+        r.register(
+            "auth_refused",
+            "Publishes and plays not authorised (missing or bad token, hook refusal)",
+            m.auth_refused_total.clone(),
         );
         r.register(
             "player_skips",

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use skein_node::RunningNode;
+use skein_node::auth::Policy;
 use skein_node::client::{RtmpClient, RtmpUrl};
 use skein_node::config::Config;
 use skein_node::rtmp::amf0::{self, Value};
@@ -22,6 +23,8 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> RunningNode {
     config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.rtmp.handshake_timeout_secs = 1;
+    // These tests are about bad input, not authorisation: anyone may publish.
+    config.auth.publish = Policy::Open;
     tweak(&mut config);
     RunningNode::start(config).await.unwrap()
 }

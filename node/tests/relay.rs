@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use skein_node::auth::Policy;
 use skein_node::client::{RtmpClient, RtmpUrl, synthetic};
 use skein_node::config::Config;
 use skein_node::rtmp::ClientEvent;
@@ -35,6 +36,8 @@ fn config(ip: &str, name: &str, roles: Roles, dir: &std::path::Path) -> Config {
         .unwrap();
     config.cluster.roles = roles;
     config.cluster.origin_target = 2;
+    // The relay is under test, not authorisation: anyone may publish.
+    config.auth.publish = Policy::Open;
     config
 }
 

@@ -28,7 +28,7 @@ use crate::status::ClusterStatus;
 use crate::store::{self, LogStore, StateMachine};
 use crate::token::JoinToken;
 use crate::transport::{ClusterTransport, Members, NodeTls};
-use crate::types::{LoadReport, NodeId, Region};
+use crate::types::{LoadReport, NodeId, Region, StreamKeyRecord};
 use crate::{forward, leader, pki, server, trust};
 
 /// A running cluster member. Dropping it stops the node's background tasks and endpoint;
@@ -358,6 +358,16 @@ impl Cluster {
     /// Deletes a join token.
     pub async fn revoke_token(&self, id: &str) -> Result<(), ClusterError> {
         forward::write_ok(&self.inner, Command::RevokeToken { id: id.into() }).await
+    }
+
+    /// Adds a stream signing key; it signs from now on, older keys keep verifying.
+    pub async fn add_stream_key(&self, key: StreamKeyRecord) -> Result<(), ClusterError> {
+        forward::write_ok(&self.inner, Command::AddStreamKey(key)).await
+    }
+
+    /// Retires a stream signing key (refused for the last one).
+    pub async fn retire_stream_key(&self, id: &str) -> Result<(), ClusterError> {
+        forward::write_ok(&self.inner, Command::RetireStreamKey { id: id.into() }).await
     }
 
     /// Adds or replaces a region (coordinates and VIPs for the GeoDNS).

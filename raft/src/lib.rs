@@ -63,5 +63,5 @@ pub use status::{ClusterStatus, NodeStatus, OriginPoolStatus, RaftRole};
 pub use token::JoinToken;
 pub use types::{
     LoadReport, NodeHealth, NodeId, NodeInfo, OriginState, PublicAddrs, Region, Roles, Settings,
-    StreamLoad,
+    StreamKeyRecord, StreamLoad,
 };

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::types::{
     NodeHealth, NodeId, NodeInfo, OriginSlot, OriginState, PublicAddrs, Region, Roles, Settings,
-    TokenRecord,
+    StreamKeyRecord, TokenRecord,
 };
 
 /// Everything the cluster agrees on. Published after every applied batch through
@@ -47,6 +47,10 @@ pub struct ClusterState {
     /// Removed nodes and their uuids: their certificates are refused, their uuids cannot join
     /// again.
     pub removed: BTreeMap<NodeId, Uuid>,
+    /// Stream signing keys by id (publish and play tokens). Absent in states written before
+    /// stream keys existed.
+    #[serde(default)]
+    pub stream_keys: BTreeMap<String, StreamKeyRecord>,
 }
 
 impl fmt::Debug for ClusterState {
@@ -65,6 +69,7 @@ impl fmt::Debug for ClusterState {
             .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
             .field("ca_key_holders", &self.ca_key_holders)
             .field("removed", &self.removed)
+            .field("stream_keys", &self.stream_keys.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +172,13 @@ pub enum Command {
         /// `true` once it has the key, `false` once it deleted it.
         holds: bool,
     },
+    /// Adds a stream signing key; being the newest, it signs from now on (rotation).
+    AddStreamKey(StreamKeyRecord),
+    /// Retires a stream signing key: tokens it signed no longer verify. The last key stays.
+    RetireStreamKey {
+        /// Key id.
+        id: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -193,6 +205,8 @@ impl fmt::Display for Command {
             Command::SetCaKeyHolder { node, holds: false } => {
                 write!(f, "node {node} dropped the CA key")
             }
+            Command::AddStreamKey(key) => write!(f, "add stream key {}", key.id),
+            Command::RetireStreamKey { id } => write!(f, "retire stream key {id}"),
         }
     }
 }
@@ -395,6 +409,25 @@ impl ClusterState {
                 } else {
                     self.ca_key_holders.remove(node);
                 }
+                CommandResult::Ok
+            }
+            Command::AddStreamKey(key) => {
+                if self.stream_keys.contains_key(&key.id) {
+                    return reject(format!("stream key {} exists", key.id));
+                }
+                self.stream_keys.insert(key.id.clone(), key.clone());
+                CommandResult::Ok
+            }
+            Command::RetireStreamKey { id } => {
+                if !self.stream_keys.contains_key(id) {
+                    return reject(format!("no stream key {id}"));
+                }
+                if self.stream_keys.len() == 1 {
+                    return reject(format!(
+                        "{id} is the last stream key: rotate (add a new one) before retiring it"
+                    ));
+                }
+                self.stream_keys.remove(id);
                 CommandResult::Ok
             }
         }
@@ -690,5 +723,39 @@ mod tests {
             serde_json::to_string(&s).unwrap_or_default()
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn stream_keys_rotate_and_the_last_one_stays() {
+        let mut s = ClusterState::default();
+        let key = |id: &str, created_ms| StreamKeyRecord {
+            id: id.into(),
+            secret: "c2VjcmV0".into(),
+            created_ms,
+        };
+        assert_eq!(
+            s.apply(1, &Command::AddStreamKey(key("a", 1))),
+            CommandResult::Ok
+        );
+        assert!(matches!(
+            s.apply(2, &Command::AddStreamKey(key("a", 2))),
+            CommandResult::Rejected(_)
+        ));
+        let retire = |id: &str| Command::RetireStreamKey { id: id.into() };
+        assert!(matches!(
+            s.apply(3, &retire("a")),
+            CommandResult::Rejected(_)
+        ));
+        assert_eq!(
+            s.apply(4, &Command::AddStreamKey(key("b", 5))),
+            CommandResult::Ok
+        );
+        assert_eq!(s.apply(5, &retire("a")), CommandResult::Ok);
+        assert!(matches!(
+            s.apply(6, &retire("a")),
+            CommandResult::Rejected(_)
+        ));
+        assert_eq!(s.stream_keys.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(!format!("{s:?}").contains("c2VjcmV0"), "no secret in Debug");
     }
 }

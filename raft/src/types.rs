@@ -186,6 +186,28 @@ pub struct TokenRecord {
     pub single_use: bool,
 }
 
+/// A stream signing key: the HMAC secret edges verify publish and play tokens with. The newest
+/// key (highest `created_ms`) signs; every stored key verifies until it is retired.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamKeyRecord {
+    /// Key id, carried in every token it signed.
+    pub id: String,
+    /// The secret, base64url without padding.
+    pub secret: String,
+    /// Unix ms when the key was added.
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for StreamKeyRecord {
+    // Written out to keep the secret out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamKeyRecord")
+            .field("id", &self.id)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Load a node reports with every heartbeat. Heartbeats go to the leader and are never logged.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {

@@ -47,6 +47,8 @@ pub struct Member {
     pub http: SocketAddr,
     pub internal: SocketAddr,
     pub data_dir: PathBuf,
+    /// The node's config file: open publishing (authorisation has tests of its own).
+    pub config: PathBuf,
     /// Node id, known once the node answered.
     pub id: u64,
     log: PathBuf,
@@ -59,6 +61,8 @@ impl Member {
         let addr = |port: u16| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
+        let config = root.join(format!("{name}.toml"));
+        std::fs::write(&config, crate::node::OPEN_AUTH).unwrap();
         Self {
             name: name.to_owned(),
             region: region.to_owned(),
@@ -68,6 +72,7 @@ impl Member {
             internal: addr(free_port(&ip)),
             log: root.join(format!("{name}.log")),
             data_dir,
+            config,
             id: 0,
             process: None,
         }
@@ -76,6 +81,8 @@ impl Member {
     /// The flags every command that runs this node takes.
     pub fn run_args(&self) -> Vec<String> {
         let mut args = vec![
+            "--config".into(),
+            self.config.display().to_string(),
             "--name".into(),
             self.name.clone(),
             "--region".into(),

@@ -247,3 +247,28 @@ pub fn record(url: &str, seconds: u32, out: &Path) -> std::process::Output {
         Duration::from_secs(u64::from(seconds) + 60),
     )
 }
+
+/// ffmpeg publishing `seconds` of a test pattern to `url`, waited for (bounded): for publishes
+/// that are expected to be refused, whose status and stderr (`Server error: ...`) tell why.
+pub fn publish_to_end(url: &str, seconds: u32) -> std::process::Output {
+    run_bounded(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", url])
+            .stdin(Stdio::null()),
+        Duration::from_secs(u64::from(seconds) + 30),
+    )
+}
+
+/// ffprobe reading the streams of `input`, waited for (bounded), whatever the outcome.
+pub fn probe(input: &str) -> std::process::Output {
+    run_bounded(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "10000000"])
+            .args(["-show_entries", "stream=codec_type", "-of", "json"])
+            .arg(input),
+        Duration::from_secs(40),
+    )
+}

@@ -20,20 +20,33 @@ pub struct NodeProcess {
     pub process: Process,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    /// The node's directory: its config, and its data directory `data`.
+    pub dir: PathBuf,
 }
 
+/// The `[auth]` of test nodes that are not about authorisation: anyone may publish.
+pub const OPEN_AUTH: &str = "[auth]\npublish = \"open\"\n";
+
 impl NodeProcess {
-    /// Starts a node on `ip` with free ports and `extra` TOML appended to the config; waits
-    /// until its HTTP port answers.
+    /// Starts a node on `ip` with free ports, open publishing and `extra` TOML appended to the
+    /// config; waits until its HTTP port answers.
     pub fn start(ip: &str, name: &str, extra: &str) -> Self {
+        Self::start_with_auth(ip, name, OPEN_AUTH, extra)
+    }
+
+    /// Like [`NodeProcess::start`], with `auth` as the `[auth]` part of the config (the
+    /// defaults when empty). The node's data directory is `dir/data`.
+    pub fn start_with_auth(ip: &str, name: &str, auth: &str, extra: &str) -> Self {
         let rtmp: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let http: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
         let dir = temp_dir(name);
         let config = dir.join("skein.toml");
+        let data_dir = dir.join("data");
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\nadmin_token = \"secret\"\n{extra}"
+                "[node]\nname = \"{name}\"\n[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\nadmin_token = \"secret\"\n[cluster]\ndata_dir = \"{}\"\n{auth}{extra}",
+                data_dir.display()
             ),
         )
         .unwrap();
@@ -49,6 +62,7 @@ impl NodeProcess {
             process,
             rtmp,
             http,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get(node.http, "/api/v1/health").is_none() {

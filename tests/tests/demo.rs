@@ -10,13 +10,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use skein_tests::media::{publish, streams};
+use skein_tests::media::{publish, publish_to_end, streams};
 use skein_tests::{Process, binary, free_port, http_request, require};
 
 fn words_starting<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
     lines
         .iter()
         .flat_map(|l| l.split_whitespace())
+        // A URL with a query is printed in quotes, for the shell.
+        .map(|w| w.trim_matches('\''))
         .filter(|w| w.starts_with(prefix))
         .collect()
 }
@@ -121,11 +123,23 @@ fn demo_brings_up_a_cluster_whose_printed_commands_work() {
     }
     assert!(text.contains("origins: 3 live of target 3"), "{text}");
 
-    let publish_url = find(&lines, "rtmp://127.0.1.", "/live/e2e");
+    let publish_url = words_starting(&lines, "rtmp://127.0.1.")
+        .into_iter()
+        .find(|w| w.contains("/live/e2e?token="))
+        .unwrap_or_else(|| panic!("demo printed no publish URL with a token:\n{text}"))
+        .to_owned();
     let play_url = find(&lines, "rtmp://127.0.2.", "/live/e2e");
     let flv_url = find(&lines, "http://127.0.2.", "/live/e2e.flv");
     let relay_api = find(&lines, "http://127.0.2.", "/api/v1/relay");
 
+    // Publishing needs the token the demo minted: without it the edge refuses.
+    let (bare_url, _) = publish_url.split_once('?').unwrap();
+    let refused = publish_to_end(bare_url, 2);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("a token is required"),
+        "{said}"
+    );
     let _publisher = publish(&publish_url, 60);
     let expected = vec![
         ("audio".to_owned(), "aac".to_owned()),

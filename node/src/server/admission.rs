@@ -1,20 +1,26 @@
 //! The one way into the node for a connection, a player and a publisher. Every protocol driver
 //! (RTMP, HTTP-FLV, and any later one) calls [`connect`], then [`play`] or [`publish`]; these
-//! apply the limits and the drain, validate the stream name, subscribe or publish in the hub,
-//! start the relay pull or push a cluster member needs, and count it all. No driver mentions
-//! the relay or the cluster.
+//! apply the limits and the drain, validate the stream name, authorise the attempt (the app's
+//! `open` / `token` / `hook` policy), subscribe or publish in the hub, start the relay pull or
+//! push a cluster member needs, and count it all. No driver mentions the relay, the cluster or
+//! the tokens.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::clients::{ClientGuard, Protocol, Refused, Role};
 use super::context::Node;
+use super::hooks::{HookBody, HookEvent, Hooks};
+use crate::auth::token::{self, TokenCheck};
+use crate::auth::{Action, Denial, Policy, query};
 use crate::hub::{FeedEnd, FeedPolicy, PlayerFeed, PublishError, PublisherHandle};
 use crate::hub::{PublisherInfo, validate_key};
 use crate::media::MediaKind;
-use crate::metrics::{ProtocolLabel, ReasonLabel};
+use crate::metrics::{AuthLabel, ProtocolLabel, ReasonLabel};
 use crate::relay::{PushGuard, PushVerdict};
 
 /// Why a play or a publish was refused; each driver turns it into its protocol's answer.
@@ -32,6 +38,60 @@ pub enum Refusal {
     /// The node is stopping.
     #[error("node is shutting down")]
     Draining,
+    /// The app's policy did not let the client in.
+    #[error("not authorised: {0}")]
+    Unauthorized(Denial),
+}
+
+/// What a client asked for: the app and key without their query strings, and the parameters
+/// that came with them (the token among them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The app, without a query.
+    pub app: String,
+    /// The stream key, without a query.
+    pub key: String,
+    /// The query strings as sent, joined with `&`.
+    pub query: String,
+}
+
+impl StreamRequest {
+    /// An RTMP publish or play: the query may be on the stream name (ffmpeg and OBS send
+    /// `key?token=...`), on the app or on the tcUrl; all are read, in that order.
+    pub fn rtmp(app: &str, key: &str, tc_url: Option<&str>) -> Self {
+        let queries = [
+            query::of(key),
+            query::of(app),
+            query::of(tc_url.unwrap_or("")),
+        ];
+        Self {
+            app: query::strip(app).to_owned(),
+            key: query::strip(key).to_owned(),
+            query: join_queries(&queries),
+        }
+    }
+
+    /// An HTTP play: `GET /app/key.flv?query`.
+    pub fn http(app: &str, key: &str, query: Option<&str>) -> Self {
+        Self {
+            app: app.to_owned(),
+            key: key.to_owned(),
+            query: query.unwrap_or("").to_owned(),
+        }
+    }
+
+    /// The first non-empty `token` parameter.
+    fn token(&self) -> Option<String> {
+        query::parse(&self.query)
+            .into_iter()
+            .find(|(name, value)| name == "token" && !value.is_empty())
+            .map(|(_, value)| value)
+    }
+}
+
+fn join_queries(queries: &[&str]) -> String {
+    let parts: Vec<&str> = queries.iter().copied().filter(|q| !q.is_empty()).collect();
+    parts.join("&")
 }
 
 /// Admits a new connection against the connection limits. Counts the connection, or the
@@ -63,29 +123,151 @@ pub fn connect(node: &Node, peer: SocketAddr, protocol: Protocol) -> Result<Clie
     admitted
 }
 
-/// The stream name `app/key`, with the query string of the key left out.
-fn stream_name(app: &str, key: &str) -> Result<String, Refusal> {
-    validate_key(app).map_err(Refusal::BadName)?;
-    validate_key(key).map_err(Refusal::BadName)?;
-    let key = key.split('?').next().unwrap_or_default();
-    Ok(format!("{app}/{key}"))
+/// The stream name `app/key`.
+fn stream_name(request: &StreamRequest) -> Result<String, Refusal> {
+    validate_key(&request.app).map_err(Refusal::BadName)?;
+    validate_key(&request.key).map_err(Refusal::BadName)?;
+    Ok(format!("{}/{}", request.app, request.key))
 }
 
-/// Starts a player of `app/key` on `client`: the feed starts at the cached GOP. In a cluster,
-/// a stream this node does not have is pulled from its owner (one pull shared by all local
-/// viewers) and the player waits for it.
-pub fn play(
+/// Checks the node may take `action` at all and that `request` names a valid stream, then
+/// authorises it. Returns the stream name.
+async fn admit(
     node: &Node,
     client: &ClientGuard,
-    app: &str,
-    key: &str,
-) -> Result<PlayerFeed, Refusal> {
-    let subscribed = subscribe(node, app, key);
+    action: Action,
+    request: &StreamRequest,
+) -> Result<String, Refusal> {
+    if node.is_draining() {
+        return Err(Refusal::Draining);
+    }
+    let name = stream_name(request)?;
+    if let Err(denial) = authorize(node, client, action, request, &name).await {
+        node.metrics
+            .auth_refused_total
+            .get_or_create(&AuthLabel {
+                action: action.as_str(),
+                reason: denial.reason(),
+            })
+            .inc();
+        return Err(Refusal::Unauthorized(denial));
+    }
+    Ok(name)
+}
+
+/// Applies the app's policy for `action`.
+async fn authorize(
+    node: &Node,
+    client: &ClientGuard,
+    action: Action,
+    request: &StreamRequest,
+    name: &str,
+) -> Result<(), Denial> {
+    match node.config.auth.policy(&request.app, action) {
+        Policy::Open => Ok(()),
+        Policy::Token => {
+            let token = request.token().ok_or(Denial::Missing(action))?;
+            let check = TokenCheck {
+                action,
+                stream: name,
+                client_ip: client.peer.ip(),
+                now: unix_now(),
+            };
+            token::verify(&token, &node.stream_keys(), &check).map(|_| ())
+        }
+        Policy::Hook => {
+            let event = match action {
+                Action::Publish => HookEvent::OnPublish,
+                Action::Play => HookEvent::OnPlay,
+            };
+            node.hooks
+                .decide(event, &hook_body(node, client, event, request))
+                .await
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hook_body(
+    node: &Node,
+    client: &ClientGuard,
+    event: HookEvent,
+    request: &StreamRequest,
+) -> HookBody {
+    HookBody {
+        action: event.name(),
+        app: request.app.clone(),
+        stream: request.key.clone(),
+        client_id: client.id,
+        client_ip: client.peer.ip(),
+        protocol: client.protocol.label(),
+        node: node.config.node.name.clone(),
+        param: request.query.clone(),
+        params: query::parse(&request.query)
+            .into_iter()
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+/// Tells a hook, when dropped, that a publish or a play ended.
+struct EndNotice {
+    hooks: Arc<Hooks>,
+    event: HookEvent,
+    body: Option<HookBody>,
+}
+
+impl EndNotice {
+    fn new(
+        node: &Node,
+        client: &ClientGuard,
+        event: HookEvent,
+        request: &StreamRequest,
+    ) -> Option<Self> {
+        node.hooks.is_set(event).then(|| Self {
+            hooks: node.hooks.clone(),
+            event,
+            body: Some(hook_body(node, client, event, request)),
+        })
+    }
+}
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.take() {
+            self.hooks.tell(self.event, body);
+        }
+    }
+}
+
+/// A play in progress: the player's feed, and the `on_stop` notice sent when it ends.
+pub struct Playback {
+    /// What the player receives.
+    pub feed: PlayerFeed,
+    _stop_notice: Option<EndNotice>,
+}
+
+/// Starts a player of the requested stream on `client`, once authorised: the feed starts at
+/// the cached GOP. In a cluster, a stream this node does not have is pulled from its owner
+/// (one pull shared by all local viewers) and the player waits for it.
+pub async fn play(
+    node: &Node,
+    client: &ClientGuard,
+    request: &StreamRequest,
+) -> Result<Playback, Refusal> {
+    let subscribed = match admit(node, client, Action::Play, request).await {
+        Ok(name) => subscribe(node, name),
+        Err(refusal) => Err(refusal),
+    };
     let (name, subscription) = match subscribed {
         Ok(pair) => pair,
         Err(refusal) => {
             node.metrics.plays_refused_total.inc();
-            tracing::info!(client = client.id, peer = %client.peer, app, key, %refusal, "play refused");
+            tracing::info!(client = client.id, peer = %client.peer, app = %request.app, key = %request.key, %refusal, "play refused");
             return Err(refusal);
         }
     };
@@ -98,18 +280,13 @@ pub fn play(
     tracing::info!(client = client.id, peer = %client.peer, stream = %name, protocol = client.protocol.label(), "play");
     let policy = feed_policy(node, subscription.published);
     client.set_role(Role::Player(name));
-    Ok(PlayerFeed::new(subscription, policy))
+    Ok(Playback {
+        feed: PlayerFeed::new(subscription, policy),
+        _stop_notice: EndNotice::new(node, client, HookEvent::OnStop, request),
+    })
 }
 
-fn subscribe(
-    node: &Node,
-    app: &str,
-    key: &str,
-) -> Result<(String, crate::hub::Subscription), Refusal> {
-    if node.is_draining() {
-        return Err(Refusal::Draining);
-    }
-    let name = stream_name(app, key)?;
+fn subscribe(node: &Node, name: String) -> Result<(String, crate::hub::Subscription), Refusal> {
     let published_here = node.hub.get(&name).is_some_and(|s| s.is_published());
     let wait = !published_here && (node.cluster().is_some() || node.config.hub.play_wait_secs > 0);
     let subscription = node
@@ -149,6 +326,7 @@ fn feed_policy(node: &Node, published: bool) -> FeedPolicy {
 pub struct Publication {
     handle: PublisherHandle,
     _relay_push: Option<PushGuard>,
+    _unpublish_notice: Option<EndNotice>,
 }
 
 impl Publication {
@@ -158,16 +336,18 @@ impl Publication {
     }
 }
 
-/// Starts a publish of `app/key` by `client`. In a cluster the stream's owner decides whether
-/// this is the stream's one publisher; the publish waits for its answer (at most the relay
-/// timeout; an owner that cannot be asked does not refuse it).
+/// Starts a publish of the requested stream by `client`, once authorised. In a cluster the
+/// stream's owner decides whether this is the stream's one publisher; the publish waits for its
+/// answer (at most the relay timeout; an owner that cannot be asked does not refuse it).
 pub async fn publish(
     node: &Node,
     client: &ClientGuard,
-    app: &str,
-    key: &str,
+    request: &StreamRequest,
 ) -> Result<Publication, Refusal> {
-    let started = start_publish(node, client, app, key).await;
+    let started = match admit(node, client, Action::Publish, request).await {
+        Ok(name) => start_publish(node, client, name, request).await,
+        Err(refusal) => Err(refusal),
+    };
     match &started {
         Ok((name, _)) => {
             node.metrics.publishes_total.inc();
@@ -176,7 +356,7 @@ pub async fn publish(
         }
         Err(refusal) => {
             node.metrics.publishes_refused_total.inc();
-            tracing::info!(client = client.id, peer = %client.peer, app, key, %refusal, "publish refused");
+            tracing::info!(client = client.id, peer = %client.peer, app = %request.app, key = %request.key, %refusal, "publish refused");
         }
     }
     started.map(|(_, publication)| publication)
@@ -185,13 +365,9 @@ pub async fn publish(
 async fn start_publish(
     node: &Node,
     client: &ClientGuard,
-    app: &str,
-    key: &str,
+    name: String,
+    request: &StreamRequest,
 ) -> Result<(String, Publication), Refusal> {
-    if node.is_draining() {
-        return Err(Refusal::Draining);
-    }
-    let name = stream_name(app, key)?;
     let info = PublisherInfo {
         client_id: client.id,
         peer: client.peer,
@@ -214,6 +390,7 @@ async fn start_publish(
         Publication {
             handle,
             _relay_push: relay_push,
+            _unpublish_notice: EndNotice::new(node, client, HookEvent::OnUnpublish, request),
         },
     ))
 }
@@ -226,4 +403,26 @@ pub fn player_dropped(node: &Node, end: FeedEnd) {
             reason: end.reason(),
         })
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_read_from_the_key_the_app_and_the_tc_url() {
+        let r = StreamRequest::rtmp("live", "cam?token=t1&x=1", Some("rtmp://h/live"));
+        assert_eq!((r.app.as_str(), r.key.as_str()), ("live", "cam"));
+        assert_eq!(r.token().as_deref(), Some("t1"));
+        let r = StreamRequest::rtmp("live?token=t2", "cam", Some("rtmp://h/live?token=t2"));
+        assert_eq!((r.app.as_str(), r.key.as_str()), ("live", "cam"));
+        assert_eq!(r.token().as_deref(), Some("t2"));
+        let r = StreamRequest::rtmp("live", "cam", Some("rtmp://h/live?token=t3"));
+        assert_eq!(r.token().as_deref(), Some("t3"));
+        assert_eq!(stream_name(&r).unwrap(), "live/cam");
+        let r = StreamRequest::http("live", "cam", None);
+        assert_eq!(r.token(), None);
+        let r = StreamRequest::http("live", "cam", Some("token=&token=t4"));
+        assert_eq!(r.token().as_deref(), Some("t4"));
+    }
 }

@@ -1,5 +1,5 @@
 //! [`Node`]: the state every driver of a running node receives — configuration, hub, client
-//! table, metrics, machine monitor, the cluster side once the node is a member, the tracker of
+//! table, metrics, machine monitor, the stream signing keys and hooks, the cluster side once the node is a member, the tracker of
 //! connection tasks and the drain flag. Drivers reach the node through this and through
 //! [`admission`](super::admission), never through the assembly in [`server`](super).
 
@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::Clients;
+use super::hooks::Hooks;
 use super::membership::ClusterLink;
 use super::monitor::Monitor;
+use crate::auth::KeyRing;
+use crate::auth::keys::WatchedKeyFile;
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
@@ -34,6 +37,10 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// CPU, memory and traffic of the machine and the process.
     pub monitor: Arc<Monitor>,
+    /// The `[auth.hooks]` client.
+    pub hooks: Arc<Hooks>,
+    /// A standalone node's stream signing keys (a member's are in the cluster state).
+    key_file: WatchedKeyFile,
     /// Set once at start when the node is a cluster member.
     cluster: OnceLock<Arc<ClusterLink>>,
     /// Connection tasks, awaited (with a bound) when the node stops.
@@ -54,12 +61,16 @@ impl Node {
             config.limits.max_connections_per_ip,
         );
         let metrics = Arc::new(Metrics::new(&clients.traffic));
+        let hooks = Arc::new(Hooks::new(&config.auth.hooks));
+        let key_file = WatchedKeyFile::new(config.auth.keys_path(&config.cluster.data_dir));
         Arc::new(Self {
             config,
             hub,
             clients,
             metrics,
             monitor: Monitor::new(),
+            hooks,
+            key_file,
             cluster: OnceLock::new(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -71,6 +82,20 @@ impl Node {
     /// The node's cluster side, when it is a member.
     pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
         self.cluster.get()
+    }
+
+    /// The stream signing keys tokens are verified with: the cluster's for a member, the key
+    /// file's for a standalone node.
+    pub fn stream_keys(&self) -> KeyRing {
+        match self.cluster() {
+            Some(link) => KeyRing::from_records(link.cluster.state().borrow().stream_keys.values()),
+            None => self.key_file.keys(),
+        }
+    }
+
+    /// Where a standalone node keeps its stream signing keys.
+    pub fn key_file(&self) -> &std::path::Path {
+        self.key_file.path()
     }
 
     pub(super) fn set_cluster(&self, link: Arc<ClusterLink>) {

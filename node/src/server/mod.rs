@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod clients;
 mod context;
+pub mod hooks;
 mod http;
 pub mod membership;
 pub mod monitor;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Action, Policy};
 use crate::config::Config;
 use crate::relay::Relay;
 pub use context::Node;
@@ -131,6 +133,17 @@ impl RunningNode {
             http = %http_addr,
             "node serving"
         );
+        if node.cluster().is_none()
+            && [Action::Publish, Action::Play]
+                .into_iter()
+                .any(|action| node.config.auth.uses(action, Policy::Token))
+            && node.stream_keys().is_empty()
+        {
+            tracing::warn!(
+                keys_file = %node.key_file().display(),
+                "tokens are required (auth) but there is no stream signing key yet: every publish or play that needs a token is refused until one exists — mint a token with `skein token publish APP/KEY --keys-file FILE` (it creates the first key), or set [auth] publish = \"open\""
+            );
+        }
         Ok((
             Self {
                 node,

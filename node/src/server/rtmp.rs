@@ -9,11 +9,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::admission::{self, Publication, Refusal};
+use super::admission::{self, Playback, Publication, Refusal, StreamRequest};
 use super::clients::{ClientGuard, Protocol, Role};
 use super::context::Node;
 use super::net::write_all_vectored;
-use crate::hub::{FeedEnd, FeedItem, PlayerFeed, SHARED_STREAM_ID};
+use crate::auth::query;
+use crate::hub::{FeedEnd, FeedItem, SHARED_STREAM_ID};
 use crate::media::MediaKind;
 use crate::metrics::ReasonLabel;
 use crate::rtmp::chunk::ChunkLimits;
@@ -102,7 +103,7 @@ enum Activity {
     },
     Playing {
         stream_id: u32,
-        feed: PlayerFeed,
+        playback: Playback,
     },
 }
 
@@ -113,6 +114,7 @@ struct Connection<'a> {
     session: ServerSession,
     inbound: BytesMut,
     app: Option<String>,
+    tc_url: Option<String>,
     connected: bool,
     activity: Activity,
     outbound: Vec<Bytes>,
@@ -135,6 +137,7 @@ impl<'a> Connection<'a> {
             session,
             inbound: BytesMut::with_capacity(READ_SMALL),
             app: None,
+            tc_url: None,
             connected: false,
             activity: Activity::Idle,
             outbound: Vec::new(),
@@ -149,13 +152,13 @@ impl<'a> Connection<'a> {
             self.flush().await?;
             let cancel = self.client.cancel.clone();
             match &mut self.activity {
-                Activity::Playing { feed, .. } => {
+                Activity::Playing { playback, .. } => {
                     tokio::select! {
                         _ = cancel.cancelled() => return Err(Close::Kicked),
                         read = self.socket.read_buf(&mut self.inbound) => {
                             Self::check_read(read)?;
                         }
-                        item = feed.next() => {
+                        item = playback.feed.next() => {
                             let item = item?;
                             self.deliver(item)?;
                             continue;
@@ -230,7 +233,11 @@ impl<'a> Connection<'a> {
 
     /// Queues one feed item and whatever else is ready, up to the batch limits.
     fn deliver(&mut self, first: FeedItem) -> Result<(), Close> {
-        let Activity::Playing { stream_id, feed } = &mut self.activity else {
+        let Activity::Playing {
+            stream_id,
+            playback: Playback { feed, .. },
+        } = &mut self.activity
+        else {
             return Ok(());
         };
         let stream_id = *stream_id;
@@ -284,12 +291,23 @@ impl<'a> Connection<'a> {
     async fn on_event(&mut self, event: ServerEvent) {
         match event {
             ServerEvent::Connect { app, tc_url, .. } => {
-                tracing::debug!(client = self.client.id, %app, tc_url = tc_url.as_deref().unwrap_or(""), "rtmp app connect");
+                // Without their queries: a token there is a secret.
+                let (logged_app, logged_tc_url) = (
+                    query::strip(&app),
+                    query::strip(tc_url.as_deref().unwrap_or("")),
+                );
+                tracing::debug!(
+                    client = self.client.id,
+                    app = logged_app,
+                    tc_url = logged_tc_url,
+                    "rtmp app connect"
+                );
                 self.app = Some(app);
+                self.tc_url = tc_url;
                 self.connected = true;
             }
             ServerEvent::Publish { stream_id, key, .. } => self.on_publish(stream_id, &key).await,
-            ServerEvent::Play { stream_id, key, .. } => self.on_play(stream_id, &key),
+            ServerEvent::Play { stream_id, key, .. } => self.on_play(stream_id, &key).await,
             ServerEvent::Unpublish { stream_id } => {
                 if matches!(self.activity, Activity::Publishing { stream_id: s, .. } if s == stream_id)
                 {
@@ -342,8 +360,12 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn app(&self) -> &str {
-        self.app.as_deref().unwrap_or_default()
+    fn request(&self, key: &str) -> StreamRequest {
+        StreamRequest::rtmp(
+            self.app.as_deref().unwrap_or_default(),
+            key,
+            self.tc_url.as_deref(),
+        )
     }
 
     async fn on_publish(&mut self, stream_id: u32, key: &str) {
@@ -355,7 +377,8 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        match admission::publish(self.node, &self.client, self.app(), key).await {
+        let request = self.request(key);
+        match admission::publish(self.node, &self.client, &request).await {
             Ok(publication) => {
                 self.session.accept_publish(stream_id);
                 self.activity = Activity::Publishing {
@@ -366,6 +389,7 @@ impl<'a> Connection<'a> {
             Err(refusal) => {
                 let code = match refusal {
                     Refusal::Draining => "NetStream.Publish.BadConnection",
+                    Refusal::Unauthorized(_) => "NetStream.Publish.Unauthorized",
                     _ => "NetStream.Publish.BadName",
                 };
                 self.session
@@ -374,7 +398,7 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn on_play(&mut self, stream_id: u32, key: &str) {
+    async fn on_play(&mut self, stream_id: u32, key: &str) {
         if !matches!(self.activity, Activity::Idle) {
             self.session.reject_play(
                 stream_id,
@@ -383,14 +407,19 @@ impl<'a> Connection<'a> {
             );
             return;
         }
-        match admission::play(self.node, &self.client, self.app(), key) {
-            Ok(feed) => {
+        let request = self.request(key);
+        match admission::play(self.node, &self.client, &request).await {
+            Ok(playback) => {
                 self.session.accept_play(stream_id);
-                self.activity = Activity::Playing { stream_id, feed };
+                self.activity = Activity::Playing {
+                    stream_id,
+                    playback,
+                };
             }
             Err(refusal) => {
                 let code = match refusal {
                     Refusal::NotFound(_) | Refusal::BadName(_) => "NetStream.Play.StreamNotFound",
+                    Refusal::Unauthorized(_) => "NetStream.Play.Unauthorized",
                     _ => "NetStream.Play.Failed",
                 };
                 self.session

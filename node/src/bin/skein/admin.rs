@@ -1,15 +1,14 @@
 //! The operator commands that talk to a running node's HTTP API: `skein status`,
-//! `skein token create`, `skein leave`, `skein remove`.
+//! `skein token create`, `skein leave`, `skein remove`, and the HTTP helpers the other admin
+//! commands share.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde_json::Value;
 use skein_raft::{ClusterStatus, NodeStatus, OriginState, RaftRole};
 use std::path::PathBuf;
-
-use crate::duration::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -34,23 +33,8 @@ pub struct AdminArgs {
     pub data_dir: PathBuf,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a join token and print the join command.
-    Create {
-        /// Lifetime, e.g. 30m, 24h, 7d.
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
-        ttl: Duration,
-        /// The first successful join consumes the token.
-        #[arg(long)]
-        single_use: bool,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-}
-
 /// An HTTP client whose calls give up after `timeout`; non-2xx answers are read, not errors.
-fn agent(timeout: Duration) -> ureq::Agent {
+pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
@@ -59,9 +43,9 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// How long an operator command waits for the node (a leave may wait for streams to move).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn url(api: &str, path: &str) -> String {
+pub fn url(api: &str, path: &str) -> String {
     let base = api.trim_end_matches('/');
     if base.contains("://") {
         format!("{base}{path}")
@@ -71,7 +55,7 @@ fn url(api: &str, path: &str) -> String {
 }
 
 /// Reads a response; a non-2xx status becomes an error carrying the server's message.
-fn read(
+pub fn read(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     what: &str,
     api: &str,
@@ -94,7 +78,7 @@ fn read(
     Ok(value)
 }
 
-fn token(args: &AdminArgs) -> anyhow::Result<String> {
+pub fn token(args: &AdminArgs) -> anyhow::Result<String> {
     if let Some(t) = &args.admin_token {
         return Ok(t.clone());
     }

@@ -17,6 +17,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::stream_auth;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -187,7 +188,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Blocking on purpose, on the thread that runs `block_on` and lives until the demo ends:
     // the children's parent-death signal is tied to the thread that forked them.
     let dns = demo.start_all()?;
-    println!("{}", banner(&demo, &args.key, dns));
+    // Publishing needs a token (the default policy): mint one for the printed stream.
+    let token = demo.publish_token(&args.key)?;
+    println!("{}", banner(&demo, &args.key, &token, dns));
     let _ = std::io::stdout().flush();
     stop.cancelled().await;
     println!("stopping the demo cluster");
@@ -361,6 +364,25 @@ impl Demo {
         format!("http://{}:{}", MEMBERS[0].ip, self.ports.http)
     }
 
+    /// A day-long publish token for `live/KEY`, minted by the first node.
+    fn publish_token(&self, key: &str) -> anyhow::Result<String> {
+        let admin_args = admin::AdminArgs {
+            api: self.api(),
+            admin_token: None,
+            data_dir: self.dir.join(MEMBERS[0].name),
+        };
+        let stream = format!("live/{key}");
+        let day = Duration::from_secs(86_400);
+        let (token, _) = stream_auth::mint_through_api(
+            &admin_args,
+            skein_node::auth::Action::Publish,
+            &stream,
+            day,
+            None,
+        )?;
+        Ok(token)
+    }
+
     fn status(&self) -> Option<skein_raft::ClusterStatus> {
         admin::fetch_status(&self.api(), Duration::from_secs(2)).ok()
     }
@@ -450,11 +472,11 @@ fn check_ports(ports: Ports) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn banner(demo: &Demo, key: &str, dns: bool) -> String {
+fn banner(demo: &Demo, key: &str, token: &str, dns: bool) -> String {
     let p = demo.ports;
     let edge = |i: usize| MEMBERS[i].ip;
     let (a1, b1) = (edge(3), edge(5));
-    let publish_url = format!("rtmp://{a1}:{}/live/{key}", p.rtmp);
+    let publish_url = format!("rtmp://{a1}:{}/live/{key}?token={token}", p.rtmp);
     let play_url = format!("rtmp://{b1}:{}/live/{key}", p.rtmp);
     let flv_url = format!("http://{b1}:{}/live/{key}.flv", p.http);
     let status = demo
@@ -469,9 +491,10 @@ fn banner(demo: &Demo, key: &str, dns: bool) -> String {
     let mut out = format!(
         "\nSkein demo: a local cluster on loopback, one process per node. Ctrl-C stops everything.\n\n\
          {status}\nprocesses (name pid): {}\nlogs and data: {}\n\n\
-         Publish a test stream to an edge in region a (H.264 + AAC, 720p30):\n  \
+         Publish a test stream to an edge in region a (H.264 + AAC, 720p30; publishing needs a token, \
+         this one is for live/{key} and valid a day — mint more with skein token publish live/KEY --api {api} --data-dir {first}):\n  \
          ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 \
-         -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 2500k -c:a aac -b:a 128k -f flv {publish_url}\n\n\
+         -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 2500k -c:a aac -b:a 128k -f flv '{publish_url}'\n\n\
          Play it from an edge in region b (one pull from the stream's origin, shared by all viewers of that edge):\n  \
          RTMP:      ffplay {play_url}\n  HTTP-FLV:  ffplay {flv_url}\n\n\
          Look at it:\n  cluster:   {api}/api/v1/cluster   (or: skein status --api {api})\n  \
@@ -483,6 +506,7 @@ fn banner(demo: &Demo, key: &str, dns: bool) -> String {
         demo.dir.display(),
         api = demo.api(),
         http = p.http,
+        first = demo.dir.join(MEMBERS[0].name).display(),
     );
     if dns {
         let dig = format!("dig @127.0.0.1 -p {} live.{ZONE} A +short", p.dns);

@@ -1,6 +1,6 @@
 //! `skein`: the media node's command line. Each command's arguments and work live in their own
-//! module: `run` (run, init, join, recover, check-config), `admin` (status, token, leave,
-//! remove), `demo` and `bench`. This is the only place that parses argv.
+//! module: `run` (run, init, join, recover, check-config), `admin` (status, join tokens, leave,
+//! remove), `stream_auth` (publish and play tokens, stream signing keys), `demo` and `bench`. This is the only place that parses argv.
 
 mod admin;
 mod bench;
@@ -8,8 +8,10 @@ mod demo;
 mod duration;
 mod process;
 mod run;
+mod stream_auth;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -48,9 +50,12 @@ enum Command {
     Join(run::JoinArgs),
     /// Show the cluster: nodes, regions, roles, voters, health, streams and load.
     Status(admin::StatusArgs),
-    /// Manage join tokens.
+    /// Mint tokens: join tokens for new nodes, publish and play tokens for streams.
     #[command(subcommand)]
-    Token(admin::TokenCommand),
+    Token(TokenCommand),
+    /// Manage the stream signing keys that publish and play tokens are signed with.
+    #[command(subcommand)]
+    StreamKey(stream_auth::StreamKeyCommand),
     /// Make the node behind --api leave the cluster (an origin first lets its streams move
     /// to other origins), then stop.
     Leave(admin::AdminArgs),
@@ -75,6 +80,26 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token (for `skein join`) and print the join command.
+    #[command(visible_alias = "join")]
+    Create {
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = duration::parse_duration)]
+        ttl: Duration,
+        /// The first successful join consumes the token.
+        #[arg(long)]
+        single_use: bool,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Mint a token that lets its holder publish one stream (rtmp://HOST/APP/KEY?token=...).
+    Publish(stream_auth::StreamTokenArgs),
+    /// Mint a token that lets its holder play one stream (RTMP or HTTP-FLV, ?token=...).
+    Play(stream_auth::StreamTokenArgs),
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,11 +119,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(run::join(args))
         }
         Command::Status(args) => admin::status(&args.api, args.json),
-        Command::Token(admin::TokenCommand::Create {
+        Command::Token(TokenCommand::Create {
             ttl,
             single_use,
             admin,
         }) => admin::create_token(&admin, ttl, single_use),
+        Command::Token(TokenCommand::Publish(args)) => {
+            stream_auth::mint(&args, skein_node::auth::Action::Publish)
+        }
+        Command::Token(TokenCommand::Play(args)) => {
+            stream_auth::mint(&args, skein_node::auth::Action::Play)
+        }
+        Command::StreamKey(command) => stream_auth::manage(&command),
         Command::Leave(admin) => admin::leave(&admin),
         Command::Remove { node, admin } => admin::remove(&admin, &node),
         Command::Recover(args) => {

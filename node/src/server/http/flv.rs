@@ -1,20 +1,21 @@
-//! HTTP-FLV playback: `GET /{app}/{key}.flv` streams the FLV header, the cached start of the
+//! HTTP-FLV playback: `GET /{app}/{key}.flv[?token=...]` streams the FLV header, the cached start of the
 //! stream and then live tags. Each tag is serialized once per message and shared by all viewers.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::listener::PeerAddr;
-use crate::hub::{FeedEnd, FeedItem, Frame, PlayerFeed};
+use crate::auth::Denial;
+use crate::hub::{FeedEnd, FeedItem, Frame};
 use crate::media::MediaKind;
 use crate::media::flv;
-use crate::server::admission::{self, Refusal};
+use crate::server::admission::{self, Playback, Refusal, StreamRequest};
 use crate::server::clients::{ClientGuard, Protocol};
 use crate::server::context::Node;
 
@@ -23,6 +24,7 @@ pub async fn play(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
     Path((app, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let Some(key) = file.strip_suffix(".flv") else {
         return (StatusCode::NOT_FOUND, "not found: play URLs end in .flv\n").into_response();
@@ -33,21 +35,33 @@ pub async fn play(
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
         }
     };
-    let feed = match admission::play(&node, &client, &app, key) {
-        Ok(feed) => feed,
+    let request = StreamRequest::http(&app, key, query.as_deref());
+    let playback = match admission::play(&node, &client, &request).await {
+        Ok(playback) => playback,
         Err(refusal) => {
-            let status = match refusal {
+            let status = match &refusal {
                 Refusal::BadName(_) => StatusCode::BAD_REQUEST,
                 Refusal::NotFound(_) => StatusCode::NOT_FOUND,
                 Refusal::Taken(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+                // No credentials at all: 401, as HTTP has it; credentials that do not do: 403.
+                Refusal::Unauthorized(Denial::Missing(_)) => StatusCode::UNAUTHORIZED,
+                Refusal::Unauthorized(_) => StatusCode::FORBIDDEN,
             };
-            return (status, format!("{refusal}\n")).into_response();
+            let mut response = (status, format!("{refusal}\n")).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                // HTTP wants a 401 to name the scheme: the token goes in the query.
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Token realm=\"stream\", query=\"token\""),
+                );
+            }
+            return response;
         }
     };
     let viewer = Viewer {
         node,
         client,
-        feed,
+        playback,
         preamble: Some(Vec::new()),
         ready: VecDeque::new(),
     };
@@ -70,7 +84,7 @@ pub async fn play(
 struct Viewer {
     node: Arc<Node>,
     client: ClientGuard,
-    feed: PlayerFeed,
+    playback: Playback,
     /// Metadata and sequence headers seen before the first media frame. The FLV header's
     /// audio/video flags are only known once they have passed (players such as ffprobe wait for
     /// a track the header announces), so the header is held back until then.
@@ -93,14 +107,14 @@ impl Viewer {
                 _ = self.client.cancel.cancelled() => return None,
                 // The body ends cleanly: the viewer sees the end of the stream, not a reset.
                 _ = self.node.shutdown.cancelled() => return None,
-                item = self.feed.next() => item,
+                item = self.playback.feed.next() => item,
             };
             match item {
                 Ok(FeedItem::Frame(frame)) => self.queue(frame),
                 Ok(FeedItem::Unpublished | FeedItem::Published) => continue,
                 Err(end) => {
                     admission::player_dropped(&self.node, end);
-                    tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.feed.stream_key(), reason = %end, "http-flv close");
+                    tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.playback.feed.stream_key(), reason = %end, "http-flv close");
                     return None;
                 }
             }
@@ -128,6 +142,6 @@ impl Viewer {
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.feed.stream_key(), "http-flv viewer gone");
+        tracing::info!(client = self.client.id, peer = %self.client.peer, stream = %self.playback.feed.stream_key(), "http-flv viewer gone");
     }
 }

@@ -4,6 +4,7 @@ mod api;
 mod cluster;
 mod flv;
 mod listener;
+mod stream_keys;
 
 use std::sync::Arc;
 
@@ -27,6 +28,12 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/cluster/leave", post(cluster::leave))
         .route("/api/v1/cluster/nodes/{node}", delete(cluster::remove))
         .route("/api/v1/relay", get(cluster::relay))
+        .route(
+            "/api/v1/stream-keys",
+            get(stream_keys::list).post(stream_keys::add),
+        )
+        .route("/api/v1/stream-keys/{id}", delete(stream_keys::retire))
+        .route("/api/v1/stream-tokens", post(stream_keys::mint))
         .route("/metrics", get(api::metrics))
         .route("/{app}/{file}", get(flv::play))
         .with_state(node)
