@@ -1,6 +1,6 @@
 //! The HTTP surface's own settings on a running node: HTTPS from PEM files (API and HTTP-FLV,
 //! with ffmpeg and curl), the pair re-read when it changes and kept when a new one is bad, and
-//! the admin calls on a listener of their own.
+//! the admin calls on a listener of their own, the admin token from a file.
 
 use std::path::Path;
 use std::process::Command;
@@ -183,4 +183,45 @@ async fn admin_calls_are_served_only_on_the_admin_listener() {
     let (status, _) = call(admin, "GET", "/api/v1/summary", "").await.unwrap();
     assert_eq!(status, 200);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_token_can_come_from_a_file_and_check_config_hides_it() {
+    let dir = temp_dir("token-file");
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, "from-the-file\n").unwrap();
+    let mut config = config();
+    config.http.admin_token.clear();
+    config.http.admin_token_file = Some(token_file.clone());
+    let node = RunningNode::start(config).await.unwrap();
+    let addr = node.http_addr;
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let bearer = "Authorization: Bearer from-the-file\r\n";
+        http_request(addr, "DELETE", "/api/v1/clients/7", bearer).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.contains("no such client")),
+        (404, true),
+        "{body}"
+    );
+    node.stop().await;
+
+    let file = dir.join("skein.toml");
+    let toml = format!(
+        "[http]\nadmin_token_file = {:?}\n",
+        token_file.display().to_string()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = Command::new(skein_tests::binary("skein"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run skein check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
+    assert!(!stdout.contains("from-the-file"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
