@@ -73,9 +73,16 @@ async fn https_serves_the_api_and_http_flv_and_follows_a_renewed_certificate() {
         move || curl(&old_ca, &health)
     });
     assert_eq!(answer.await.unwrap(), Some(200), "the API over HTTPS");
-    let (status, _) =
-        http_request(node.http_addr, "GET", "/api/v1/health", "").unwrap_or((0, String::new()));
-    assert_ne!(status, 200, "plain HTTP is not served on an HTTPS listener");
+    // Plain HTTP gets the health probe (GeoDNS reads it so) and nothing else.
+    let addr = node.http_addr;
+    let (health_status, streams_status) = tokio::task::spawn_blocking(move || {
+        let status = |path| http_request(addr, "GET", path, "").map(|(s, _)| s);
+        (status("/api/v1/health"), status("/api/v1/streams"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(health_status, Some(200), "plain health on the HTTPS port");
+    assert_eq!(streams_status, Some(403), "plain HTTP gets nothing else");
 
     let _publisher = publish(&format!("rtmp://{}/live/tls", node.rtmp_addr), 30);
     let flv = format!("{base}/live/tls.flv");

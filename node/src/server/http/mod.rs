@@ -6,6 +6,10 @@
 //! connection passes the limits of `listener`, gets `http.header_read_timeout_ms` for its TLS
 //! handshake and for every request header — an idle keep-alive connection included — and is
 //! closed gracefully when the node stops.
+//!
+//! With TLS on, a connection whose first byte is not a TLS handshake record gets plain HTTP
+//! with only `/api/v1/health` and `/api/v1/cluster`: GeoDNS (`skein-dns`) and load balancers
+//! read those in plain HTTP; everything else answers 403 and asks for HTTPS.
 
 mod api;
 mod cluster;
@@ -70,6 +74,23 @@ fn admin_router(node: Arc<Node>) -> Router {
     read_only_routes().merge(admin_routes()).with_state(node)
 }
 
+/// What a plain-HTTP connection gets on a TLS listener: what GeoDNS reads.
+fn plain_on_tls_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/cluster", get(cluster::status))
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                "this port serves HTTPS; only /api/v1/health and /api/v1/cluster answer plain HTTP\n",
+            )
+        })
+        .with_state(node)
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// The HTTP listeners' shared parts: the node, the connection limits and the TLS pair.
 #[derive(Clone)]
 pub(super) struct HttpServer {
@@ -114,6 +135,7 @@ impl HttpServer {
 
     async fn serve(self, listener: TcpListener, routes: Router) {
         let shutdown = self.node.shutdown.clone();
+        let plain_routes = plain_on_tls_router(self.node.clone());
         loop {
             let room = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -145,7 +167,7 @@ impl HttpServer {
             };
             let _ = stream.set_nodelay(true);
             let server = self.clone();
-            let routes = routes.clone();
+            let routes = (routes.clone(), plain_routes.clone());
             self.node
                 .tasks
                 .spawn(server.connection(stream, peer, slot, routes));
@@ -153,18 +175,25 @@ impl HttpServer {
     }
 
     /// One connection: the TLS handshake if configured, then HTTP/1 until either side closes
-    /// it, a header is late, or the node stops.
+    /// it, a header is late, or the node stops. `routes` are the listener's routes and those
+    /// for plain HTTP on a TLS listener.
     async fn connection(
         self,
         stream: TcpStream,
         peer: SocketAddr,
         slot: ConnectionSlot,
-        routes: Router,
+        (routes, plain_routes): (Router, Router),
     ) {
         let timeout = Duration::from_millis(self.node.config.http.header_read_timeout_ms);
         match &self.tls {
             None => self.http(stream, peer, routes, timeout).await,
             Some(tls) => {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+                    Ok(Ok(1)) => return self.http(stream, peer, plain_routes, timeout).await,
+                    _ => return, // closed, failed or silent: nothing to serve
+                }
                 let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
                 match handshake.await {
                     Ok(Ok(stream)) => self.http(stream, peer, routes, timeout).await,
