@@ -450,6 +450,42 @@ mod tests {
     }
 
     #[test]
+    fn http_and_hub_cross_field_rules_name_their_fields() {
+        for (bad, field) in [
+            ("[http]\ntls_cert = \"c.pem\"\n", "http.tls_key"),
+            (
+                "[http]\nheader_read_timeout_ms = 5\n",
+                "http.header_read_timeout_ms",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n",
+                "http.admin_listen",
+            ),
+            ("[hub]\nmax_stream_bytes = 1000\n", "hub.max_stream_bytes"),
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_file_is_read_and_redacted_copies_hide_the_token() {
+        let file = std::env::temp_dir().join(format!("skein-token-{}", std::process::id()));
+        std::fs::write(&file, "tok3n\nignored\n").unwrap();
+        let mut config = Config::default();
+        config.http.admin_token_file = Some(file.clone());
+        config.resolve_admin_token().unwrap();
+        assert_eq!(config.http.admin_token, "tok3n");
+        assert_eq!(config.redacted().http.admin_token, "<redacted>");
+        std::fs::write(&file, "\n").unwrap();
+        config.http.admin_token.clear();
+        let err = config.resolve_admin_token().unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
     fn out_of_range_values_are_refused_with_the_field_name() {
         let config: Config = toml::from_str("[rtmp]\nchunk_size = 1\n").unwrap();
         let err = config.validate().unwrap_err();

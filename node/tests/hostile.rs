@@ -5,7 +5,8 @@
 //! - an AMF0 bomb: command messages of millions of nulls, a strict array announcing four
 //!   billion elements, nesting far past the limit;
 //! - slowloris on HTTP: connections sending their header a byte at a time, idle keep-alive
-//!   connections, and one address opening more connections than its share.
+//!   connections, and one address opening more connections than its share — while an
+//!   HTTP-FLV viewer plays on for longer than the header timeout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use bytes::BytesMut;
 use skein_node::rtmp::amf0::{self, Value};
 use skein_node::rtmp::chunk;
 use skein_node::rtmp::handshake::{ClientHandshake, HandshakeProgress};
-use skein_tests::media::{publish, streams};
+use skein_tests::media::{continuity, packets, publish, record, streams};
 use skein_tests::node::{NodeProcess, http_get};
 use skein_tests::require;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -239,6 +240,27 @@ async fn slowloris_connections_are_closed_and_do_not_keep_others_out() {
         "the admitted connections were open meanwhile"
     );
     assert_eq!(http_get(http, "/api/v1/health").map(|r| r.0), Some(200));
+    // The header timeout is for request headers only: a viewer's body streams on.
+    let file = skein_tests::node::temp_dir("slowloris-flv").join("play.flv");
+    let node = tokio::task::spawn_blocking(move || {
+        let _publisher = publish(&node.rtmp_url("long"), 30);
+        let out = record(&node.flv_url("long"), 6, &file);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let played = continuity(&packets(&file));
+        assert!(
+            played.span_ms > 4_500.0,
+            "HTTP-FLV cut after {} ms of media (header timeout 2 s)",
+            played.span_ms
+        );
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+        node
+    })
+    .await
+    .unwrap();
     let rss = rss_kib(&node);
     assert!(rss < RSS_BOUND_KIB, "node RSS {rss} KiB after slowloris");
 }
