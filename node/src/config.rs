@@ -74,8 +74,8 @@ pub struct HttpSection {
     /// without the admin token. Off: those views need the token (or are redacted).
     pub public_details: bool,
     /// PEM certificate chain for HTTPS on `listen` and `admin_listen`; with `tls_key`. Unset:
-    /// plain HTTP. Both files are re-read when they change; a bad new pair is logged and the
-    /// old one stays in use.
+    /// plain HTTP. Both files are re-read when they change and on SIGHUP; a bad new pair is
+    /// logged and the old one stays in use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.

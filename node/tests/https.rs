@@ -1,5 +1,6 @@
 //! The HTTP surface's own settings on a running node: HTTPS from PEM files (API and HTTP-FLV,
-//! with ffmpeg and curl), the pair re-read when it changes and kept when a new one is bad, and
+//! with ffmpeg and curl), the pair re-read when it changes or on SIGHUP and kept when a new one
+//! is bad, and
 //! the admin calls on a listener of their own, the admin token from a file.
 
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use skein_node::RunningNode;
 use skein_node::config::Config;
 use skein_tests::media::{publish, streams};
-use skein_tests::node::temp_dir;
+use skein_tests::node::{NodeProcess, temp_dir};
 use skein_tests::{http_request, require};
 
 fn config() -> Config {
@@ -230,5 +231,52 @@ async fn the_admin_token_can_come_from_a_file_and_check_config_hides_it() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
     assert!(!stdout.contains("from-the-file"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_rereads_the_pair_even_when_its_files_look_unchanged() {
+    require("curl", "curl");
+    let dir = temp_dir("https-sighup-pem"); // not the node's own directory, which start() empties
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let first_ca = dir.join("first-ca.pem");
+    std::fs::write(&first_ca, write_pair(&dir, "cert.pem", "key.pem")).unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let stamps = (mtime(&cert), mtime(&key));
+    let tls = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    // The node comes up through its plain health answer on the HTTPS port.
+    let node = NodeProcess::start("127.0.0.1", "https-sighup", &tls);
+    let health = format!("https://{}/api/v1/health", node.http);
+    assert_eq!(curl(&first_ca, &health), Some(200));
+
+    // A new pair whose files keep the old modification times: the poll cannot see it...
+    let second_ca = dir.join("second-ca.pem");
+    std::fs::write(&second_ca, write_pair(&dir, "cert.pem", "key.pem")).unwrap();
+    for (path, stamp) in [(&cert, stamps.0), (&key, stamps.1)] {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(stamp).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        curl(&first_ca, &health),
+        Some(200),
+        "no reload without a change"
+    );
+
+    // ...SIGHUP re-reads it.
+    node.process.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&second_ca, &health) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not load the new pair"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

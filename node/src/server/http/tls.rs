@@ -1,6 +1,6 @@
 //! HTTPS on the HTTP listeners: the certificate chain and key of `http.tls_cert` and
 //! `http.tls_key` (PEM), re-read when either file changes (its mtime is checked every
-//! [`RELOAD_CHECK`]). A new pair that does not load is logged and the pair in use stays, so a
+//! [`RELOAD_CHECK`]) and on SIGHUP. A new pair that does not load is logged and the pair in use stays, so a
 //! half-copied renewal never takes HTTPS down. New connections get the new pair; open ones keep
 //! theirs.
 
@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use parking_lot::{Mutex, RwLock};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
@@ -46,13 +47,13 @@ impl TlsFiles {
         self.current.read().clone()
     }
 
-    /// Re-reads the pair if a file changed since the last try. True when a new pair is in use.
-    pub fn reload_if_changed(&self) -> bool {
+    /// Re-reads the pair if a file changed since the last try, or always when `force`d.
+    pub fn reload(&self, force: bool) {
         let stamps = (modified(&self.cert), modified(&self.key));
         {
             let mut tried = self.tried.lock();
-            if *tried == stamps {
-                return false;
+            if *tried == stamps && !force {
+                return;
             }
             *tried = stamps;
         }
@@ -60,22 +61,37 @@ impl TlsFiles {
             Ok(config) => {
                 *self.current.write() = TlsAcceptor::from(Arc::new(config));
                 tracing::info!(cert = %self.cert.display(), key = %self.key.display(), "https: new certificate loaded");
-                true
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "https: the changed certificate or key does not load; still using the previous pair (fix the files, they are checked again when they change)");
-                false
             }
         }
     }
 
-    /// Checks the files every [`RELOAD_CHECK`], for as long as the node runs.
+    /// Checks the files every [`RELOAD_CHECK`] and re-reads them on SIGHUP, for as long as
+    /// the node runs.
     pub async fn watch(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RELOAD_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "https: no SIGHUP reload (the files are still checked)"))
+            .ok();
         loop {
-            tick.tick().await;
-            self.reload_if_changed();
+            let hung_up = async {
+                match hangup.as_mut() {
+                    Some(signals) => signals.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.reload(false);
+                }
+                Some(()) = hung_up => {
+                    tracing::info!("https: SIGHUP, re-reading the certificate and key");
+                    self.reload(true);
+                }
+            }
         }
     }
 }
