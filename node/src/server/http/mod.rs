@@ -100,17 +100,13 @@ pub(super) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Loads the TLS pair if one is configured (an unreadable one stops the start) and starts
-    /// watching it for changes.
+    /// Loads the TLS pair if one is configured (an unreadable one stops the start).
     pub(super) fn new(node: &Arc<Node>) -> anyhow::Result<Self> {
         let http = &node.config.http;
         let tls = match (&http.tls_cert, &http.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles::load(cert, key)?),
             _ => None,
         };
-        if let Some(tls) = &tls {
-            node.spawn(tls.clone().watch());
-        }
         Ok(Self {
             node: node.clone(),
             admission: HttpAdmission::new(
@@ -121,8 +117,12 @@ impl HttpServer {
         })
     }
 
-    /// Serves the public routes on `listener` until the node stops.
+    /// Serves the public routes on `listener` until the node stops, and keeps the TLS pair
+    /// up to date meanwhile.
     pub(super) async fn serve_public(self, listener: TcpListener) {
+        if let Some(tls) = &self.tls {
+            self.node.spawn(tls.clone().watch());
+        }
         let routes = public_router(self.node.clone());
         self.serve(listener, routes).await;
     }
