@@ -184,8 +184,31 @@ pub struct RtmpSection {
 pub struct HttpSection {
     /// Address the HTTP listener binds (default `0.0.0.0:8080`).
     pub listen: SocketAddr,
-    /// Bearer token for admin calls (`DELETE /api/v1/clients/{id}`). Empty: admin calls refused.
+    /// Bearer token for admin calls (`DELETE /api/v1/clients/{id}`, cluster admin) and for the
+    /// detailed read-only views. Empty: admin calls refused. Prefer `admin_token_file` or
+    /// `SKEIN_ADMIN_TOKEN`, which keep the secret out of the file.
     pub admin_token: String,
+    /// File holding the admin token (one line; read at start). Used when `admin_token` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Separate listener for the admin calls. Set: they are served only there and answer 404
+    /// on `listen`. Unset: they are served on `listen` like everything else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether client addresses, publisher addresses and cluster internal addresses are shown
+    /// without the admin token. Off: those views need the token (or are redacted).
+    pub public_details: bool,
+    /// PEM certificate chain for HTTPS on `listen` and `admin_listen`; with `tls_key`. Unset:
+    /// plain HTTP. Both files are re-read when they change and on SIGHUP; a bad new pair is
+    /// logged and the old one stays in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// A connection must send a request's complete header (and finish the TLS handshake)
+    /// within this time, in ms; also how long an idle keep-alive connection is kept.
+    pub header_read_timeout_ms: u64,
     /// Open HTTP connections (API, metrics, HTTP-FLV) beyond which the listener stops
     /// accepting until one closes. HTTP-FLV viewers also count against `limits`.
     pub max_connections: usize,
@@ -216,6 +239,9 @@ pub struct HubSection {
     pub gop_cache: bool,
     /// A GOP larger than this is not cached (only sequence headers and metadata are).
     pub max_gop_bytes: usize,
+    /// Payload bytes one stream holds at most: its ring plus its GOP cache. Past it the oldest
+    /// frames of the ring are dropped; a player that had not read them skips to a keyframe.
+    pub max_stream_bytes: usize,
     /// Messages a player may fall behind before it skips ahead to the next keyframe.
     pub player_queue: usize,
     /// A player that had to skip this many times within a minute is disconnected.
@@ -309,6 +335,12 @@ impl Default for HttpSection {
         Self {
             listen: "0.0.0.0:8080".parse().expect("static address"),
             admin_token: String::new(),
+            admin_token_file: None,
+            admin_listen: None,
+            public_details: false,
+            tls_cert: None,
+            tls_key: None,
+            header_read_timeout_ms: 10_000,
             max_connections: 10_000,
             drain_ms: 4_000,
         }
@@ -330,6 +362,7 @@ impl Default for HubSection {
         Self {
             gop_cache: true,
             max_gop_bytes: 16 << 20,
+            max_stream_bytes: 64 << 20,
             player_queue: 512,
             max_skips_per_minute: 3,
             write_timeout_secs: 20,
@@ -380,6 +413,26 @@ impl Config {
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
             bail!("limits.max_connections and limits.max_connections_per_ip must be positive");
+        }
+        if self.hub.gop_cache && self.hub.max_gop_bytes >= self.hub.max_stream_bytes {
+            bail!(
+                "hub.max_gop_bytes ({}) must be less than hub.max_stream_bytes ({}): the GOP cache is part of the stream's budget",
+                self.hub.max_gop_bytes,
+                self.hub.max_stream_bytes
+            );
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            bail!("http.tls_cert and http.tls_key go together: set both or neither");
+        }
+        if self.http.header_read_timeout_ms < 100 {
+            bail!("http.header_read_timeout_ms must be at least 100");
+        }
+        if self
+            .http
+            .admin_listen
+            .is_some_and(|a| a.port() != 0 && a == self.http.listen)
+        {
+            bail!("http.admin_listen must differ from http.listen");
         }
         if self.hub.player_queue < 16 {
             bail!("hub.player_queue must be at least 16 messages");
@@ -455,6 +508,33 @@ impl Config {
     /// `rtmp.handshake_timeout_secs` as a [`Duration`].
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.rtmp.handshake_timeout_secs)
+    }
+
+    /// The admin token: `http.admin_token`, else the first line of `http.admin_token_file`,
+    /// else empty (admin calls disabled).
+    pub fn resolve_admin_token(&mut self) -> anyhow::Result<()> {
+        if let (true, Some(path)) = (
+            self.http.admin_token.is_empty(),
+            &self.http.admin_token_file,
+        ) {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read http.admin_token_file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim();
+            if token.is_empty() {
+                bail!("http.admin_token_file {} is empty", path.display());
+            }
+            self.http.admin_token = token.to_owned();
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print: every secret replaced by `<redacted>`.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        if !copy.http.admin_token.is_empty() {
+            copy.http.admin_token = "<redacted>".into();
+        }
+        copy
     }
 
     /// `rtmp.idle_timeout_secs` as a [`Duration`].
@@ -556,6 +636,42 @@ mod tests {
         assert!(err.to_string().contains("on_stop"), "{err}");
         let err = toml::from_str::<Config>("[auth]\nplay = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn http_and_hub_cross_field_rules_name_their_fields() {
+        for (bad, field) in [
+            ("[http]\ntls_cert = \"c.pem\"\n", "http.tls_key"),
+            (
+                "[http]\nheader_read_timeout_ms = 5\n",
+                "http.header_read_timeout_ms",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n",
+                "http.admin_listen",
+            ),
+            ("[hub]\nmax_stream_bytes = 1000\n", "hub.max_stream_bytes"),
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_file_is_read_and_redacted_copies_hide_the_token() {
+        let file = std::env::temp_dir().join(format!("skein-token-{}", std::process::id()));
+        std::fs::write(&file, "tok3n\nignored\n").unwrap();
+        let mut config = Config::default();
+        config.http.admin_token_file = Some(file.clone());
+        config.resolve_admin_token().unwrap();
+        assert_eq!(config.http.admin_token, "tok3n");
+        assert_eq!(config.redacted().http.admin_token, "<redacted>");
+        std::fs::write(&file, "\n").unwrap();
+        config.http.admin_token.clear();
+        let err = config.resolve_admin_token().unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

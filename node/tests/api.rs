@@ -1,5 +1,6 @@
 //! The HTTP API of a running `skein` process: health (read by GeoDNS), streams, clients,
-//! summary, the admin kick with its token, and Prometheus metrics.
+//! summary, the admin kick with its token, addresses only for the token, and Prometheus
+//! metrics.
 
 use std::time::Duration;
 
@@ -27,11 +28,39 @@ fn api_reports_and_admin_kick_needs_the_token() {
     }
 
     let _publisher = publish(&node.rtmp_url("api"), 60);
-    let clients = node.wait_json("/api/v1/clients", Duration::from_secs(20), |v| {
+    const ADMIN: &str = "Authorization: Bearer secret\r\n";
+    let clients = node.wait_json_with("/api/v1/clients", ADMIN, Duration::from_secs(20), |v| {
         v["clients"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["role"] == "publisher"))
     });
+    // Addresses are for the token holder: the client list is refused, the stream list
+    // leaves the publisher's address out.
+    let (status, body) = http_get(node.http, "/api/v1/clients").unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("public_details"), "{body}");
+    let (status, body) = http_request(
+        node.http,
+        "GET",
+        "/api/v1/clients",
+        "Authorization: Bearer wrong\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 401, "{body}");
+    let open = node.json("/api/v1/streams");
+    assert_eq!(open["streams"][0]["key"], "live/api");
+    assert!(
+        open["streams"][0]["publisher"]["client_id"].is_u64(),
+        "{open}"
+    );
+    assert!(open["streams"][0]["publisher"]["peer"].is_null(), "{open}");
+    let detailed = node.json_with("/api/v1/streams", ADMIN);
+    assert!(
+        detailed["streams"][0]["publisher"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{detailed}"
+    );
     let publisher = clients["clients"]
         .as_array()
         .unwrap()

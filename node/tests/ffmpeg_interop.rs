@@ -40,7 +40,8 @@ fn check_recording(file: &std::path::Path, what: &str) {
 fn ffmpeg_publishes_and_plays_back_over_rtmp_and_http_flv() {
     require("ffmpeg", "ffmpeg");
     require("ffprobe", "ffmpeg");
-    let node = NodeProcess::start("127.0.0.1", "ffmpeg-interop", "");
+    // public_details: the publisher's address is in the stream list without the token.
+    let node = NodeProcess::start("127.0.0.1", "ffmpeg-interop", "public_details = true\n");
     let _publisher = publish(&node.rtmp_url("cam"), 30);
 
     let listed = node.wait_json("/api/v1/streams", Duration::from_secs(20), |v| {

@@ -23,6 +23,10 @@ pub enum RaftRole {
     None,
 }
 
+fn unspecified_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
 /// One node in the status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -36,7 +40,9 @@ pub struct NodeStatus {
     pub region: String,
     /// Viewer-facing addresses (`rtmp`, `http`).
     pub public_addr: PublicAddrs,
-    /// Internal QUIC address.
+    /// Internal QUIC address. Left out of the API's view for callers without the admin
+    /// token; read back as the unspecified address then.
+    #[serde(default = "unspecified_addr")]
     pub internal_addr: SocketAddr,
     /// Allowed roles.
     pub roles: Roles,

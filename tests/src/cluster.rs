@@ -310,9 +310,13 @@ impl Cluster {
         let seeds = self.live_seeds(&join.seeds);
         let mut node = Member::new(&self.root, name, region, roles);
         let args = node.run_args();
+        // The token from a file, as operators should pass it (not visible in the process list).
+        let token_file = self.root.join(format!("{name}.join-token"));
+        std::fs::write(&token_file, format!("{}\n", join.token)).unwrap();
         node.spawn(
             Command::new(binary("skein"))
-                .args(["join", &seeds, "--token", &join.token])
+                .args(["join", &seeds, "--token-file"])
+                .arg(&token_file)
                 .args(["--ca-hash", &join.ca_hash])
                 .args(args)
                 .stdout(Stdio::null()),

@@ -82,7 +82,13 @@ impl NodeProcess {
 
     /// GET `path` as JSON; panics unless the node answers 200.
     pub fn json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = http_get(self.http, path).expect("node answers");
+        self.json_with(path, "")
+    }
+
+    /// GET `path` with extra request `headers` (each ending in `\r\n`) as JSON; panics
+    /// unless the node answers 200.
+    pub fn json_with(&self, path: &str, headers: &str) -> serde_json::Value {
+        let (status, body) = http_request(self.http, "GET", path, headers).expect("node answers");
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).expect("JSON body")
     }
@@ -94,9 +100,20 @@ impl NodeProcess {
         timeout: Duration,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_json_with(path, "", timeout, check)
+    }
+
+    /// [`wait_json`](Self::wait_json) with extra request headers.
+    pub fn wait_json_with(
+        &self,
+        path: &str,
+        headers: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.json(path);
+            let v = self.json_with(path, headers);
             if check(&v) {
                 return v;
             }

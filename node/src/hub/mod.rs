@@ -4,7 +4,8 @@
 //! Every media message becomes one `Arc<Frame>`; the ring holds pointers, so a player costs a
 //! cursor into it, never a copy. A player that falls more than the ring's length behind is told
 //! by the ring (`Lagged`) and skips to the next keyframe (see `player`). Memory per stream is
-//! bounded by the ring length plus the GOP cache limit, whatever the players do.
+//! bounded in bytes (`hub.max_stream_bytes`: the ring's frames plus the GOP cache), whatever
+//! the players do.
 
 mod frame;
 mod player;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use player::{FeedEnd, FeedItem, FeedPolicy, PlayerFeed};
-pub use stream::{HubEvent, PublisherHandle, Stream, StreamSnapshot, Subscription};
+pub use stream::{HubEvent, PublisherHandle, RingFrame, Stream, StreamSnapshot, Subscription};
 
 use crate::config::HubSection;
 
@@ -33,6 +34,9 @@ pub struct HubConfig {
     pub max_gop_bytes: usize,
     /// Length in messages of each stream's broadcast ring (`hub.player_queue`).
     pub player_queue: usize,
+    /// Payload bytes one stream holds at most, ring and GOP cache together
+    /// (`hub.max_stream_bytes`).
+    pub max_stream_bytes: usize,
     /// A new publish on a taken key replaces the publisher (`hub.publish_replace`).
     pub publish_replace: bool,
     /// Chunk size in bytes of the shared RTMP serialization (`rtmp.chunk_size`).
@@ -46,9 +50,22 @@ impl HubConfig {
             gop_cache: section.gop_cache,
             max_gop_bytes: section.max_gop_bytes,
             player_queue: section.player_queue,
+            max_stream_bytes: section.max_stream_bytes,
             publish_replace: section.publish_replace,
             chunk_size,
         }
+    }
+}
+
+impl HubConfig {
+    /// The ring's share of the stream budget: what the GOP cache may not take.
+    pub fn max_ring_bytes(&self) -> usize {
+        let gop = if self.gop_cache {
+            self.max_gop_bytes
+        } else {
+            0
+        };
+        self.max_stream_bytes.saturating_sub(gop).max(1)
     }
 }
 

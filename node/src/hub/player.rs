@@ -109,7 +109,7 @@ impl PlayerFeed {
             };
             match received {
                 Ok(event) => {
-                    if let Some(item) = self.admit(event) {
+                    if let Some(item) = self.admit(event)? {
                         return Ok(item);
                     }
                 }
@@ -126,11 +126,11 @@ impl PlayerFeed {
                 return Some(Ok(FeedItem::Frame(frame)));
             }
             match self.sub.rx.try_recv() {
-                Ok(event) => {
-                    if let Some(item) = self.admit(event) {
-                        return Some(Ok(item));
-                    }
-                }
+                Ok(event) => match self.admit(event) {
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Ok(None) => {}
+                    Err(end) => return Some(Err(end)),
+                },
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Lagged(_)) => {
                     if let Err(end) = self.lagged() {
@@ -160,10 +160,19 @@ impl PlayerFeed {
         Ok(())
     }
 
-    fn admit(&mut self, event: HubEvent) -> Option<FeedItem> {
-        match event {
-            HubEvent::Media(frame) => {
+    /// What the player makes of one ring event; `None` when it is skipped.
+    fn admit(&mut self, event: HubEvent) -> Result<Option<FeedItem>, FeedEnd> {
+        Ok(match event {
+            HubEvent::Media(slot) => {
                 self.give_up_at = None;
+                let Some(frame) = slot.frame() else {
+                    // Evicted by the byte budget: this player fell that far behind. One skip
+                    // for a run of evicted slots.
+                    if !self.skipping {
+                        self.lagged()?;
+                    }
+                    return Ok(None);
+                };
                 if self.skipping {
                     let resume = match frame.kind {
                         MediaKind::Video => frame.flags.keyframe,
@@ -171,7 +180,7 @@ impl PlayerFeed {
                         MediaKind::Metadata => false,
                     };
                     if !resume {
-                        return None;
+                        return Ok(None);
                     }
                     self.skipping = false;
                 }
@@ -186,6 +195,6 @@ impl PlayerFeed {
                 self.give_up_at = None;
                 Some(FeedItem::Published)
             }
-        }
+        })
     }
 }

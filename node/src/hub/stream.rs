@@ -1,6 +1,13 @@
 //! One stream: its publisher, its caches (metadata, sequence headers, last GOP), its output
 //! timeline and the broadcast ring its players read from.
+//!
+//! The ring is bounded twice: in messages (`hub.player_queue`, the broadcast channel's length)
+//! and in payload bytes (`hub.max_stream_bytes` minus the GOP cache's share). Each ring slot is a
+//! [`RingFrame`] the stream can empty: when the frames in the ring outgrow the byte budget the
+//! oldest slots give up their frame, so a player that stopped reading pins at most the budget;
+//! when it reads again it finds the emptied slots and skips to the next keyframe.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,11 +25,28 @@ use crate::media::{FrameFlags, MediaInfo, MediaKind};
 #[derive(Debug, Clone)]
 pub enum HubEvent {
     /// A media message, timestamp already on the stream's output timeline.
-    Media(Arc<Frame>),
+    Media(Arc<RingFrame>),
     /// The publisher left.
     Unpublished,
     /// A new publisher started.
     Published,
+}
+
+/// One slot of the ring: a frame, until the stream's byte budget evicts it.
+#[derive(Debug)]
+pub struct RingFrame {
+    frame: Mutex<Option<Arc<Frame>>>,
+}
+
+impl RingFrame {
+    /// The frame, or `None` when it was evicted to keep the ring within its byte budget.
+    pub fn frame(&self) -> Option<Arc<Frame>> {
+        self.frame.lock().clone()
+    }
+
+    fn evict(&self) {
+        self.frame.lock().take();
+    }
 }
 
 /// One stream of the hub: its publisher, caches, output timeline and broadcast ring.
@@ -36,6 +60,8 @@ pub struct Stream {
     chunk_size: u32,
     gop_cache: bool,
     max_gop_bytes: usize,
+    ring_capacity: usize,
+    max_ring_bytes: usize,
 }
 
 #[derive(Default)]
@@ -48,6 +74,9 @@ struct State {
     audio_header: Option<Arc<Frame>>,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
+    /// The slots the ring may still hold, oldest first, with their payload bytes.
+    ring: VecDeque<(Arc<RingFrame>, usize)>,
+    ring_bytes: usize,
     timeline: Timeline,
     info: MediaInfo,
     rate_bytes: u64,
@@ -88,6 +117,8 @@ impl Stream {
             chunk_size: config.chunk_size,
             gop_cache: config.gop_cache,
             max_gop_bytes: config.max_gop_bytes,
+            ring_capacity: config.player_queue,
+            max_ring_bytes: config.max_ring_bytes(),
         })
     }
 
@@ -174,9 +205,10 @@ impl Stream {
                 }
             }
         }
+        let slot = state.admit_to_ring(frame, self.ring_capacity, self.max_ring_bytes);
         // Sent under the state lock so a subscriber's snapshot and its ring never overlap or
         // leave a hole.
-        let _ = self.tx.send(HubEvent::Media(frame));
+        let _ = self.tx.send(HubEvent::Media(slot));
     }
 
     pub(super) fn subscribe(self: &Arc<Self>) -> Subscription {
@@ -225,11 +257,38 @@ impl Stream {
                 .published_at
                 .map_or(0.0, |t| t.elapsed().as_secs_f64()),
             gop_cached_frames: state.gop.len(),
+            gop_cached_bytes: state.gop_bytes,
+            ring_bytes: state.ring_bytes,
         }
     }
 }
 
 impl State {
+    /// Puts `frame` in a new ring slot and evicts the oldest frames while the ring holds more
+    /// than `max_bytes` (the newest frame always stays). Slots beyond `capacity` are being
+    /// overwritten by the broadcast channel and are forgotten here.
+    fn admit_to_ring(
+        &mut self,
+        frame: Arc<Frame>,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> Arc<RingFrame> {
+        let len = frame.len();
+        let slot = Arc::new(RingFrame {
+            frame: Mutex::new(Some(frame)),
+        });
+        self.ring.push_back((slot.clone(), len));
+        self.ring_bytes += len;
+        while self.ring.len() > capacity || (self.ring_bytes > max_bytes && self.ring.len() > 1) {
+            let Some((oldest, bytes)) = self.ring.pop_front() else {
+                break;
+            };
+            oldest.evict();
+            self.ring_bytes -= bytes;
+        }
+        slot
+    }
+
     fn clear_caches(&mut self) {
         self.metadata = None;
         self.video_header = None;
@@ -282,6 +341,11 @@ pub struct StreamSnapshot {
     pub uptime_secs: f64,
     /// Frames in the GOP cache.
     pub gop_cached_frames: usize,
+    /// Payload bytes in the GOP cache (at most `hub.max_gop_bytes`).
+    pub gop_cached_bytes: usize,
+    /// Payload bytes the ring holds for players that have not read them yet (bounded by
+    /// `hub.max_stream_bytes` minus the GOP cache's share).
+    pub ring_bytes: usize,
 }
 
 /// The publishing side of a stream. Dropping it ends the publish (players are told, and wait

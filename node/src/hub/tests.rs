@@ -16,6 +16,7 @@ fn hub(queue: usize, replace: bool) -> Arc<Hub> {
         gop_cache: true,
         max_gop_bytes: 1 << 20,
         player_queue: queue,
+        max_stream_bytes: 64 << 20,
         publish_replace: replace,
         chunk_size: 4096,
     })
@@ -187,6 +188,7 @@ fn memory_is_bounded_whatever_players_do() {
         gop_cache: true,
         max_gop_bytes: 10_000,
         player_queue: 16,
+        max_stream_bytes: 64 << 20,
         publish_replace: false,
         chunk_size: 4096,
     });
@@ -210,6 +212,53 @@ fn memory_is_bounded_whatever_players_do() {
         first.upgrade().is_none(),
         "old frames are freed although a player never read them"
     );
+}
+
+#[tokio::test]
+async fn the_ring_holds_at_most_its_byte_budget_and_a_stalled_player_skips() {
+    // 1 MiB frames into a ring of 512 slots whose byte share is 4 MiB (8 MiB stream budget
+    // minus 4 MiB of GOP cache): a player that never reads pins at most the budget.
+    let hub = Hub::new(HubConfig {
+        gop_cache: true,
+        max_gop_bytes: 4 << 20,
+        player_queue: 512,
+        max_stream_bytes: 8 << 20,
+        publish_replace: false,
+        chunk_size: 4096,
+    });
+    let p = hub.publish("live/a", who(1)).unwrap();
+    let mut stalled = PlayerFeed::new(hub.subscribe("live/a", false).unwrap(), policy(0, 3));
+    let mut reader = PlayerFeed::new(hub.subscribe("live/a", false).unwrap(), policy(0, 3));
+    let mut big = vec![0x27; 1 << 20];
+    let mut oldest = None;
+    for i in 0..40u32 {
+        // A keyframe every third frame: a GOP of 3 MiB fits the cache.
+        big[0] = if i % 3 == 0 { 0x17 } else { 0x27 };
+        p.push(MediaKind::Video, i * 33, Bytes::from(big.clone()));
+        let snap = hub.get("live/a").unwrap().snapshot();
+        assert!(
+            snap.ring_bytes <= 4 << 20,
+            "ring holds {} bytes",
+            snap.ring_bytes
+        );
+        assert!(snap.gop_cached_bytes <= 4 << 20);
+        if i == 0 {
+            oldest = Some(Arc::downgrade(&frame(reader.try_next().unwrap())));
+            drop(reader.try_next());
+        }
+    }
+    drop(reader);
+    assert!(
+        oldest.unwrap().upgrade().is_none(),
+        "the first frame is freed although a player never read it"
+    );
+    // The stalled player resumes at the oldest keyframe still in the ring (frame 36 of the
+    // four 1 MiB frames that fit), having skipped once.
+    let resumed = frame(stalled.next().await);
+    assert!(resumed.flags.keyframe);
+    assert_eq!(resumed.timestamp, 36 * 33);
+    assert_eq!(frame(stalled.next().await).timestamp, 37 * 33);
+    assert_eq!(stalled.skips(), 1);
 }
 
 #[test]

@@ -263,7 +263,7 @@ impl Clients {
 /// What the per-address limit counts as one client: an IPv4 address (also when it comes
 /// IPv4-mapped), or an IPv6 /64 — one host usually holds a whole /64, so counting IPv6
 /// addresses one by one would make the limit meaningless.
-fn client_network(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

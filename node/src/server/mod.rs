@@ -62,6 +62,8 @@ pub struct RunningNode {
     pub rtmp_addr: SocketAddr,
     /// Where the HTTP listener is bound.
     pub http_addr: SocketAddr,
+    /// Where the admin HTTP listener is bound, when `http.admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Cancelled by the cluster side once the node has left its cluster.
     left_cluster: CancellationToken,
     /// Listeners and background duties (connection tasks are in `node.tasks`).
@@ -80,6 +82,8 @@ impl RunningNode {
         config: Config,
         membership: Membership,
     ) -> anyhow::Result<(Self, Option<skein_raft::JoinInfo>)> {
+        let mut config = config;
+        config.resolve_admin_token()?;
         config.validate()?;
         let rtmp_listener = TcpListener::bind(config.rtmp.listen)
             .await
@@ -87,9 +91,20 @@ impl RunningNode {
         let http_listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let admin_listener = match config.http.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen for the admin API on {addr} (http.admin_listen)")
+            })?),
+            None => None,
+        };
         let rtmp_addr = rtmp_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let node = Node::new(config);
+        let http_server = http::HttpServer::new(&node)?;
         let mut left_cluster = CancellationToken::new();
         let public = membership::public_addrs(&node.config, rtmp_addr, http_addr);
         let mut join_info = None;
@@ -126,11 +141,16 @@ impl RunningNode {
                 .await;
         });
         tasks.spawn(rtmp::serve(rtmp_listener, node.clone()));
-        tasks.spawn(http::serve(http_listener, node.clone()));
+        if let Some(listener) = admin_listener {
+            tasks.spawn(http_server.clone().serve_admin(listener));
+        }
+        tasks.spawn(http_server.serve_public(http_listener));
         tracing::info!(
             name = %node.config.node.name,
             rtmp = %rtmp_addr,
             http = %http_addr,
+            admin = ?admin_addr,
+            tls = node.config.http.tls_cert.is_some(),
             "node serving"
         );
         if node.cluster().is_none()
@@ -149,6 +169,7 @@ impl RunningNode {
                 node,
                 rtmp_addr,
                 http_addr,
+                admin_addr,
                 left_cluster,
                 tasks,
             },

@@ -25,9 +25,13 @@ pub struct AdminArgs {
     /// HTTP address of the node to ask.
     #[arg(long, env = "SKEIN_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
-    /// Admin token; default: read from DATA_DIR/admin.token of a local member.
+    /// Admin token; default: read from --token-file, else DATA_DIR/admin.token of a local
+    /// member. Prefer those or SKEIN_ADMIN_TOKEN: arguments are visible to every user.
     #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token (its first line).
+    #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Data directory of the local member, to read its admin token.
     #[arg(long, env = "SKEIN_DATA_DIR", default_value = "skein-data")]
     pub data_dir: PathBuf,
@@ -82,12 +86,15 @@ pub fn token(args: &AdminArgs) -> anyhow::Result<String> {
     if let Some(t) = &args.admin_token {
         return Ok(t.clone());
     }
+    if let Some(path) = &args.token_file {
+        return crate::run::read_secret_file(path, "admin token");
+    }
     let path = args.data_dir.join("admin.token");
     std::fs::read_to_string(&path)
         .map(|t| t.trim().to_owned())
         .with_context(|| {
             format!(
-                "no admin token: pass --admin-token (or SKEIN_ADMIN_TOKEN), or run this on the node with --data-dir pointing at its data directory ({} not readable)",
+                "no admin token: pass --token-file FILE (or SKEIN_ADMIN_TOKEN), or run this on the node with --data-dir pointing at its data directory ({} not readable)",
                 path.display()
             )
         })

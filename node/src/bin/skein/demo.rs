@@ -369,6 +369,7 @@ impl Demo {
         let admin_args = admin::AdminArgs {
             api: self.api(),
             admin_token: None,
+            token_file: None,
             data_dir: self.dir.join(MEMBERS[0].name),
         };
         let stream = format!("live/{key}");

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// without one keeps a generated token in DATA_DIR/admin.token.
     #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token (overrides http.admin_token_file); keeps the secret out
+    /// of the process's arguments.
+    #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Cluster data directory: identity, keys, certificates, Raft log (overrides cluster.data_dir).
     #[arg(long, env = "SKEIN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -71,9 +75,18 @@ pub struct InitArgs {
 pub struct JoinArgs {
     /// Internal addresses of one or more members, comma separated (host:port).
     pub seeds: String,
-    /// Join token ID.SECRET from `skein init` or `skein token create`.
-    #[arg(long, env = "SKEIN_JOIN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// Join token ID.SECRET from `skein init` or `skein token create`. Prefer --token-file or
+    /// SKEIN_JOIN_TOKEN: arguments are visible to every user of the machine.
+    #[arg(
+        long,
+        env = "SKEIN_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the join token (its first line).
+    #[arg(long, env = "SKEIN_JOIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// sha256:... hash of the cluster CA; the join fails unless the seed proves this CA.
     #[arg(long)]
     pub ca_hash: String,
@@ -116,6 +129,13 @@ impl RunArgs {
         if let Some(t) = &self.admin_token {
             config.http.admin_token = t.clone();
         }
+        if let Some(path) = &self.admin_token_file {
+            config.http.admin_token_file = Some(path.clone());
+            if self.admin_token.is_none() {
+                config.http.admin_token.clear();
+            }
+        }
+        config.resolve_admin_token()?;
         if let Some(d) = &self.data_dir {
             config.cluster.data_dir = d.clone();
         }
@@ -134,6 +154,19 @@ impl RunArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The first line of a file holding a secret (a token), trimmed.
+pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} from {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "{} (the {what}) is empty",
+        path.display()
+    );
+    Ok(secret.to_owned())
 }
 
 /// `LAT,LON` in degrees.
@@ -171,9 +204,16 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 /// `skein join`: joins through the seeds (or reopens a node that already joined).
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let config = args.run.config()?;
+    let token = match (args.token, &args.token_file) {
+        (Some(token), _) => token,
+        (None, Some(path)) => read_secret_file(path, "join token")?,
+        (None, None) => anyhow::bail!(
+            "no join token: pass --token-file FILE (or SKEIN_JOIN_TOKEN), as printed by skein init or skein token create"
+        ),
+    };
     let membership = Membership::Join {
         seeds: parse_seeds(&args.seeds)?,
-        token: args.token,
+        token,
         ca_hash: args.ca_hash,
     };
     serve(config, membership).await
@@ -188,10 +228,9 @@ pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
 /// `skein check-config FILE`: validates and prints the effective configuration.
 pub fn check_config(file: &Path) -> anyhow::Result<()> {
     let mut config = Config::load(file)?;
-    if !config.http.admin_token.is_empty() {
-        // The effective configuration ends up in terminals and tickets; the secret does not.
-        config.http.admin_token = "<redacted>".into();
-    }
+    config.resolve_admin_token()?;
+    // The effective configuration ends up in terminals and tickets; the secrets do not.
+    let config = config.redacted();
     println!("{} is valid; effective configuration:\n", file.display());
     print!("{}", toml::to_string_pretty(&config)?);
     Ok(())

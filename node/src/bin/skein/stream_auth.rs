@@ -25,9 +25,13 @@ pub struct KeySourceArgs {
     /// 127.0.0.1:8080 when DATA_DIR belongs to a cluster member, else the key file.
     #[arg(long, env = "SKEIN_API")]
     pub api: Option<String>,
-    /// Admin token; default: read from DATA_DIR/admin.token of a local member.
+    /// Admin token; default: read from --token-file, else DATA_DIR/admin.token of a local
+    /// member. Prefer those or SKEIN_ADMIN_TOKEN: arguments are visible to every user.
     #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token (its first line).
+    #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Data directory of the local node.
     #[arg(long, env = "SKEIN_DATA_DIR", default_value = "skein-data")]
     pub data_dir: PathBuf,
@@ -51,6 +55,7 @@ impl KeySourceArgs {
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
                 admin_token: self.admin_token.clone(),
+                token_file: self.token_file.clone(),
                 data_dir: self.data_dir.clone(),
             }),
             (None, false) => Source::File(

@@ -1,4 +1,9 @@
 //! `/api/v1/*` and `/metrics`.
+//!
+//! Health, summary and `/metrics` are open (GeoDNS and monitoring read them). Views that show
+//! client or internal addresses need the admin token unless `http.public_details` is set:
+//! `/api/v1/clients` answers 401 without it, `/api/v1/streams` and `/api/v1/cluster` answer a
+//! view with the addresses left out.
 
 use std::sync::Arc;
 
@@ -33,7 +38,8 @@ pub async fn health(
     }))
 }
 
-pub async fn streams(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+/// Every stream with a publisher or viewers; publisher addresses only with [`details`].
+pub async fn streams(State(node): State<Arc<Node>>, headers: HeaderMap) -> Json<serde_json::Value> {
     let mut streams: Vec<_> = node
         .hub
         .streams()
@@ -42,11 +48,32 @@ pub async fn streams(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         .filter(|s| s.publisher.is_some() || s.viewers > 0)
         .collect();
     streams.sort_by(|a, b| a.key.cmp(&b.key));
-    Json(json!({ "streams": streams }))
+    let mut view = json!({ "streams": streams });
+    if !details(&node, &headers) {
+        for stream in view["streams"].as_array_mut().into_iter().flatten() {
+            if let Some(publisher) = stream["publisher"].as_object_mut() {
+                publisher.remove("peer");
+            }
+        }
+    }
+    Json(view)
 }
 
-pub async fn clients(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    Json(json!({ "clients": node.clients.list() }))
+/// Every connection with its address: needs [`details`].
+pub async fn clients(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if !details(&node, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the client list shows client addresses: send Authorization: Bearer <admin token>, or set http.public_details = true",
+        );
+    }
+    Json(json!({ "clients": node.clients.list() })).into_response()
+}
+
+/// Whether this request may see addresses: `http.public_details` is set, or it carries the
+/// admin token.
+pub(super) fn details(node: &Node, headers: &HeaderMap) -> bool {
+    node.config.http.public_details || authorize(node, headers).is_ok()
 }
 
 #[derive(Serialize)]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use skein_raft::JoinInfo;
 
-use super::api::{ApiError, authorize};
+use super::api::{ApiError, authorize, details};
 use crate::server::context::Node;
 use crate::server::membership::ClusterLink;
 
@@ -30,10 +30,25 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-/// Members, regions, roles, health, load, origin pool and leader.
-pub async fn status(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+/// Members, regions, roles, health, load, origin pool and leader. The nodes' internal
+/// addresses only with [`details`] (GeoDNS needs only the public ones).
+pub async fn status(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let link = member(&node)?;
-    Ok(Json(link.cluster.status().await).into_response())
+    let status = link.cluster.status().await;
+    if details(&node, &headers) {
+        return Ok(Json(status).into_response());
+    }
+    let mut view = serde_json::to_value(status)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    for member in view["nodes"].as_array_mut().into_iter().flatten() {
+        if let Some(member) = member.as_object_mut() {
+            member.remove("internal_addr");
+        }
+    }
+    Ok(Json(view).into_response())
 }
 
 /// This node's relay: routing view, pulls, pushes received, pulls served.

@@ -1,53 +1,243 @@
-//! The node's HTTP side (axum): HTTP-FLV playback, the JSON API and Prometheus `/metrics`.
+//! The node's HTTP side: HTTP-FLV playback, the JSON API and Prometheus `/metrics`, over plain
+//! HTTP or HTTPS (`tls`), on the public listener and, when `http.admin_listen` is set, on an
+//! admin listener that alone serves the admin calls.
+//!
+//! The accept loop is ours (hyper's HTTP/1 connection under axum's router) so that every
+//! connection passes the limits of `listener`, gets `http.header_read_timeout_ms` for its TLS
+//! handshake and for every request header — an idle keep-alive connection included — and is
+//! closed gracefully when the node stops.
+//!
+//! With TLS on, a connection whose first byte is not a TLS handshake record gets plain HTTP
+//! with only `/api/v1/health` and `/api/v1/cluster`: GeoDNS (`skein-dns`) and load balancers
+//! read those in plain HTTP; everything else answers 403 and asks for HTTPS.
 
 mod api;
 mod cluster;
 mod flv;
 mod listener;
 mod stream_keys;
+mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::extract::Request;
 use axum::routing::{delete, get, post};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 
+use crate::metrics::ReasonLabel;
 use crate::server::context::Node;
-use listener::{CappedListener, PeerAddr};
+use listener::{ConnectionSlot, HttpAdmission, PeerAddr};
+use tls::TlsFiles;
 
-/// Every route of the public HTTP port.
-fn router(node: Arc<Node>) -> Router {
+/// The read-only routes every listener serves: health, metrics and the API views (those that
+/// show addresses need the admin token unless `http.public_details` is set).
+fn read_only_routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/streams", get(api::streams))
         .route("/api/v1/clients", get(api::clients))
-        .route("/api/v1/clients/{id}", delete(api::kick_client))
         .route("/api/v1/summary", get(api::summary))
         .route("/api/v1/cluster", get(cluster::status))
+        .route("/api/v1/relay", get(cluster::relay))
+        .route("/metrics", get(api::metrics))
+}
+
+/// The admin calls (they need the admin token).
+fn admin_routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/api/v1/clients/{id}", delete(api::kick_client))
         .route("/api/v1/cluster/tokens", post(cluster::create_token))
         .route("/api/v1/cluster/leave", post(cluster::leave))
         .route("/api/v1/cluster/nodes/{node}", delete(cluster::remove))
-        .route("/api/v1/relay", get(cluster::relay))
         .route(
             "/api/v1/stream-keys",
             get(stream_keys::list).post(stream_keys::add),
         )
         .route("/api/v1/stream-keys/{id}", delete(stream_keys::retire))
         .route("/api/v1/stream-tokens", post(stream_keys::mint))
-        .route("/metrics", get(api::metrics))
-        .route("/{app}/{file}", get(flv::play))
+}
+
+/// The public listener's routes: without the admin calls when they have a listener of their own.
+fn public_router(node: Arc<Node>) -> Router {
+    let routes = read_only_routes().route("/{app}/{file}", get(flv::play));
+    let routes = if node.config.http.admin_listen.is_some() {
+        routes
+    } else {
+        routes.merge(admin_routes())
+    };
+    routes.with_state(node)
+}
+
+/// The admin listener's routes: the admin calls and the read-only API, no playback.
+fn admin_router(node: Arc<Node>) -> Router {
+    read_only_routes().merge(admin_routes()).with_state(node)
+}
+
+/// What a plain-HTTP connection gets on a TLS listener: what GeoDNS reads.
+fn plain_on_tls_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/cluster", get(cluster::status))
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                "this port serves HTTPS; only /api/v1/health and /api/v1/cluster answer plain HTTP\n",
+            )
+        })
         .with_state(node)
 }
 
-/// Serves HTTP until the node stops, with at most `http.max_connections` connections open.
-pub(super) async fn serve(listener: TcpListener, node: Arc<Node>) {
-    let listener = CappedListener::new(listener, node.config.http.max_connections);
-    let shutdown = node.shutdown.clone();
-    let app = router(node).into_make_service_with_connect_info::<PeerAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The HTTP listeners' shared parts: the node, the connection limits and the TLS pair.
+#[derive(Clone)]
+pub(super) struct HttpServer {
+    node: Arc<Node>,
+    admission: Arc<HttpAdmission>,
+    tls: Option<Arc<TlsFiles>>,
+}
+
+impl HttpServer {
+    /// Loads the TLS pair if one is configured (an unreadable one stops the start).
+    pub(super) fn new(node: &Arc<Node>) -> anyhow::Result<Self> {
+        let http = &node.config.http;
+        let tls = match (&http.tls_cert, &http.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles::load(cert, key)?),
+            _ => None,
+        };
+        Ok(Self {
+            node: node.clone(),
+            admission: HttpAdmission::new(
+                http.max_connections,
+                node.config.limits.max_connections_per_ip,
+            ),
+            tls,
+        })
+    }
+
+    /// Serves the public routes on `listener` until the node stops, and keeps the TLS pair
+    /// up to date meanwhile.
+    pub(super) async fn serve_public(self, listener: TcpListener) {
+        if let Some(tls) = &self.tls {
+            self.node.spawn(tls.clone().watch());
+        }
+        let routes = public_router(self.node.clone());
+        self.serve(listener, routes).await;
+    }
+
+    /// Serves the admin routes on `listener` until the node stops.
+    pub(super) async fn serve_admin(self, listener: TcpListener) {
+        let routes = admin_router(self.node.clone());
+        self.serve(listener, routes).await;
+    }
+
+    async fn serve(self, listener: TcpListener, routes: Router) {
+        let shutdown = self.node.shutdown.clone();
+        let plain_routes = plain_on_tls_router(self.node.clone());
+        loop {
+            let room = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                room = self.admission.room() => room,
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.admission.admit(peer, room) else {
+                self.node
+                    .metrics
+                    .connections_refused_total
+                    .get_or_create(&ReasonLabel {
+                        reason: "http_max_connections_per_ip",
+                    })
+                    .inc();
+                tracing::debug!(%peer, limit = self.admission.max_per_network(), "http connection refused: too many from this address");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let server = self.clone();
+            let routes = (routes.clone(), plain_routes.clone());
+            self.node
+                .tasks
+                .spawn(server.connection(stream, peer, slot, routes));
+        }
+    }
+
+    /// One connection: the TLS handshake if configured, then HTTP/1 until either side closes
+    /// it, a header is late, or the node stops. `routes` are the listener's routes and those
+    /// for plain HTTP on a TLS listener.
+    async fn connection(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+        (routes, plain_routes): (Router, Router),
+    ) {
+        let timeout = Duration::from_millis(self.node.config.http.header_read_timeout_ms);
+        match &self.tls {
+            None => self.http(stream, peer, routes, timeout).await,
+            Some(tls) => {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+                    Ok(Ok(1)) => return self.http(stream, peer, plain_routes, timeout).await,
+                    _ => return, // closed, failed or silent: nothing to serve
+                }
+                let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => self.http(stream, peer, routes, timeout).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "https handshake not done in time; closed"),
+                }
+            }
+        }
+        drop(slot);
+    }
+
+    async fn http<Io>(&self, io: Io, peer: SocketAddr, routes: Router, timeout: Duration)
+    where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        tracing::error!(error = %e, "http server stopped");
+        let service = routes.map_request(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+            request
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .keep_alive(true);
+        let connection =
+            builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let mut connection = std::pin::pin!(connection);
+        let outcome = tokio::select! {
+            outcome = connection.as_mut() => outcome,
+            _ = self.node.shutdown.cancelled() => {
+                // Answers in flight finish (HTTP-FLV bodies end at shutdown), then it closes.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(%peer, error = %e, "http connection ended");
+        }
     }
 }
