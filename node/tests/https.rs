@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skein_node::RunningNode;
+use skein_node::auth::Policy;
 use skein_node::config::Config;
 use skein_tests::media::{publish, streams};
 use skein_tests::node::{NodeProcess, temp_dir};
@@ -18,6 +19,8 @@ fn config() -> Config {
     config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.http.admin_token = "secret".into();
+    // HTTPS is under test, not authorisation: anyone may publish.
+    config.auth.publish = Policy::Open;
     config
 }
 

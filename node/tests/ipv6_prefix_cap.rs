@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use skein_node::client::{RtmpClient, RtmpUrl};
 use skein_node::rtmp::client::ClientEvent;
-use skein_tests::node::temp_dir;
+use skein_tests::node::{OPEN_AUTH, temp_dir};
 use skein_tests::{Process, binary, require};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -262,7 +262,7 @@ fn ten_thousand_connections_from_one_ipv6_prefix_get_its_share_only() {
             "[node]\nname = \"prefix-cap\"\n\
              [rtmp]\nlisten = \"[{NODE_IP}]:{RTMP_PORT}\"\nhandshake_timeout_secs = 300\nidle_timeout_secs = 300\n\
              [http]\nlisten = \"[{NODE_IP}]:{HTTP_PORT}\"\nheader_read_timeout_ms = 300000\nmax_connections = 20000\n\
-             [limits]\nmax_connections = 20000\nmax_connections_per_ip = {CAP}\n"
+             [limits]\nmax_connections = 20000\nmax_connections_per_ip = {CAP}\n{OPEN_AUTH}"
         ),
     )
     .unwrap();

@@ -28,8 +28,9 @@ pub struct NodeProcess {
 pub const OPEN_AUTH: &str = "[auth]\npublish = \"open\"\n";
 
 impl NodeProcess {
-    /// Starts a node on `ip` with free ports, open publishing and `extra` TOML appended to the
-    /// config; waits until its HTTP port answers.
+    /// Starts a node on `ip` with free ports, open publishing and `extra` TOML after the
+    /// `[http]` keys (so bare keys are `[http]` ones; later sections may follow); waits until
+    /// its HTTP port answers.
     pub fn start(ip: &str, name: &str, extra: &str) -> Self {
         Self::start_with_auth(ip, name, OPEN_AUTH, extra)
     }
@@ -45,7 +46,7 @@ impl NodeProcess {
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"{name}\"\n[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\nadmin_token = \"secret\"\n[cluster]\ndata_dir = \"{}\"\n{auth}{extra}",
+                "[node]\nname = \"{name}\"\n[rtmp]\nlisten = \"{rtmp}\"\n[http]\nlisten = \"{http}\"\nadmin_token = \"secret\"\n{extra}\n[cluster]\ndata_dir = \"{}\"\n{auth}",
                 data_dir.display()
             ),
         )
