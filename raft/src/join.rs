@@ -198,7 +198,7 @@ pub(crate) async fn handle_join(inner: &Arc<Inner>, req: JoinRequest) -> Respons
         .unwrap_or_else(|e| Response::Failed(format!("forward to leader: {e}")));
     }
     let state = inner.state.borrow().clone();
-    let consume_token = match token::verify(&state, &req.token, now_ms()) {
+    let consume_token = match token::verify(&state.tokens, &req.token, now_ms()) {
         Ok(rec) => rec.single_use.then(|| rec.id.clone()),
         Err(why) => {
             tracing::warn!(name = %req.name, "join refused: {why}");

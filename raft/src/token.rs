@@ -1,6 +1,7 @@
 //! Join tokens `ID.SECRET` (kubeadm style): 6 + 16 characters of `[a-z0-9]`. The cluster keeps
 //! only the SHA-256 of the secret and compares in constant time.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rand::Rng;
@@ -8,7 +9,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::pki::hex;
-use crate::state::ClusterState;
 use crate::types::{NodeId, TokenRecord};
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -89,14 +89,14 @@ impl JoinToken {
     }
 }
 
-/// Checks a presented token against the committed state; gives back its record.
+/// Checks a presented token against the committed tokens (by id); gives back its record.
 pub(crate) fn verify<'s>(
-    state: &'s ClusterState,
+    tokens: &'s BTreeMap<String, TokenRecord>,
     presented: &str,
     now_ms: u64,
 ) -> Result<&'s TokenRecord, String> {
     let token = JoinToken::parse(presented).map_err(|_| REFUSED.to_string())?;
-    let Some(rec) = state.tokens.get(&token.id) else {
+    let Some(rec) = tokens.get(&token.id) else {
         return Err(REFUSED.into());
     };
     let digest = hex(&Sha256::digest(token.secret.as_bytes()));
@@ -110,7 +110,7 @@ pub(crate) fn verify<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Command;
+    use crate::state::{ClusterState, Command};
 
     #[test]
     fn verify_accepts_only_the_live_exact_token() {
@@ -124,11 +124,11 @@ mod tests {
                 now_ms: 0,
             },
         );
-        assert!(verify(&s, &t.to_string(), 999).is_ok());
-        assert_eq!(verify(&s, &t.to_string(), 1000), Err(REFUSED.into()));
+        assert!(verify(&s.tokens, &t.to_string(), 999).is_ok());
+        assert_eq!(verify(&s.tokens, &t.to_string(), 1000), Err(REFUSED.into()));
         let wrong = format!("{}.{}", t.id, "a".repeat(16));
-        assert_eq!(verify(&s, &wrong, 1), Err(REFUSED.into()));
-        assert_eq!(verify(&s, "garbage", 1), Err(REFUSED.into()));
+        assert_eq!(verify(&s.tokens, &wrong, 1), Err(REFUSED.into()));
+        assert_eq!(verify(&s.tokens, "garbage", 1), Err(REFUSED.into()));
         assert!(!format!("{t:?}").contains(&t.secret));
     }
 }
