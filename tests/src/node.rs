@@ -15,7 +15,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A `skein run` process, killed when dropped.
+/// A `skein run` process, killed (and its directory removed) when dropped.
 pub struct NodeProcess {
     pub process: Process,
     pub rtmp: SocketAddr,
@@ -26,6 +26,14 @@ pub struct NodeProcess {
 
 /// The `[auth]` of test nodes that are not about authorisation: anyone may publish.
 pub const OPEN_AUTH: &str = "[auth]\npublish = \"open\"\n";
+
+impl Drop for NodeProcess {
+    /// Kills the node, then removes its directory (config, data, logs).
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 impl NodeProcess {
     /// Starts a node on `ip` with free ports, open publishing and `extra` TOML after the
