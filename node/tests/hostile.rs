@@ -8,18 +8,21 @@
 //!   connections, and one address opening more connections than its share — while an
 //!   HTTP-FLV viewer plays on for longer than the header timeout.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use skein_node::rtmp::amf0::{self, Value};
 use skein_node::rtmp::chunk;
-use skein_node::rtmp::handshake::{ClientHandshake, HandshakeProgress};
 use skein_tests::media::{continuity, packets, publish, record, streams};
 use skein_tests::node::{NodeProcess, http_get};
 use skein_tests::require;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use common::handshaken;
 use tokio::time::{Instant, timeout};
 
 /// Far above what a node with a few connections uses, far below what the attacks would
@@ -50,25 +53,6 @@ async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     socket.connect(to).await.unwrap()
-}
-
-/// A client handshake on a fresh socket, leaving it ready for chunks.
-async fn handshaken(addr: SocketAddr) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    let mut hs = ClientHandshake::new();
-    let mut out = BytesMut::new();
-    hs.start(&mut out);
-    socket.write_all(&out).await.unwrap();
-    let mut inbound = BytesMut::new();
-    loop {
-        out.clear();
-        socket.read_buf(&mut inbound).await.unwrap();
-        let progress = hs.feed(&mut inbound, &mut out).unwrap();
-        socket.write_all(&out).await.unwrap();
-        if matches!(progress, HandshakeProgress::Done) {
-            return socket;
-        }
-    }
 }
 
 /// True when the server closed the socket within `within` (whatever it sent before).

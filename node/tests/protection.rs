@@ -1,7 +1,8 @@
 //! Bad and hostile input against a running node: every case closes only the offending
 //! connection (or refuses it) with a reason, and the node keeps serving.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,9 +13,10 @@ use skein_node::config::Config;
 use skein_node::rtmp::amf0::{self, Value};
 use skein_node::rtmp::chunk;
 use skein_node::rtmp::client::ClientEvent;
-use skein_node::rtmp::handshake::{ClientHandshake, HandshakeProgress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use common::handshaken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -56,25 +58,6 @@ async fn closed_by_server(socket: &mut TcpStream, within: Duration) -> bool {
             Ok(Ok(0)) | Ok(Err(_)) => return true,
             Ok(Ok(_)) => continue,
             Err(_) => return false,
-        }
-    }
-}
-
-/// Completes a client handshake on a raw socket, leaving it ready for chunks.
-async fn handshaken(addr: SocketAddr) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    let mut hs = ClientHandshake::new();
-    let mut out = BytesMut::new();
-    hs.start(&mut out);
-    socket.write_all(&out).await.unwrap();
-    let mut inbound = BytesMut::new();
-    loop {
-        out.clear();
-        socket.read_buf(&mut inbound).await.unwrap();
-        let progress = hs.feed(&mut inbound, &mut out).unwrap();
-        socket.write_all(&out).await.unwrap();
-        if matches!(progress, HandshakeProgress::Done) {
-            return socket;
         }
     }
 }
