@@ -139,13 +139,7 @@ fn check_config_prints_the_effective_configuration_without_the_admin_token() {
     let dir = skein_tests::node::temp_dir("check-config");
     let file = dir.join("skein.toml");
     std::fs::write(&file, "[http]\nadmin_token = \"s3cret-admin\"\n").unwrap();
-    let out = std::process::Command::new(skein_tests::binary("skein"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .expect("run skein check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = skein_tests::node::check_config(&file);
     assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
     assert!(!stdout.contains("s3cret-admin"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -225,13 +225,7 @@ async fn the_admin_token_can_come_from_a_file_and_check_config_hides_it() {
         token_file.display().to_string()
     );
     std::fs::write(&file, toml).unwrap();
-    let out = Command::new(skein_tests::binary("skein"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .expect("run skein check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = skein_tests::node::check_config(&file);
     assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
     assert!(!stdout.contains("from-the-file"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,7 @@
 //! A standalone `skein run` process on loopback with free ports, and plain HTTP to it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -135,4 +135,21 @@ impl NodeProcess {
 /// `GET path`: (status, body), `None` when the server does not answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http_request(addr, "GET", path, "")
+}
+
+/// Runs `skein check-config FILE`, asserts it accepts the file, and gives its output (the
+/// effective configuration).
+pub fn check_config(file: &Path) -> String {
+    let out = Command::new(binary("skein"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("run skein check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

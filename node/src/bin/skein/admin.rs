@@ -20,11 +20,9 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct AdminArgs {
-    /// HTTP address of the node to ask.
-    #[arg(long, env = "SKEIN_API", default_value = "http://127.0.0.1:8080")]
-    pub api: String,
+/// Where an admin command takes the admin token from (else `DATA_DIR/admin.token`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AdminTokenArgs {
     /// Admin token; default: read from --token-file, else DATA_DIR/admin.token of a local
     /// member. Prefer those or SKEIN_ADMIN_TOKEN: arguments are visible to every user.
     #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
@@ -32,6 +30,15 @@ pub struct AdminArgs {
     /// File holding the admin token (its first line).
     #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// HTTP address of the node to ask.
+    #[arg(long, env = "SKEIN_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    #[command(flatten)]
+    pub token: AdminTokenArgs,
     /// Data directory of the local member, to read its admin token.
     #[arg(long, env = "SKEIN_DATA_DIR", default_value = "skein-data")]
     pub data_dir: PathBuf,
@@ -83,10 +90,10 @@ pub fn read(
 }
 
 pub fn token(args: &AdminArgs) -> anyhow::Result<String> {
-    if let Some(t) = &args.admin_token {
+    if let Some(t) = &args.token.admin_token {
         return Ok(t.clone());
     }
-    if let Some(path) = &args.token_file {
+    if let Some(path) = &args.token.token_file {
         return crate::run::read_secret_file(path, "admin token");
     }
     let path = args.data_dir.join("admin.token");

@@ -368,8 +368,7 @@ impl Demo {
     fn publish_token(&self, key: &str) -> anyhow::Result<String> {
         let admin_args = admin::AdminArgs {
             api: self.api(),
-            admin_token: None,
-            token_file: None,
+            token: admin::AdminTokenArgs::default(),
             data_dir: self.dir.join(MEMBERS[0].name),
         };
         let stream = format!("live/{key}");

@@ -15,7 +15,7 @@ use skein_node::auth::token::{self, Claims};
 use skein_node::auth::{Action, query};
 use skein_node::hub::validate_key;
 
-use crate::admin::{self, AdminArgs, COMMAND_TIMEOUT};
+use crate::admin::{self, AdminArgs, AdminTokenArgs, COMMAND_TIMEOUT};
 use crate::duration::parse_duration;
 
 /// Where the keys are: a running node's API, or a standalone node's key file.
@@ -25,13 +25,8 @@ pub struct KeySourceArgs {
     /// 127.0.0.1:8080 when DATA_DIR belongs to a cluster member, else the key file.
     #[arg(long, env = "SKEIN_API")]
     pub api: Option<String>,
-    /// Admin token; default: read from --token-file, else DATA_DIR/admin.token of a local
-    /// member. Prefer those or SKEIN_ADMIN_TOKEN: arguments are visible to every user.
-    #[arg(long, env = "SKEIN_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// File holding the admin token (its first line).
-    #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub token: AdminTokenArgs,
     /// Data directory of the local node.
     #[arg(long, env = "SKEIN_DATA_DIR", default_value = "skein-data")]
     pub data_dir: PathBuf,
@@ -54,8 +49,7 @@ impl KeySourceArgs {
                     .api
                     .clone()
                     .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
-                admin_token: self.admin_token.clone(),
-                token_file: self.token_file.clone(),
+                token: self.token.clone(),
                 data_dir: self.data_dir.clone(),
             }),
             (None, false) => Source::File(
