@@ -198,6 +198,9 @@ pub struct HttpSection {
     /// Whether client addresses, publisher addresses and cluster internal addresses are shown
     /// without the admin token. Off: those views need the token (or are redacted).
     pub public_details: bool,
+    /// Whether `/metrics` is served on `listen`. Off (with `admin_listen` set): only the admin
+    /// listener serves it, so a firewall can keep it to a monitoring network.
+    pub public_metrics: bool,
     /// PEM certificate chain for HTTPS on `listen` and `admin_listen`; with `tls_key`. Unset:
     /// plain HTTP. Both files are re-read when they change and on SIGHUP; a bad new pair is
     /// logged and the old one stays in use.
@@ -277,6 +280,11 @@ pub struct ClusterSection {
     /// coordinates yet (GeoDNS needs them to find the nearest region). Unset: not published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region_coordinates: Option<[f64; 2]>,
+    /// The region's virtual IPs (a load balancer's static addresses in front of its edges):
+    /// GeoDNS hands these out for the region instead of edge addresses, while it still
+    /// health-checks the edges. Published with the coordinates; empty: not published.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub region_vips: Vec<IpAddr>,
     /// Origins the cluster keeps (set by `skein init`; later changes go through the leader).
     pub origin_target: usize,
     /// An origin asked for a stream it does not have holds the request this long, in ms (the
@@ -301,6 +309,7 @@ impl Default for ClusterSection {
                 origin: true,
             },
             region_coordinates: None,
+            region_vips: Vec::new(),
             origin_target: 2,
             pull_hold_ms: 10_000,
             relay_timeout_ms: 750,
@@ -338,6 +347,7 @@ impl Default for HttpSection {
             admin_token_file: None,
             admin_listen: None,
             public_details: false,
+            public_metrics: true,
             tls_cert: None,
             tls_key: None,
             header_read_timeout_ms: 10_000,
@@ -433,6 +443,9 @@ impl Config {
             .is_some_and(|a| a.port() != 0 && a == self.http.listen)
         {
             bail!("http.admin_listen must differ from http.listen");
+        }
+        if !self.http.public_metrics && self.http.admin_listen.is_none() {
+            bail!("http.public_metrics = false needs http.admin_listen (where /metrics is served)");
         }
         if self.hub.player_queue < 16 {
             bail!("hub.player_queue must be at least 16 messages");
@@ -591,7 +604,7 @@ mod tests {
     #[test]
     fn cluster_values_are_typed_when_the_file_is_read() {
         let config: Config = toml::from_str(
-            "[cluster]\nroles = \"edge\"\nadvertise_ip = \"192.0.2.7\"\nregion_coordinates = [50.1, 8.7]\n",
+            "[cluster]\nroles = \"edge\"\nadvertise_ip = \"192.0.2.7\"\nregion_coordinates = [50.1, 8.7]\nregion_vips = [\"192.0.2.80\"]\n",
         )
         .unwrap();
         assert_eq!(
@@ -606,6 +619,10 @@ mod tests {
             Some("192.0.2.7".parse().unwrap())
         );
         assert_eq!(config.cluster.region_coordinates, Some([50.1, 8.7]));
+        assert_eq!(
+            config.cluster.region_vips,
+            vec!["192.0.2.80".parse::<IpAddr>().unwrap()]
+        );
         for (bad, field) in [
             ("roles = \"edge,relay\"", "relay"),
             ("advertise_ip = \"not-an-ip\"", "advertise_ip"),
@@ -650,6 +667,7 @@ mod tests {
                 "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n",
                 "http.admin_listen",
             ),
+            ("[http]\npublic_metrics = false\n", "http.admin_listen"),
             ("[hub]\nmax_stream_bytes = 1000\n", "hub.max_stream_bytes"),
         ] {
             let config: Config = toml::from_str(bad).unwrap();

@@ -3,7 +3,7 @@
 //! region's coordinates, the admin token, an origin's drain and leaving. It knows nothing of
 //! the node's context; the assembly (`server`) wires it in.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -143,33 +143,74 @@ pub(super) fn public_addrs(config: &Config, rtmp: SocketAddr, http: SocketAddr) 
     }
 }
 
-/// Publishes the region's coordinates when the cluster has none yet (GeoDNS needs them). The
-/// leader may not be known right after start, so this retries for a while.
-pub(super) async fn publish_region(link: Arc<ClusterLink>, name: String, lat: f64, lon: f64) {
+/// What this node's configuration says about its region: coordinates (published once, when
+/// the region has none) and VIPs (published when they differ from the committed ones).
+pub(super) struct RegionFacts {
+    name: String,
+    coordinates: Option<[f64; 2]>,
+    vips: Vec<IpAddr>,
+}
+
+impl RegionFacts {
+    pub(super) fn from_config(config: &Config) -> Self {
+        Self {
+            name: config.node.region.clone(),
+            coordinates: config.cluster.region_coordinates,
+            vips: config.cluster.region_vips.clone(),
+        }
+    }
+
+    /// Nothing to publish.
+    pub(super) fn is_empty(&self) -> bool {
+        self.coordinates.is_none() && self.vips.is_empty()
+    }
+
+    /// The committed region updated with these facts, or `None` when it already has them.
+    fn update(&self, committed: &Region) -> Option<Region> {
+        let mut region = committed.clone();
+        if let Some([lat, lon]) = self.coordinates
+            && (region.lat.is_none() || region.lon.is_none())
+        {
+            region.lat = Some(lat);
+            region.lon = Some(lon);
+        }
+        if !self.vips.is_empty() && region.vips != self.vips {
+            region.vips.clone_from(&self.vips);
+        }
+        (region != *committed).then_some(region)
+    }
+}
+
+/// Publishes the region's coordinates when the cluster has none yet (GeoDNS needs them) and
+/// its VIPs when they differ. The leader may not be known right after start, so this retries
+/// for a while.
+pub(super) async fn publish_region(link: Arc<ClusterLink>, facts: RegionFacts) {
+    let name = &facts.name;
     for _ in 0..60 {
-        let known = link.cluster.state().borrow().regions.get(&name).cloned();
+        let known = link.cluster.state().borrow().regions.get(name).cloned();
         let Some(region) = known else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        if region.lat.is_some() && region.lon.is_some() {
+        let Some(update) = facts.update(&region) else {
             return;
-        }
-        let update = Region {
-            lat: Some(lat),
-            lon: Some(lon),
-            ..region
         };
-        match link.cluster.upsert_region(update).await {
+        match link.cluster.upsert_region(update.clone()).await {
             Ok(()) => {
-                tracing::info!(region = %name, lat, lon, "region coordinates published");
+                tracing::info!(
+                    region = %name,
+                    lat = ?update.lat,
+                    lon = ?update.lon,
+                    vips = ?update.vips,
+                    "region published"
+                );
                 return;
             }
-            Err(e) => tracing::debug!(region = %name, "cannot publish region coordinates yet: {e}"),
+            Err(e) => tracing::debug!(region = %name, "cannot publish the region yet: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tracing::warn!(region = %name, "gave up publishing the region's coordinates");
+    tracing::warn!(region = %name, "gave up publishing the region's coordinates and VIPs");
 }
 
 impl ClusterLink {
@@ -362,4 +403,45 @@ pub async fn recover_force_new_cluster(
         "membership forced to this node alone; start it with `skein run`, then wipe and re-join the old members"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(lat: Option<f64>, vips: &[&str]) -> Region {
+        Region {
+            name: "a".into(),
+            lat,
+            lon: lat,
+            vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        }
+    }
+
+    fn facts(coordinates: Option<[f64; 2]>, vips: &[&str]) -> RegionFacts {
+        RegionFacts {
+            name: "a".into(),
+            coordinates,
+            vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn region_facts_publish_missing_coordinates_and_changed_vips_only() {
+        let wanted = facts(Some([1.0, 2.0]), &["192.0.2.80"]);
+        let update = wanted.update(&region(None, &[])).unwrap();
+        assert_eq!((update.lat, update.lon), (Some(1.0), Some(2.0)));
+        assert_eq!(update.vips, vec!["192.0.2.80".parse::<IpAddr>().unwrap()]);
+        // Coordinates already known are never overwritten; equal VIPs need no write.
+        assert!(wanted.update(&region(Some(9.0), &["192.0.2.80"])).is_none());
+        let moved = wanted.update(&region(Some(9.0), &["192.0.2.81"])).unwrap();
+        assert_eq!(moved.lat, Some(9.0));
+        assert_eq!(moved.vips, vec!["192.0.2.80".parse::<IpAddr>().unwrap()]);
+        // No VIPs configured: the committed ones stay.
+        assert!(
+            facts(None, &[])
+                .update(&region(None, &["192.0.2.9"]))
+                .is_none()
+        );
+    }
 }

@@ -121,9 +121,9 @@ impl RunningNode {
             let link = Arc::new(ClusterLink::new(cluster, relay));
             left_cluster = link.left();
             node.spawn(report_load(node.clone(), link.clone()));
-            if let Some([lat, lon]) = node.config.cluster.region_coordinates {
-                let region = node.config.node.region.clone();
-                node.spawn(membership::publish_region(link.clone(), region, lat, lon));
+            let wanted = membership::RegionFacts::from_config(&node.config);
+            if !wanted.is_empty() {
+                node.spawn(membership::publish_region(link.clone(), wanted));
             }
             node.set_cluster(link);
         }

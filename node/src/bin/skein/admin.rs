@@ -210,7 +210,12 @@ fn node_row(n: &NodeStatus) -> Vec<String> {
     ]
 }
 
-pub fn create_token(args: &AdminArgs, ttl: Duration, single_use: bool) -> anyhow::Result<()> {
+pub fn create_token(
+    args: &AdminArgs,
+    ttl: Duration,
+    single_use: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let token = token(args)?;
     let value = read(
         agent(COMMAND_TIMEOUT)
@@ -220,6 +225,10 @@ pub fn create_token(args: &AdminArgs, ttl: Duration, single_use: bool) -> anyhow
         "token create",
         &args.api,
     )?;
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
     println!(
         "token {} (valid {} s{})\n\n  {}",
         value["token"].as_str().unwrap_or_default(),

@@ -43,7 +43,8 @@ enum Command {
     /// directory, `run` restarts that cluster member; otherwise it runs a standalone node.
     Run(run::RunArgs),
     /// Bootstrap a new cluster with this node as its first member (creates the cluster CA),
-    /// print the `skein join` command for the other nodes, and run.
+    /// print the `skein join` command for the other nodes, and run. Idempotent: on a data
+    /// directory that already holds a member it reopens that member, like `run`.
     Init(run::InitArgs),
     /// Join a cluster through one or more seeds and run. Idempotent: a node that already
     /// joined from this data directory keeps its id, uuid and certificate.
@@ -91,6 +92,10 @@ pub enum TokenCommand {
         /// The first successful join consumes the token.
         #[arg(long)]
         single_use: bool,
+        /// Print the API's JSON (`token`, `ca_hash`, `seeds`, `ttl_secs`, `command`) instead of
+        /// the text, for scripts (the boot scripts of a deployment store it in a secret).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
@@ -122,8 +127,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create {
             ttl,
             single_use,
+            json,
             admin,
-        }) => admin::create_token(&admin, ttl, single_use),
+        }) => admin::create_token(&admin, ttl, single_use, json),
         Command::Token(TokenCommand::Publish(args)) => {
             stream_auth::mint(&args, skein_node::auth::Action::Publish)
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use skein_node::config::Config;
+use skein_node::config::{Config, NodeSection};
 use skein_node::server::RunningNode;
 use skein_node::server::membership::{self, Membership};
 use skein_raft::Roles;
@@ -188,15 +188,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// `skein init`: bootstraps a cluster with this node as its first member.
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let mut config = args.run.config()?;
-    if args.run.region.is_none() {
-        anyhow::bail!("skein init needs --region: the region this first node serves");
+    // The region may come from the flag or the file; the built-in default is no answer.
+    if args.run.region.is_none() && config.node.region == NodeSection::default().region {
+        anyhow::bail!(
+            "skein init needs a region: --region R or node.region in the configuration file"
+        );
     }
     if let Some(n) = args.origin_target {
         config.cluster.origin_target = n;
         config.validate()?;
     }
-    let membership = Membership::Init {
-        token_ttl: args.token_ttl,
+    // Idempotent like `join`, so a service unit can always start the first node with `init`.
+    let membership = match Membership::from_data_dir(&config.cluster.data_dir) {
+        Membership::Reopen => {
+            tracing::info!(
+                data_dir = %config.cluster.data_dir.display(),
+                "already initialised: reopening this member"
+            );
+            Membership::Reopen
+        }
+        _ => Membership::Init {
+            token_ttl: args.token_ttl,
+        },
     };
     serve(config, membership).await
 }

@@ -47,7 +47,6 @@ fn read_only_routes() -> Router<Arc<Node>> {
         .route("/api/v1/summary", get(api::summary))
         .route("/api/v1/cluster", get(cluster::status))
         .route("/api/v1/relay", get(cluster::relay))
-        .route("/metrics", get(api::metrics))
 }
 
 /// The admin calls (they need the admin token).
@@ -67,18 +66,23 @@ fn admin_routes() -> Router<Arc<Node>> {
 
 /// The public listener's routes: without the admin calls when they have a listener of their own.
 fn public_router(node: Arc<Node>) -> Router {
-    let routes = read_only_routes().route("/{app}/{file}", get(flv::play));
-    let routes = if node.config.http.admin_listen.is_some() {
-        routes
-    } else {
-        routes.merge(admin_routes())
-    };
+    let http = &node.config.http;
+    let mut routes = read_only_routes().route("/{app}/{file}", get(flv::play));
+    if http.admin_listen.is_none() {
+        routes = routes.merge(admin_routes());
+    }
+    if http.public_metrics || http.admin_listen.is_none() {
+        routes = routes.route("/metrics", get(api::metrics));
+    }
     routes.with_state(node)
 }
 
-/// The admin listener's routes: the admin calls and the read-only API, no playback.
+/// The admin listener's routes: the admin calls, the read-only API and `/metrics`, no playback.
 fn admin_router(node: Arc<Node>) -> Router {
-    read_only_routes().merge(admin_routes()).with_state(node)
+    read_only_routes()
+        .merge(admin_routes())
+        .route("/metrics", get(api::metrics))
+        .with_state(node)
 }
 
 /// What a plain-HTTP connection gets on a TLS listener: what GeoDNS reads.
