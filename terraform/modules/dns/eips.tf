@@ -1,0 +1,16 @@
+# Static public addresses of the name servers: they are the glue at the registrar, so they are
+# allocated apart from the instances and survive an instance's replacement.
+
+resource "aws_eip" "first" {
+  provider = aws.first
+  for_each = toset(var.first.names)
+  domain   = "vpc"
+  tags     = { Name = "${var.name}-${each.key}" }
+}
+
+resource "aws_eip" "second" {
+  provider = aws.second
+  for_each = toset(var.second.names)
+  domain   = "vpc"
+  tags     = { Name = "${var.name}-${each.key}" }
+}

@@ -1,0 +1,75 @@
+# The regional VIP: a network load balancer with one static address per availability zone.
+# GeoDNS hands these addresses out for the region; the load balancer spreads connections over
+# the healthy edges (the same health endpoint GeoDNS probes).
+
+resource "aws_eip" "vip" {
+  count  = 2
+  domain = "vpc"
+  tags   = { Name = "${var.name}-${var.region_name}-vip-${count.index}" }
+}
+
+resource "aws_lb" "edge" {
+  name                             = "${var.name}-${var.region_name}"
+  load_balancer_type               = "network"
+  internal                         = false
+  enable_cross_zone_load_balancing = true
+  # checkov:skip=CKV_AWS_91: access logs of a TCP load balancer carry no request detail for RTMP; the nodes log every connection.
+  # checkov:skip=CKV_AWS_150: deletion protection would block `terraform destroy`, which docs/deploy.md documents.
+  # checkov:skip=CKV2_AWS_28: a WAF does not apply to a network load balancer.
+  dynamic "subnet_mapping" {
+    for_each = aws_subnet.public
+    content {
+      subnet_id     = subnet_mapping.value.id
+      allocation_id = aws_eip.vip[subnet_mapping.key].id
+    }
+  }
+}
+
+resource "aws_lb_target_group" "rtmp" {
+  name                 = "${var.name}-${var.region_name}-rtmp"
+  port                 = var.ports.rtmp
+  protocol             = "TCP"
+  vpc_id               = aws_vpc.this.id
+  deregistration_delay = 30
+  health_check {
+    protocol = "HTTP"
+    port     = tostring(var.ports.http)
+    path     = "/api/v1/health"
+    interval = 10
+  }
+}
+
+resource "aws_lb_target_group" "http" {
+  name                 = "${var.name}-${var.region_name}-http"
+  port                 = var.ports.http
+  protocol             = "TCP"
+  vpc_id               = aws_vpc.this.id
+  deregistration_delay = 30
+  health_check {
+    protocol = "HTTP"
+    port     = tostring(var.ports.http)
+    path     = "/api/v1/health"
+    interval = 10
+  }
+}
+
+resource "aws_lb_listener" "rtmp" {
+  load_balancer_arn = aws_lb.edge.arn
+  port              = var.ports.rtmp
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.rtmp.arn
+  }
+}
+
+# Players use port 80 (HTTP-FLV, HLS); the nodes listen on the unprivileged HTTP port.
+resource "aws_lb_listener" "http" {
+  load_balancer_arn = aws_lb.edge.arn
+  port              = 80
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.http.arn
+  }
+}
