@@ -3,6 +3,7 @@
 # the healthy edges (the same health endpoint GeoDNS probes).
 
 resource "aws_eip" "vip" {
+  # checkov:skip=CKV2_AWS_19: these addresses belong to the network load balancer (subnet_mapping below), not to an instance.
   count  = 2
   domain = "vpc"
   tags   = { Name = "${var.name}-${var.region_name}-vip-${count.index}" }
@@ -15,6 +16,7 @@ resource "aws_lb" "edge" {
   enable_cross_zone_load_balancing = true
   # checkov:skip=CKV_AWS_91: access logs of a TCP load balancer carry no request detail for RTMP; the nodes log every connection.
   # checkov:skip=CKV_AWS_150: deletion protection would block `terraform destroy`, which docs/deploy.md documents.
+  # checkov:skip=CKV2_AWS_20: a network load balancer forwards TCP (RTMP, HTTP-FLV); there is no HTTP listener to redirect.
   # checkov:skip=CKV2_AWS_28: a WAF does not apply to a network load balancer.
   dynamic "subnet_mapping" {
     for_each = aws_subnet.public
