@@ -20,6 +20,9 @@ needed=(
   "setpriv util-linux"
   "unshare util-linux"
   "python3 python3"
+  "shellcheck shellcheck"
+  "systemd-analyze systemd"
+  "nsenter util-linux"
 )
 
 sudo_cmd=()

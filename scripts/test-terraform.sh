@@ -25,7 +25,8 @@ export TF_DATA_DIR="$work/topology"
 
 # The dns and peering modules take aliased providers: the example validates them.
 for dir in terraform/modules/region terraform/examples/three-regions; do
-  export TF_DATA_DIR="$work/$(basename "$dir")"
+  TF_DATA_DIR="$work/$(basename "$dir")"
+  export TF_DATA_DIR
   if "$tf" -chdir="$dir" init -backend=false -no-color -lockfile=readonly >"$work/init.log" 2>&1 ||
     "$tf" -chdir="$dir" init -backend=false -no-color >"$work/init.log" 2>&1; then
     echo "== $dir: validate"
@@ -41,6 +42,9 @@ unset TF_DATA_DIR
 echo "== checkov (static IaC scan; every skip is justified where it is)"
 "$tools/venv/bin/checkov" --directory terraform --framework terraform --quiet --compact \
   --skip-download --download-external-modules false
+
+echo "== shellcheck: the boot scripts and packaging"
+shellcheck node/dist/libexec/* scripts/*.sh
 
 echo "== consistency"
 "$tools/venv/bin/python" terraform/tests/consistency.py

@@ -441,6 +441,26 @@ fn rendered_user_data_boots_a_three_region_cluster_with_two_dns_servers() {
     let (tarball, sha256) = package_release(&dir);
     let outputs = render_topology(&dir, &format!("file://{}", tarball.display()), &sha256);
 
+    // The rendered user-data is sound shell before it runs anywhere.
+    let mut scripts: Vec<String> = Vec::new();
+    for list in ["origins", "dns_servers"] {
+        for entry in output(&outputs, list).as_array().unwrap() {
+            scripts.push(entry["user_data"].as_str().unwrap().into());
+        }
+    }
+    for user_data in output(&outputs, "edge_user_data")
+        .as_object()
+        .unwrap()
+        .values()
+    {
+        scripts.push(user_data.as_str().unwrap().into());
+    }
+    for (i, script) in scripts.iter().enumerate() {
+        let path = dir.join(format!("rendered-{i}.sh"));
+        std::fs::write(&path, script).unwrap();
+        run("shellcheck", &[path.to_str().unwrap()]);
+    }
+
     // The stand-ins, with the shared secret store (writable by every instance's service user).
     let shims = dir.join("shims");
     std::fs::create_dir_all(&shims).unwrap();
@@ -586,6 +606,41 @@ fn rendered_user_data_boots_a_three_region_cluster_with_two_dns_servers() {
             assert_eq!(node["region"], region.as_str());
             assert_eq!(node["public_addr"]["rtmp"], format!("{ip}:1935").as_str());
         }
+    }
+    // The installed units are valid systemd units (their directives, users and executables),
+    // checked by systemd itself inside an instance's mount namespace.
+    for (instance, units) in [
+        (
+            "a-origin-1",
+            &[
+                "skein.service",
+                "skein-token-refresh.service",
+                "skein-token-refresh.timer",
+                "skein-lifecycle.service",
+            ][..],
+        ),
+        ("ns1", &["skein-dns.service"][..]),
+    ] {
+        let pid = bed
+            .instance(instance)
+            .init
+            .as_ref()
+            .unwrap()
+            .0
+            .id()
+            .to_string();
+        let mut args = vec!["-t", &pid, "-m", "systemd-analyze", "verify", "--man=no"];
+        let paths: Vec<String> = units
+            .iter()
+            .map(|u| format!("/etc/systemd/system/{u}"))
+            .collect();
+        args.extend(paths.iter().map(String::as_str));
+        let out = Command::new("nsenter").args(&args).output().unwrap();
+        let complaints = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && complaints.trim().is_empty(),
+            "systemd-analyze verify on {instance}: {complaints}"
+        );
     }
     // The service users exist only inside the instances, and own their state.
     let a_origin = bed.instance("a-origin-1");
