@@ -10,7 +10,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -123,11 +123,14 @@ pub fn parse_membership(body: &[u8]) -> Result<(Vec<RegionConfig>, Vec<String>),
     Ok((regions, skipped))
 }
 
-/// Reads the cached membership, if any.
-pub fn load_cache(path: &Path) -> Option<Vec<RegionConfig>> {
+/// Reads the cached membership, if any, with the time it was written.
+pub fn load_cache(path: &Path) -> Option<(Vec<RegionConfig>, SystemTime)> {
     let text = std::fs::read(path).ok()?;
+    let written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| SystemTime::now());
     match serde_json::from_slice(&text) {
-        Ok(r) => Some(r),
+        Ok(r) => Some((r, written)),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cluster cache");
             None
@@ -151,7 +154,10 @@ fn resolve(seed: &str) -> Option<SocketAddr> {
 /// What the watcher reports.
 #[derive(Debug)]
 pub enum Update {
+    /// The cluster answered with a new membership.
     Membership(Vec<RegionConfig>),
+    /// The cluster answered with the membership already in use.
+    Confirmed,
     Error(String),
 }
 
@@ -208,7 +214,7 @@ pub async fn watch(
                 last = Some(regions.clone());
                 Update::Membership(regions)
             }
-            Some(_) => continue,
+            Some(_) => Update::Confirmed,
             None => Update::Error(errors.join("; ")),
         };
         if tx.send(update).await.is_err() {
@@ -272,7 +278,7 @@ mod tests {
         let (regions, _) =
             parse_membership(br#"{"regions":[{"name":"a","lat":1,"lon":2}],"nodes":[]}"#).unwrap();
         save_cache(&path, &regions).unwrap();
-        assert_eq!(load_cache(&path), Some(regions));
+        assert_eq!(load_cache(&path).map(|(r, _)| r), Some(regions));
         std::fs::remove_file(path).ok();
     }
 }

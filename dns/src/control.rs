@@ -122,7 +122,8 @@ impl Control {
         let regions = match &membership {
             Membership::Static => loaded.config.regions.clone(),
             Membership::Cluster { .. } => match cluster::load_cache(&loaded.config.cluster.cache) {
-                Some(r) => {
+                Some((r, written)) => {
+                    shared_metrics.membership_confirmed(written, true);
                     tracing::info!(
                         path = %loaded.config.cluster.cache.display(),
                         regions = r.len(),
@@ -165,7 +166,7 @@ impl Control {
         if let Membership::Cluster { seeds } = &self.membership {
             let (ctx, mut crx) = mpsc::channel(16);
             let c = &self.loaded.config.cluster;
-            let last = cluster::load_cache(&c.cache);
+            let last = cluster::load_cache(&c.cache).map(|(r, _)| r);
             let watcher = cluster::watch(
                 seeds.clone(),
                 Duration::from_millis(c.poll_interval_ms),
@@ -252,6 +253,9 @@ impl Control {
             }
             Msg::Cluster(cluster::Update::Membership(regions)) => {
                 self.shared.metrics.event(Event::ClusterUpdate);
+                self.shared
+                    .metrics
+                    .membership_confirmed(SystemTime::now(), false);
                 tracing::info!(
                     regions = regions.len(),
                     edges = regions.iter().map(|r| r.edges.len()).sum::<usize>(),
@@ -260,6 +264,12 @@ impl Control {
                 self.regions = regions;
                 self.reconcile(None);
                 true
+            }
+            Msg::Cluster(cluster::Update::Confirmed) => {
+                self.shared
+                    .metrics
+                    .membership_confirmed(SystemTime::now(), false);
+                false
             }
             Msg::Cluster(cluster::Update::Error(e)) => {
                 self.shared.metrics.event(Event::ClusterError);

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::answer::Outcome;
 use crate::automap::EdgeState;
@@ -65,6 +65,10 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     cluster_updates: AtomicU64,
     cluster_errors: AtomicU64,
+    /// When the membership in use was last known true (Unix ms; 0: none yet), and whether it
+    /// came from the disk copy rather than the cluster.
+    membership_confirmed_ms: AtomicU64,
+    membership_from_cache: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -88,6 +92,8 @@ impl Default for Metrics {
             reloads_failed: AtomicU64::new(0),
             cluster_updates: AtomicU64::new(0),
             cluster_errors: AtomicU64::new(0),
+            membership_confirmed_ms: AtomicU64::new(0),
+            membership_from_cache: AtomicBool::new(false),
         }
     }
 }
@@ -140,6 +146,16 @@ impl Metrics {
             Event::ClusterError => &self.cluster_errors,
         };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// The cluster membership in use was true at `at`: read from the cluster, or (`from_cache`)
+    /// from the disk copy written then.
+    pub fn membership_confirmed(&self, at: SystemTime, from_cache: bool) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.membership_confirmed_ms.store(ms, Relaxed);
+        self.membership_from_cache.store(from_cache, Relaxed);
     }
 
     /// The answer counter of a region (created on first use, kept across reloads).
@@ -229,6 +245,22 @@ impl Metrics {
             self.cluster_updates.load(Relaxed),
             self.cluster_errors.load(Relaxed)
         );
+        let confirmed = self.membership_confirmed_ms.load(Relaxed);
+        if confirmed > 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let _ = writeln!(
+                s,
+                "# HELP skein_dns_cluster_membership_age_seconds How old the cluster membership in use is: since the cluster last answered, or since the disk copy in use was written.\n# TYPE skein_dns_cluster_membership_age_seconds gauge\nskein_dns_cluster_membership_age_seconds {:.3}",
+                now.saturating_sub(confirmed) as f64 / 1000.0
+            );
+            let _ = writeln!(
+                s,
+                "# HELP skein_dns_cluster_membership_from_cache 1 while the membership in use is the disk copy (the cluster has not answered since the start).\n# TYPE skein_dns_cluster_membership_from_cache gauge\nskein_dns_cluster_membership_from_cache {}",
+                u8::from(self.membership_from_cache.load(Relaxed))
+            );
+        }
         s.push_str("# HELP skein_dns_answers_total Service-name answers, by the region whose addresses were given.\n# TYPE skein_dns_answers_total counter\n");
         for (name, c) in self
             .regions

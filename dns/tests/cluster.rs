@@ -126,6 +126,14 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
             .contains("skein_dns_edge_health{region=\"b\",edge=\"n3\",state=\"up\"} 1")
     });
     assert!(dir.join("members.json").exists(), "cache written");
+    // Confirmed by the cluster at every poll: the membership is fresh, not from the disk copy.
+    let age =
+        |s: &DnsServer| metric_value(&s.metrics(), "skein_dns_cluster_membership_age_seconds");
+    assert!(age(&s).is_some_and(|a| a < 2.0), "{}", s.metrics());
+    assert_eq!(
+        metric_value(&s.metrics(), "skein_dns_cluster_membership_from_cache"),
+        Some(0.0)
+    );
 
     // restart with the cluster gone: the cache still gives the edges
     let mut s = s;
@@ -149,6 +157,22 @@ fn membership_comes_from_the_cluster_and_survives_a_restart_via_the_cache() {
     s2.wait_until("unreachable cluster logged", |s| {
         s.log().contains("cluster unreachable")
     });
+    // It says how old its copy is, and the age grows while the cluster stays away.
+    assert_eq!(
+        metric_value(&s2.metrics(), "skein_dns_cluster_membership_from_cache"),
+        Some(1.0)
+    );
+    let first = age(&s2).expect("age of the disk copy");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let later = age(&s2).expect("age of the disk copy");
+    assert!(later >= first + 1.0, "age {first} then {later}");
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A seed that accepts connections and never answers (and holds every connection it gets).

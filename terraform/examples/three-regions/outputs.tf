@@ -15,7 +15,7 @@ output "delegation" {
 
 output "dashboard_url" {
   description = "The dashboard of the bootstrap region (every node serves it on its HTTP port)."
-  value       = "http://${module.region_eu.vips[0]}/"
+  value       = "http://${module.region_eu.vips[0]}/dashboard/"
 }
 
 output "join_secret_arn" {
