@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod clients;
 mod context;
+pub mod history_store;
 pub mod hooks;
 mod http;
 pub mod membership;
