@@ -14,6 +14,7 @@
 mod api;
 mod cluster;
 mod flv;
+mod history;
 mod listener;
 mod stream_keys;
 mod tls;
@@ -47,6 +48,9 @@ fn read_only_routes() -> Router<Arc<Node>> {
         .route("/api/v1/summary", get(api::summary))
         .route("/api/v1/cluster", get(cluster::status))
         .route("/api/v1/relay", get(cluster::relay))
+        .route("/api/v1/history", get(history::history))
+        .route("/api/v1/node", get(history::node_view))
+        .route("/api/v1/events", get(history::events))
         .route("/metrics", get(api::metrics))
 }
 
