@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::json;
+use skein_raft::{ClusterStatus, NodeStatus};
 
 use super::api::{ApiError, details};
 use crate::history::{METRICS, Point, QueryError, RESOLUTIONS, RangeQuery, merge_nodes};
@@ -142,21 +143,12 @@ async fn own_series(
     .into_response())
 }
 
-/// A member's own series of `query`, asked over its HTTP API; `None` when it does not answer
-/// in time, answers an error, or answers as another node.
-async fn ask_member(
-    http: std::net::SocketAddr,
-    name: &str,
-    query: &RangeQuery,
-) -> Option<Vec<Point>> {
-    let uri = format!(
-        "http://{http}/api/v1/history?node=self&metric={}&from={}&to={}&step={}s",
-        query.metric.name,
-        query.from_ms / 1000,
-        query.to_ms.div_ceil(1000),
-        query.step_ms / 1000
-    );
-    let request = Request::get(uri).body(Empty::new()).ok()?;
+/// `GET http://{addr}{path}` as JSON; `None` when it does not answer in time, answers an
+/// error, or answers too much.
+pub(super) async fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .ok()?;
     let answer = async {
         let response = CLIENT.request(request).await.ok()?;
         if !response.status().is_success() {
@@ -169,7 +161,24 @@ async fn ask_member(
             .to_bytes();
         serde_json::from_slice::<serde_json::Value>(&body).ok()
     };
-    let answer = tokio::time::timeout(MEMBER_TIMEOUT, answer).await.ok()??;
+    tokio::time::timeout(MEMBER_TIMEOUT, answer).await.ok()?
+}
+
+/// A member's own series of `query`, asked over its HTTP API; `None` when it does not answer,
+/// or answers as another node.
+async fn ask_member(
+    http: std::net::SocketAddr,
+    name: &str,
+    query: &RangeQuery,
+) -> Option<Vec<Point>> {
+    let path = format!(
+        "/api/v1/history?node=self&metric={}&from={}&to={}&step={}s",
+        query.metric.name,
+        query.from_ms / 1000,
+        query.to_ms.div_ceil(1000),
+        query.step_ms / 1000
+    );
+    let answer = get_json(&http.to_string(), &path).await?;
     if answer["node"].as_str() != Some(name) {
         tracing::warn!(%http, expected = name, answered = ?answer["node"], "a member answered history under another name; left out");
         return None;
@@ -177,14 +186,31 @@ async fn ask_member(
     serde_json::from_value(answer["points"].clone()).ok()
 }
 
-async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiError> {
+/// The cluster document, or 404 outside a cluster.
+pub(super) async fn cluster_status(node: &Node) -> Result<ClusterStatus, ApiError> {
     let link = node.cluster().ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            "this node is not in a cluster: ask with node=self".into(),
+            "this node is not in a cluster: only its own views (node=self) answer".into(),
         )
     })?;
-    let status = link.cluster.status().await;
+    Ok(link.cluster.status().await)
+}
+
+/// The member named `name`, or 404.
+pub(super) fn member_named<'a>(
+    status: &'a ClusterStatus,
+    name: &str,
+) -> Result<&'a NodeStatus, ApiError> {
+    status
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node named {name:?}")))
+}
+
+async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiError> {
+    let status = cluster_status(node).await?;
     let asks = status
         .nodes
         .iter()
@@ -222,18 +248,8 @@ async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiE
 }
 
 async fn member_series(node: &Node, name: &str, query: RangeQuery) -> Result<Response, ApiError> {
-    let link = node.cluster().ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no node {name:?}: this node is not in a cluster"),
-        )
-    })?;
-    let status = link.cluster.status().await;
-    let member = status
-        .nodes
-        .iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
+    let status = cluster_status(node).await?;
+    let member = member_named(&status, name)?;
     let points = ask_member(member.public_addr.http, name, &query)
         .await
         .ok_or_else(|| {

@@ -13,6 +13,7 @@
 
 mod api;
 mod cluster;
+mod dashboard;
 mod flv;
 mod history;
 mod listener;
@@ -52,6 +53,7 @@ fn read_only_routes() -> Router<Arc<Node>> {
         .route("/api/v1/node", get(history::node_view))
         .route("/api/v1/events", get(history::events))
         .route("/metrics", get(api::metrics))
+        .merge(dashboard::routes())
 }
 
 /// The admin calls (they need the admin token).
