@@ -337,9 +337,10 @@ function route() {
   return { view, arg: arg ? decodeURIComponent(arg) : '' };
 }
 
-let busy = false;
+// One refresh at a time; one asked for meanwhile (a view change) runs right after.
+let busy = false, again = false;
 async function refresh() {
-  if (busy) return;
+  if (busy) { again = true; return; }
   busy = true;
   const main = $('#view');
   const { view, arg } = route();
@@ -349,10 +350,12 @@ async function refresh() {
     const views = { cluster: viewCluster, node: (m) => viewNode(m, arg), streams: viewStreams, dns: viewDns, events: viewEvents };
     await (views[view] ?? viewCluster)(main);
     $('#status').textContent = `${state.me.name} · ${new Date().toLocaleTimeString()}`;
+    if (route().view === view) document.body.dataset.rendered = view;
   } catch (e) {
     $('#status').textContent = `error: ${e.message}`;
   } finally {
     busy = false;
+    if (again) { again = false; refresh(); }
   }
 }
 
@@ -364,6 +367,10 @@ document.querySelectorAll('#range button').forEach((b) => b.addEventListener('cl
 }));
 window.addEventListener('hashchange', () => {
   if (state.player) { state.player.destroy(); state.player = null; }
-  $('#view').innerHTML = ''; state.chartsAt = 0; refresh(); });
+  $('#view').innerHTML = '';
+  document.body.dataset.rendered = '';
+  state.chartsAt = 0;
+  refresh();
+});
 refresh();
 setInterval(refresh, 2000);

@@ -21,8 +21,11 @@ await page.goto(url);
 
 const reply = (result) => process.stdout.write(JSON.stringify(result) + '\n');
 
+// Shows the view of `hash` and waits until the page has drawn it.
 async function show(hash) {
   await page.evaluate((h) => { if (location.hash !== h) location.hash = h; }, hash);
+  const view = hash.slice(1).split('/')[0];
+  await page.waitForSelector(`body[data-rendered="${view}"]`, { timeout: 30000 });
 }
 
 const commands = {

@@ -1,8 +1,9 @@
 //! The collector: every `history.interval_secs` it samples the machine (CPU, memory, the
 //! interfaces' OS counters) and the node (process CPU and memory, connections by role and
 //! protocol, streams, relay pulls and pushes, bit rates from the traffic counters) into the
-//! [`HistoryStore`], prunes past retention every minute, records what changed in the cluster
-//! into the [`EventLog`](super::events::EventLog), and keeps the machine inventory.
+//! [`HistoryStore`], prunes past retention every minute and keeps the machine inventory; and
+//! [`watch_cluster`] records what changes in the cluster into the
+//! [`EventLog`](super::events::EventLog).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -215,14 +216,47 @@ impl Sampler {
     }
 }
 
-/// Samples into `history` every interval until the node stops; watches the cluster for events.
+/// How often the cluster document is compared with the last one for events.
+const EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Records what changes in the cluster document into the node's event log, from the moment
+/// the node is a member until it stops.
+pub async fn watch_cluster(node: Arc<Node>) {
+    let Some(link) = node.cluster() else {
+        return;
+    };
+    let mut before = link.cluster.status().await;
+    node.events.push(Event {
+        at_ms: now_ms(),
+        kind: "start",
+        text: format!(
+            "{} started as a member: {} nodes, leader {}",
+            node.config.node.name,
+            before.nodes.len(),
+            before
+                .leader
+                .and_then(|id| before.nodes.iter().find(|n| n.id == id))
+                .map_or("none", |n| n.name.as_str())
+        ),
+    });
+    let mut tick = tokio::time::interval(EVENTS_EVERY);
+    loop {
+        tick.tick().await;
+        let now = link.cluster.status().await;
+        for event in events::changes(&before, &now, now_ms()) {
+            node.events.push(event);
+        }
+        before = now;
+    }
+}
+
+/// Samples into `history` every interval until the node stops.
 pub async fn run(node: Arc<Node>, history: Arc<History>) {
     let mut sampler = Sampler::new(&node);
     let mut tick = tokio::time::interval(Duration::from_millis(history.interval_ms()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate: CPU use needs two readings
     let mut last_prune = Instant::now();
-    let mut last_status = None;
     loop {
         tick.tick().await;
         let at_ms = now_ms();
@@ -255,15 +289,6 @@ pub async fn run(node: Arc<Node>, history: Arc<History>) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "history sample not stored"),
             Err(e) => tracing::warn!(error = %e, "history writer failed"),
-        }
-        if let Some(link) = node.cluster() {
-            let status = link.cluster.status().await;
-            if let Some(before) = &last_status {
-                for event in events::changes(before, &status, at_ms) {
-                    node.events.push(event);
-                }
-            }
-            last_status = Some(status);
         }
     }
 }

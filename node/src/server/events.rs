@@ -17,7 +17,7 @@ const MAX_EVENTS: usize = 500;
 pub struct Event {
     /// When it was seen (unix ms).
     pub at_ms: u64,
-    /// `leader`, `down`, `up`, `joined`, `removed`, `voters`, `origins` or `failover`.
+    /// `start`, `leader`, `down`, `up`, `joined`, `removed`, `voters`, `origins` or `failover`.
     pub kind: &'static str,
     /// What happened, for a person.
     pub text: String,

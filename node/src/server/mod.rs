@@ -150,6 +150,7 @@ impl RunningNode {
             node.set_history(history.clone());
             node.spawn(collector::run(node.clone(), history));
         }
+        node.spawn(collector::watch_cluster(node.clone()));
         let mut tasks = JoinSet::new();
 
         let monitor_node = node.clone();
