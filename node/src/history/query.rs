@@ -189,6 +189,37 @@ impl RangeQuery {
     }
 }
 
+/// The parser over arbitrary bytes, for the fuzz target (`node/fuzz`, target `history_query`;
+/// its corpus is replayed by a unit test) and the tests: the bytes are a query
+/// string (`metric=..&range=..&from=..&to=..&step=..`); whatever it accepts keeps the
+/// invariants the store and the merge rely on.
+pub fn fuzz_query(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut params: [Option<&str>; 5] = [None; 5];
+    for pair in text.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "metric" => 0,
+            "range" => 1,
+            "from" => 2,
+            "to" => 3,
+            "step" => 4,
+            _ => continue,
+        };
+        params[slot] = Some(value);
+    }
+    let now_ms = 1_800_000_000_000;
+    let interval_ms = 5_000;
+    let [metric, range, from, to, step] = params;
+    if let Ok(q) = RangeQuery::parse(metric, range, from, to, step, now_ms, interval_ms) {
+        assert!(q.from_ms < q.to_ms);
+        assert!(q.step_ms >= interval_ms && q.step_ms % interval_ms == 0);
+        assert_eq!(q.from_ms % q.step_ms, 0);
+        assert!((q.to_ms - q.from_ms).div_ceil(q.step_ms) <= MAX_POINTS);
+        assert!(q.points(&[], interval_ms).len() as u64 <= MAX_POINTS);
+    }
+}
+
 /// One step of a node's series.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -342,6 +373,18 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_corpus_replays_cleanly() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/history_query");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+            fuzz_query(&std::fs::read(entry.unwrap().path()).unwrap());
+            count += 1;
+        }
+        assert!(count > 0, "empty corpus in {}", dir.display());
+    }
+
+    #[test]
     fn steps_without_samples_are_gaps_and_short_steps_are_partial() {
         let q = parse(Some("5m"), None, None, Some("1m")).expect("valid");
         let first = q.from_ms;
@@ -358,6 +401,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn any_query_string_is_refused_or_keeps_the_invariants(
+            text in "(metric=(cpu|viewers|x)|range=[0-9]{0,6}[smhdx]?|from=[0-9]{0,12}|to=[0-9]{0,12}|step=[0-9]{0,7}[smhd]?)(&(metric=cpu|range=[0-9]{1,4}[mhd]|from=[0-9]{10}|to=[0-9]{10}|step=[0-9]{1,5}[smh]?)){0,4}",
+        ) {
+            fuzz_query(text.as_bytes());
+        }
+
         #[test]
         fn cluster_points_count_the_nodes_behind_them(
             values in proptest::collection::vec(proptest::option::of(0.0f64..1e6), 1..8),
