@@ -152,8 +152,10 @@ async fn start(
             .with_context(|| format!("bind metrics {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
         let metrics = shared.metrics.clone();
+        let view = shared.clone();
         let routes = move |path: &str| match path {
             "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+            "/api/v1/view" => (200, "application/json", view.view().to_string()),
             "/healthz" => (200, "text/plain", "ok\n".to_string()),
             _ => (404, "text/plain", "not found\n".to_string()),
         };

@@ -306,6 +306,38 @@ impl Plan {
             .map(|(_, i)| i)
     }
 
+    /// What each region's clients are answered with now, for the HTTP view: per family, the
+    /// route (`local`, `spill`, `least-bad`, `nothing`), the regions spilled to, and the
+    /// weighted addresses of the region answered.
+    pub fn describe(&self) -> serde_json::Value {
+        let regions: Vec<serde_json::Value> = self
+            .regions
+            .iter()
+            .map(|r| {
+                let family = |fi: usize| {
+                    let pool = |p: &Pool| {
+                        p.addrs
+                            .iter()
+                            .zip(&p.weights)
+                            .map(|(a, w)| serde_json::json!({ "addr": a, "weight": w }))
+                            .collect::<Vec<_>>()
+                    };
+                    match &r.routes[fi] {
+                        Route::Local => serde_json::json!({ "route": "local", "addrs": pool(&r.pools[fi]) }),
+                        Route::Spill { regions, .. } => serde_json::json!({
+                            "route": "spill",
+                            "to": regions.iter().map(|i| self.region_name(*i)).collect::<Vec<_>>(),
+                        }),
+                        Route::LeastBad(addrs) => serde_json::json!({ "route": "least-bad", "addrs": addrs }),
+                        Route::Nothing => serde_json::json!({ "route": "nothing" }),
+                    }
+                };
+                serde_json::json!({ "region": r.name, "lat": r.lat, "lon": r.lon, "a": family(0), "aaaa": family(1) })
+            })
+            .collect();
+        serde_json::Value::Array(regions)
+    }
+
     /// Chooses the addresses for a client whose home region is `home`. `client_hash` keeps a
     /// client on the same spill region; `rng` spreads load inside a region.
     pub fn choose(&self, home: usize, family: Family, client_hash: u64, rng: &mut Rng) -> Choice {

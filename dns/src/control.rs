@@ -383,6 +383,25 @@ impl Control {
                 });
             }
         }
+        let edges: Vec<serde_json::Value> = export
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "region": e.region,
+                    "edge": e.edge,
+                    "state": e.state.as_str(),
+                    "weight": e.weight,
+                    "utilization": e.utilization,
+                    "last_probe_ms": e.last_probe.map(|d| d.as_secs_f64() * 1000.0),
+                })
+            })
+            .collect();
+        let view = serde_json::json!({
+            "regions": snap.plan.describe(),
+            "edges": edges,
+            "degraded": !snap.plan.degraded.is_empty(),
+        });
+        self.shared.store_view(view.to_string());
         metrics.set_edges(export);
         self.shared.store(snap);
     }

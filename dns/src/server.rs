@@ -25,6 +25,9 @@ pub struct Shared {
     generation: AtomicU64,
     /// Counters every engine updates.
     pub metrics: Arc<Metrics>,
+    /// The JSON of `GET /api/v1/view`: each region's answer and its edges' health, rebuilt
+    /// with every snapshot.
+    view: RwLock<Arc<str>>,
 }
 
 impl Shared {
@@ -34,6 +37,7 @@ impl Shared {
             snapshot: RwLock::new(Arc::new(snapshot)),
             generation: AtomicU64::new(1),
             metrics,
+            view: RwLock::new(Arc::from("{}")),
         }
     }
 
@@ -49,6 +53,16 @@ impl Shared {
     pub fn store(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current answers-and-health view.
+    pub fn view(&self) -> Arc<str> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the answers-and-health view.
+    pub fn store_view(&self, view: String) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(view);
     }
 
     fn generation(&self) -> u64 {

@@ -30,6 +30,68 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// `[auth]`: who may publish and play.
     pub auth: AuthSection,
+    /// `[history]`: the collector and its store.
+    pub history: HistorySection,
+    /// `[dashboard]`: the web dashboard.
+    pub dashboard: DashboardSection,
+}
+
+/// `[history]`: the collector that samples the machine and the node, and the store of its
+/// rollups (1 min to 7 days), served by `GET /api/v1/history`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    /// Sample and keep history (off: the history API answers 404, the dashboard shows only
+    /// live values).
+    pub enabled: bool,
+    /// Seconds between samples; a divisor of 60.
+    pub interval_secs: u64,
+    /// The store's file. Empty: `history.redb` in `cluster.data_dir` when that directory
+    /// exists, else the history is kept in memory only.
+    pub path: PathBuf,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 5,
+            path: PathBuf::new(),
+        }
+    }
+}
+
+impl HistorySection {
+    /// The store's file, if the history is kept on disk.
+    pub fn store_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        if !self.path.as_os_str().is_empty() {
+            Some(self.path.clone())
+        } else if data_dir.is_dir() {
+            Some(data_dir.join("history.redb"))
+        } else {
+            None
+        }
+    }
+}
+
+/// `[dashboard]`: the web dashboard at `/dashboard/` on the HTTP port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Serve the dashboard.
+    pub enabled: bool,
+    /// HTTP addresses of the GeoDNS servers (`skein-dns`'s `http.listen`) whose answers and
+    /// edge health the GeoDNS view shows; the browser reads them directly.
+    pub dns: Vec<String>,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dns: Vec::new(),
+        }
+    }
 }
 
 /// `[auth]`: what a publish and a play need, per app, and the hooks that may decide.
@@ -455,6 +517,12 @@ impl Config {
         }
         if self.node.name.is_empty() {
             bail!("node.name must not be empty");
+        }
+        if !(1..=60).contains(&self.history.interval_secs) || 60 % self.history.interval_secs != 0 {
+            bail!(
+                "history.interval_secs = {} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)",
+                self.history.interval_secs
+            );
         }
         self.validate_auth()?;
         self.validate_cluster()

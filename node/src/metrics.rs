@@ -87,6 +87,16 @@ pub struct Metrics {
     /// `skein_cluster_certificate_expiry_timestamp_seconds`: when this node's cluster
     /// certificate expires (unix seconds), set at scrape time; 0 outside a cluster.
     pub cluster_cert_expiry: Gauge,
+    /// `skein_history_store_bytes`: size of the history store's file, set at scrape time.
+    pub history_store_bytes: Gauge,
+    /// `skein_cluster_leader`: 1 when this node knows a Raft leader, set at scrape time.
+    pub cluster_leader: Gauge,
+    /// `skein_cluster_origins_active`: origins in the pool, as this node sees it.
+    pub cluster_origins_active: Gauge,
+    /// `skein_cluster_origin_target`: origins the cluster keeps.
+    pub cluster_origin_target: Gauge,
+    /// `skein_cluster_nodes_down`: members whose committed health is down.
+    pub cluster_nodes_down: Gauge,
 }
 
 impl Metrics {
@@ -122,6 +132,11 @@ impl Metrics {
             ]),
             relay_peers_lost_total: Counter::default(),
             cluster_cert_expiry: Gauge::default(),
+            history_store_bytes: Gauge::default(),
+            cluster_leader: Gauge::default(),
+            cluster_origins_active: Gauge::default(),
+            cluster_origin_target: Gauge::default(),
+            cluster_nodes_down: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -248,6 +263,31 @@ impl Metrics {
             "When this node's cluster certificate expires, unix seconds (renewed at two thirds of its lifetime)",
             m.cluster_cert_expiry.clone(),
         );
+        r.register(
+            "history_store_bytes",
+            "Size of the history store's file (0 when it is kept in memory)",
+            m.history_store_bytes.clone(),
+        );
+        r.register(
+            "cluster_leader",
+            "1 when this node knows a Raft leader (0 outside a cluster)",
+            m.cluster_leader.clone(),
+        );
+        r.register(
+            "cluster_origins_active",
+            "Origins in the pool, as this node sees it",
+            m.cluster_origins_active.clone(),
+        );
+        r.register(
+            "cluster_origin_target",
+            "Origins the cluster keeps",
+            m.cluster_origin_target.clone(),
+        );
+        r.register(
+            "cluster_nodes_down",
+            "Members whose committed health is down",
+            m.cluster_nodes_down.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -268,4 +308,39 @@ pub struct Traffic {
     pub bytes_in: Counter,
     /// Bytes sent to clients.
     pub bytes_out: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node metric the Grafana dashboard and the alert rules in `docs/monitoring/` use
+    /// is one the node exports.
+    #[test]
+    fn the_monitoring_files_use_exported_metrics() {
+        let exported = Metrics::new(&Traffic::default()).encode();
+        let files = [
+            include_str!("../../docs/monitoring/grafana-dashboard.json"),
+            include_str!("../../docs/monitoring/skein-alerts.yml"),
+        ];
+        let mut used = 0;
+        for text in files {
+            for (start, _) in text.match_indices("skein_") {
+                let name: String = text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if name.starts_with("skein_dns_") {
+                    continue;
+                }
+                used += 1;
+                assert!(
+                    exported.contains(&format!("\n{name} "))
+                        || exported.contains(&format!("\n{name}{{")),
+                    "{name} is not exported"
+                );
+            }
+        }
+        assert!(used > 10);
+    }
 }

@@ -84,6 +84,7 @@ fn demo_brings_up_a_cluster_whose_printed_commands_work() {
         free_port("127.0.1.1"),
         free_port("127.0.1.1"),
         free_port("127.0.0.1"),
+        free_port("127.0.0.1"),
     ];
     let mut demo = Process::spawn(
         Command::new(binary("skein"))
@@ -92,6 +93,7 @@ fn demo_brings_up_a_cluster_whose_printed_commands_work() {
             .args(["--http-port", &ports[1].to_string()])
             .args(["--internal-port", &ports[2].to_string()])
             .args(["--dns-port", &ports[3].to_string()])
+            .args(["--dns-http-port", &ports[4].to_string()])
             .args(["--key", "e2e"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
@@ -115,6 +117,17 @@ fn demo_brings_up_a_cluster_whose_printed_commands_work() {
         }
     }
     let text = lines.join("\n");
+    // The dashboard's URL comes first, and the page answers there.
+    let first = lines.iter().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(first.starts_with("Dashboard: http://"), "{text}");
+    let dashboard = find(&lines, "http://", "/dashboard/");
+    let dashboard_addr: SocketAddr = dashboard
+        .trim_start_matches("http://")
+        .trim_end_matches("/dashboard/")
+        .parse()
+        .unwrap();
+    let (status, page) = http_request(dashboard_addr, "GET", "/dashboard/", "").unwrap();
+    assert!(status == 200 && page.contains("app.js"), "{status} {page}");
     // The status table lists all seven nodes and the three live origins.
     for name in [
         "origin-1", "origin-2", "origin-3", "edge-a1", "edge-a2", "edge-b1", "edge-b2",

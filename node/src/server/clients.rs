@@ -241,6 +241,15 @@ impl Clients {
             })
     }
 
+    /// HTTP-FLV players (the other players of [`roles`](Self::roles) play RTMP).
+    pub fn http_flv_players(&self) -> usize {
+        let clients: Vec<Arc<Client>> = self.table.lock().by_id.values().cloned().collect();
+        clients
+            .iter()
+            .filter(|c| c.protocol == Protocol::HttpFlv && matches!(c.role(), Role::Player(_)))
+            .count()
+    }
+
     /// Cancels a client's connection; false when there is no such client.
     pub fn kick(&self, id: u64) -> bool {
         let client = self.table.lock().by_id.get(&id).cloned();

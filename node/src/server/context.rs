@@ -1,5 +1,5 @@
 //! [`Node`]: the state every driver of a running node receives — configuration, hub, client
-//! table, metrics, machine monitor, the stream signing keys and hooks, the cluster side once the node is a member, the tracker of
+//! table, metrics, machine monitor, the stream signing keys and hooks, the cluster side once the node is a member, its history and event log, the tracker of
 //! connection tasks and the drain flag. Drivers reach the node through this and through
 //! [`admission`](super::admission), never through the assembly in [`server`](super).
 
@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::Clients;
+use super::collector::History;
+use super::events::EventLog;
 use super::hooks::Hooks;
 use super::membership::ClusterLink;
 use super::monitor::Monitor;
@@ -43,6 +45,10 @@ pub struct Node {
     key_file: WatchedKeyFile,
     /// Set once at start when the node is a cluster member.
     cluster: OnceLock<Arc<ClusterLink>>,
+    /// Set once at start when `history.enabled`.
+    history: OnceLock<Arc<History>>,
+    /// What this node saw happen in the cluster.
+    pub events: EventLog,
     /// Connection tasks, awaited (with a bound) when the node stops.
     pub tasks: TaskTracker,
     /// Cancelled when the node stops serving: every connection ends cleanly.
@@ -72,6 +78,8 @@ impl Node {
             hooks,
             key_file,
             cluster: OnceLock::new(),
+            history: OnceLock::new(),
+            events: EventLog::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             health: HealthWatch::default(),
@@ -96,6 +104,15 @@ impl Node {
     /// Where a standalone node keeps its stream signing keys.
     pub fn key_file(&self) -> &std::path::Path {
         self.key_file.path()
+    }
+
+    /// The node's history, when `history.enabled`.
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.get()
+    }
+
+    pub(super) fn set_history(&self, history: Arc<History>) {
+        let _ = self.history.set(history);
     }
 
     pub(super) fn set_cluster(&self, link: Arc<ClusterLink>) {

@@ -10,7 +10,10 @@
 
 pub mod admission;
 pub mod clients;
+pub mod collector;
 mod context;
+pub mod events;
+pub mod history_store;
 pub mod hooks;
 mod http;
 pub mod membership;
@@ -51,6 +54,21 @@ async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>) {
             origin_streams: link.relay.origin_streams(),
             edge_streams: link.relay.pulled_streams() as u64,
         });
+    }
+}
+
+/// The history store `config` names: its file, or memory when there is no data directory.
+fn open_history(config: &Config) -> anyhow::Result<history_store::HistoryStore> {
+    let interval_ms = config.history.interval_secs * 1000;
+    match config.history.store_path(&config.cluster.data_dir) {
+        Some(path) => history_store::HistoryStore::open(&path, interval_ms),
+        None => {
+            tracing::info!(
+                data_dir = %config.cluster.data_dir.display(),
+                "no data directory: history is kept in memory only (set history.path to keep it)"
+            );
+            history_store::HistoryStore::in_memory(interval_ms)
+        }
     }
 }
 
@@ -127,6 +145,12 @@ impl RunningNode {
             }
             node.set_cluster(link);
         }
+        if node.config.history.enabled {
+            let history = collector::History::new(open_history(&node.config)?);
+            node.set_history(history.clone());
+            node.spawn(collector::run(node.clone(), history));
+        }
+        node.spawn(collector::watch_cluster(node.clone()));
         let mut tasks = JoinSet::new();
 
         let monitor_node = node.clone();

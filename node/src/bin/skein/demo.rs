@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// Port of skein-dns on 127.0.0.1 (UDP and TCP).
     #[arg(long, default_value_t = 5353)]
     pub dns_port: u16,
+    /// HTTP port of skein-dns on 127.0.0.1 (its metrics and the view the dashboard's GeoDNS
+    /// page reads).
+    #[arg(long, default_value_t = 8053)]
+    pub dns_http_port: u16,
     /// Stream key used in the printed commands.
     #[arg(long, default_value = "demo")]
     pub key: String,
@@ -157,6 +161,7 @@ struct Ports {
     http: u16,
     internal: u16,
     dns: u16,
+    dns_http: u16,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -165,6 +170,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http: args.http_port,
         internal: args.internal_port,
         dns: args.dns_port,
+        dns_http: args.dns_http_port,
     };
     check_ports(ports)?;
     let (dir, remove_dir) = match &args.dir {
@@ -203,8 +209,13 @@ impl Demo {
     fn start_all(&mut self) -> anyhow::Result<bool> {
         std::fs::write(
             self.dir.join("node.toml"),
-            "# Demo: players opened before the publisher wait a minute for it.\n\
-             [hub]\nplay_wait_secs = 60\n\n[cluster]\npull_hold_ms = 60000\n",
+            format!(
+                "# Demo: players opened before the publisher wait a minute for it.\n\
+             [hub]\nplay_wait_secs = 60\n\n[cluster]\npull_hold_ms = 60000\n\n\
+             # The dashboard's GeoDNS page reads skein-dns here.\n\
+             [dashboard]\ndns = [\"127.0.0.1:{}\"]\n",
+                self.ports.dns_http
+            ),
         )?;
         let join = self.init(&MEMBERS[0])?;
         // Origins first, so the origin pool fills with them; then the edges.
@@ -430,7 +441,7 @@ fn dns_config(ports: Ports) -> String {
         .collect();
     format!(
         "# skein-dns for the demo: zone {ZONE}, membership from the cluster.\n\
-         [listen]\nudp = [\"127.0.0.1:{dns}\"]\ntcp = [\"127.0.0.1:{dns}\"]\nudp_workers = 1\n\n\
+         [listen]\nudp = [\"127.0.0.1:{dns}\"]\ntcp = [\"127.0.0.1:{dns}\"]\nudp_workers = 1\nmetrics = \"127.0.0.1:{dns_http}\"\n\n\
          [[zones]]\norigin = \"{ZONE}\"\nservices = [\"live\"]\n\
          soa = {{ rname = \"hostmaster.{ZONE}\", serial = 1, minimum = 30 }}\n\
          ns = [{{ name = \"ns1.{ZONE}\", addrs = [\"127.0.0.1\"] }}]\n\n\
@@ -438,6 +449,7 @@ fn dns_config(ports: Ports) -> String {
          [health]\ninterval_ms = 1000\nfall = 3\nrise = 2\n\n\
          [cluster]\nseeds = [{seeds}]\npoll_interval_ms = 1000\ncache = \"dns-cluster.json\"\n",
         dns = ports.dns,
+        dns_http = ports.dns_http,
         seeds = seeds.join(", "),
     )
 }
@@ -469,6 +481,12 @@ fn check_ports(ports: Ports) -> anyhow::Result<()> {
     if UdpSocket::bind(dns).is_err() || TcpListener::bind(dns).is_err() {
         bail!("cannot use {dns} for skein-dns: it is taken; choose another port with --dns-port");
     }
+    let dns_http = SocketAddr::from(([127, 0, 0, 1], ports.dns_http));
+    if TcpListener::bind(dns_http).is_err() {
+        bail!(
+            "cannot use {dns_http} for skein-dns's HTTP: it is taken; choose another port with --dns-http-port"
+        );
+    }
     Ok(())
 }
 
@@ -489,7 +507,8 @@ fn banner(demo: &Demo, key: &str, token: &str, dns: bool) -> String {
         .map(|c| format!("{} {}", c.name, c.child.id()))
         .collect();
     let mut out = format!(
-        "\nSkein demo: a local cluster on loopback, one process per node. Ctrl-C stops everything.\n\n\
+        "\nDashboard: {api}/dashboard/   (every node serves it: cluster, nodes, streams with a player, GeoDNS, events)\n\n\
+         Skein demo: a local cluster on loopback, one process per node. Ctrl-C stops everything.\n\n\
          {status}\nprocesses (name pid): {}\nlogs and data: {}\n\n\
          Publish a test stream to an edge in region a (H.264 + AAC, 720p30; publishing needs a token, \
          this one is for live/{key} and valid a day — mint more with skein token publish live/KEY --api {api} --data-dir {first}):\n  \

@@ -141,6 +141,22 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .and_then(|link| link.cluster.cert_expires_at_ms())
         .unwrap_or(0);
     m.cluster_cert_expiry.set((cert_expiry_ms / 1000) as i64);
+    m.history_store_bytes
+        .set(node.history().map_or(0, |h| h.store.file_bytes()) as i64);
+    if let Some(link) = node.cluster() {
+        let status = link.cluster.status().await;
+        m.cluster_leader.set(i64::from(status.leader.is_some()));
+        m.cluster_origins_active
+            .set(status.origin_pool.active.len() as i64);
+        m.cluster_origin_target
+            .set(status.origin_pool.target as i64);
+        let down = status
+            .nodes
+            .iter()
+            .filter(|n| n.health == skein_raft::NodeHealth::Down)
+            .count();
+        m.cluster_nodes_down.set(down as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,

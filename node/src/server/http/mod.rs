@@ -13,7 +13,9 @@
 
 mod api;
 mod cluster;
+mod dashboard;
 mod flv;
+mod history;
 mod listener;
 mod stream_keys;
 mod tls;
@@ -37,7 +39,7 @@ use crate::server::context::Node;
 use listener::{ConnectionSlot, HttpAdmission, PeerAddr};
 use tls::TlsFiles;
 
-/// The read-only routes every listener serves: health, metrics and the API views (those that
+/// The read-only routes every listener serves: health, the API views and the dashboard (views that
 /// show addresses need the admin token unless `http.public_details` is set).
 fn read_only_routes() -> Router<Arc<Node>> {
     Router::new()
@@ -47,6 +49,10 @@ fn read_only_routes() -> Router<Arc<Node>> {
         .route("/api/v1/summary", get(api::summary))
         .route("/api/v1/cluster", get(cluster::status))
         .route("/api/v1/relay", get(cluster::relay))
+        .route("/api/v1/history", get(history::history))
+        .route("/api/v1/node", get(history::node_view))
+        .route("/api/v1/events", get(history::events))
+        .merge(dashboard::routes())
 }
 
 /// The admin calls (they need the admin token).
