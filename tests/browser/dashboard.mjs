@@ -7,6 +7,7 @@
 //   play <stream> <edge name> <timeout_ms>  play the stream in the streams view's player until
 //                                        the video time advances by 2 s with decoded frames
 //   shot <hash> <file>                   show a view and save a full-page screenshot
+//   viewport <width> <height>            resize the page (a phone: 390 844)
 //   quit                                 close the browser; the last line (finish) says ok
 // Usage: node dashboard.mjs DASHBOARD_URL
 import { createInterface } from 'node:readline';
@@ -68,6 +69,10 @@ const commands = {
       url: v.dataset.url,
     }));
     return { ok: video.frames > 0 && video.width > 0, video };
+  },
+  async viewport(width, height) {
+    await page.setViewportSize({ width: Number(width), height: Number(height) });
+    return { ok: true };
   },
   async shot(hash, file) {
     await show(hash);

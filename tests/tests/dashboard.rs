@@ -220,6 +220,10 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     browser.run("node n3 down 30000");
     browser.run(&format!("shot #cluster {}", shot("cluster-n3-down")));
     browser.run(&format!("shot #events {}", shot("events")));
+    browser.run("viewport 390 844");
+    browser.run(&format!("shot #cluster {}", shot("phone-cluster")));
+    let phone_width: Value = browser.run("points #cluster 30000");
+    assert!(phone_width["points"]["c-cpu"].as_u64() > Some(0));
     let (_, after) = history(
         cluster.node("n1"),
         "metric=cpu&node=cluster&range=1m&step=5s",
