@@ -66,14 +66,23 @@ impl Browser {
         answer
     }
 
-    fn quit(mut self) -> Value {
+    /// Closes the browser; returns its last line.
+    fn quit(&mut self) -> Value {
         writeln!(self.stdin, "quit").unwrap();
         let line = self
             .lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the browser's last line");
-        let _ = skein_tests::cluster::wait_child(&mut self.process.0, Duration::from_secs(10));
         serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Browser {
+    /// Lets the driver close Chromium (a SIGKILLed driver would leave it running), then the
+    /// process is killed if it is still there.
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = skein_tests::cluster::wait_child(&mut self.process.0, Duration::from_secs(10));
     }
 }
 
@@ -256,6 +265,7 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     );
 
     let last = browser.quit();
+    drop(browser);
     assert_eq!(last["ok"], true, "{last}");
     for name in [
         "streams",
