@@ -42,7 +42,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The browser tests' drivers (playwright-core drives the system Chromium; hls.js is the player
-# under test). `npm ci` installs exactly the lockfile's versions.
+# under test; mpegts.js is the dashboard's player, whose vendored build a test compares with
+# this package). `npm ci` installs exactly the lockfile's versions.
 browser_dir="$(dirname "$0")/../tests/browser"
 if [ ! -d "$browser_dir/node_modules" ] || [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules" ]; then
   echo "installing browser test packages (npm ci in tests/browser)"

@@ -155,7 +155,12 @@ async fn start(
         let view = shared.clone();
         let routes = move |path: &str| match path {
             "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-            "/api/v1/view" => (200, "application/json", view.view().to_string()),
+            "/api/v1/view" => {
+                let mut answer: serde_json::Value =
+                    serde_json::from_str(&view.view()).unwrap_or_default();
+                answer["counts"] = view.metrics.counts();
+                (200, "application/json", answer.to_string())
+            }
             "/healthz" => (200, "text/plain", "ok\n".to_string()),
             _ => (404, "text/plain", "not found\n".to_string()),
         };

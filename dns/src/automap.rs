@@ -502,6 +502,22 @@ mod tests {
     }
 
     #[test]
+    fn the_view_says_what_each_region_is_answered_with() {
+        let regions = vec![
+            one_edge("a", 50.0, 8.0, "127.0.1.1", EdgeState::Up, 10),
+            one_edge("b", 40.0, -75.0, "127.0.2.1", EdgeState::Down, 0),
+        ];
+        let view = Plan::build(&regions, &policy()).describe();
+        assert_eq!(view[0]["region"], "a");
+        assert_eq!(view[0]["a"]["route"], "local");
+        assert_eq!(view[0]["a"]["addrs"][0]["addr"], "127.0.1.1");
+        assert!(view[0]["a"]["addrs"][0]["weight"].as_f64().unwrap() > 0.0);
+        assert_eq!(view[1]["a"]["route"], "spill");
+        assert_eq!(view[1]["a"]["to"][0], "a");
+        assert_ne!(view[0]["aaaa"]["route"], "local", "no IPv6 edge: {view}");
+    }
+
+    #[test]
     fn weights_follow_free_capacity_and_shed_above_high_water() {
         let e = edge("e", "127.0.1.1", EdgeState::Up, 10);
         assert!((e.weight(0.85) - 75.0).abs() < 1e-9);

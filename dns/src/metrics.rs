@@ -182,6 +182,27 @@ impl Metrics {
         *self.edges.lock().unwrap_or_else(|e| e.into_inner()) = edges;
     }
 
+    /// The answer counters for the HTTP view: service answers by region, queries by rcode.
+    pub fn counts(&self) -> serde_json::Value {
+        let answers: serde_json::Map<String, serde_json::Value> = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, c)| (name.clone(), c.load(Relaxed).into()))
+            .collect();
+        let rcodes: serde_json::Map<String, serde_json::Value> = RCODES
+            .iter()
+            .enumerate()
+            .map(|(ri, r)| {
+                let per_qtype = &self.queries[ri * (OTHER_QTYPE + 1)..(ri + 1) * (OTHER_QTYPE + 1)];
+                let n: u64 = per_qtype.iter().map(|q| q.load(Relaxed)).sum();
+                (r.name().to_string(), n.into())
+            })
+            .collect();
+        serde_json::json!({ "answers": answers, "rcodes": rcodes })
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
@@ -408,6 +429,18 @@ mod tests {
         assert!(text.contains("skein_dns_answers_total{region=\"a\"} 1"));
         assert!(text.contains("skein_dns_edge_health{region=\"a\",edge=\"a1\",state=\"up\"} 1"));
         assert!(text.contains("skein_dns_region_up{region=\"a\"} 1"));
+        let counts = m.counts();
+        assert_eq!(counts["answers"]["a"], 1, "{counts}");
+        assert_eq!(
+            counts["rcodes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_u64())
+                .sum::<u64>(),
+            2,
+            "{counts}"
+        );
         assert!(text.contains("skein_dns_probe_duration_seconds_count 1"));
     }
 }

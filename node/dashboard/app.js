@@ -10,7 +10,7 @@ const RANGES = {
   '7d': { range: '7d', step: '1h', refresh: 300000 },
 };
 const COLORS = ['#2e6bd8', '#1a9b5c', '#c98a12', '#9a4fd0', '#d2423b', '#168a99', '#7d6b3a', '#c2478f'];
-const state = { range: 'live', cluster: null, standalone: false, me: null, charts: {}, chartsAt: 0, player: null };
+const state = { dnsCounts: {}, range: 'live', cluster: null, standalone: false, me: null, charts: {}, chartsAt: 0, player: null };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
@@ -305,6 +305,18 @@ function play() {
   video.dataset.url = url;
 }
 
+// Answers per second between two polls of a server's counters (live only: skein-dns keeps no
+// history of its own).
+function dnsRates(server, counts) {
+  const now = Date.now(), last = state.dnsCounts[server];
+  state.dnsCounts[server] = { at: now, counts };
+  if (!last || !counts) return null;
+  const secs = (now - last.at) / 1000;
+  const rate = (group) => Object.fromEntries(Object.entries(counts[group] ?? {})
+    .map(([k, v]) => [k, Math.max(0, v - (last.counts[group]?.[k] ?? 0)) / secs]));
+  return { answers: rate('answers'), rcodes: rate('rcodes') };
+}
+
 async function viewDns(main) {
   const answer = await api('/api/v1/dns');
   if (!answer.servers.length) {
@@ -313,13 +325,20 @@ async function viewDns(main) {
   }
   const route = (f) => f.route === 'local' ? (f.addrs ?? []).map((a) => `${a.addr} (${(a.weight ?? 0).toFixed(2)})`).join(', ') || 'no address'
     : f.route === 'spill' ? `spill to ${f.to.join(', ')}` : f.route === 'least-bad' ? (f.addrs.length ? `least bad: ${f.addrs.join(', ')}` : 'no address') : 'nothing (NODATA)';
-  main.innerHTML = answer.servers.map((s) => `<section class="card dns-server" data-server="${esc(s.server)}"><h2>${esc(s.server)} ${s.answered ? '' : '<span class="badge down">no answer</span>'}${s.view?.degraded ? ' <span class="badge down">degraded</span>' : ''}</h2>
-    ${s.view ? `<div class="scroll"><table><tr><th>region</th><th>A answered with</th><th>AAAA answered with</th></tr>
-      ${s.view.regions.map((r) => `<tr><td>${esc(r.region)}</td><td>${esc(route(r.a))}</td><td>${esc(route(r.aaaa))}</td></tr>`).join('')}</table></div>
+  const perSecond = (v) => v == null ? '…' : `${v.toFixed(1)}/s`;
+  main.innerHTML = answer.servers.map((s) => {
+    const rates = dnsRates(s.server, s.view?.counts);
+    const rcodes = Object.entries(s.view?.counts?.rcodes ?? {}).filter(([, n]) => n > 0);
+    return `<section class="card dns-server" data-server="${esc(s.server)}"><h2>${esc(s.server)} ${s.answered ? '' : '<span class="badge down">no answer</span>'}${s.view?.degraded ? ' <span class="badge down">degraded</span>' : ''}</h2>
+    ${s.view ? `<div class="scroll"><table><tr><th>region</th><th>A answered with</th><th>AAAA answered with</th><th>answers</th></tr>
+      ${s.view.regions.map((r) => `<tr><td>${esc(r.region)}</td><td>${esc(route(r.a))}</td><td>${esc(route(r.aaaa))}</td>
+        <td>${perSecond(rates?.answers[r.region])} <span class="muted">(${s.view.counts?.answers?.[r.region] ?? 0} in all)</span></td></tr>`).join('')}</table></div>
+      <p class="muted">queries by response code: ${rcodes.map(([k, n]) => `${esc(k)} ${n} (${perSecond(rates?.rcodes[k])})`).join(' · ') || 'none yet'}</p>
       <h2>Edges as this server sees them</h2><div class="scroll"><table><tr><th>region</th><th>edge</th><th>state</th><th>weight</th><th>utilisation</th><th>probe</th></tr>
       ${s.view.edges.map((e) => `<tr data-edge="${esc(e.edge)}" data-state="${esc(e.state)}"><td>${esc(e.region)}</td><td>${esc(e.edge)}</td><td><span class="badge ${e.state === 'up' ? 'up' : e.state === 'down' ? 'down' : ''}">${esc(e.state)}</span></td>
         <td>${e.weight.toFixed(2)}</td><td>${format(e.utilization, 'ratio')}</td><td>${e.last_probe_ms != null ? `${e.last_probe_ms.toFixed(1)} ms` : '–'}</td></tr>`).join('')}</table></div>` : ''}
-    </section>`).join('');
+    </section>`;
+  }).join('');
 }
 
 async function viewEvents(main) {

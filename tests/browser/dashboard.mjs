@@ -6,7 +6,9 @@
 //                                        draws real points; answers the count per chart
 //   play <stream> <edge name> <timeout_ms>  play the stream in the streams view's player until
 //                                        the video time advances by 2 s with decoded frames
+//   dns <edge> <state> <timeout_ms>      wait until the GeoDNS view shows the edge in that state
 //   shot <hash> <file>                   show a view and save a full-page screenshot
+//   viewport <width> <height>            resize the page (a phone: 390 844)
 //   quit                                 close the browser; the last line (finish) says ok
 // Usage: node dashboard.mjs DASHBOARD_URL
 import { createInterface } from 'node:readline';
@@ -68,6 +70,16 @@ const commands = {
       url: v.dataset.url,
     }));
     return { ok: video.frames > 0 && video.width > 0, video };
+  },
+  async dns(edge, edgeState, timeout) {
+    await show('#dns');
+    const started = Date.now();
+    await page.waitForSelector(`tr[data-edge="${edge}"][data-state="${edgeState}"]`, { timeout: Number(timeout) });
+    return { ok: true, ms: Date.now() - started };
+  },
+  async viewport(width, height) {
+    await page.setViewportSize({ width: Number(width), height: Number(height) });
+    return { ok: true };
   },
   async shot(hash, file) {
     await show(hash);

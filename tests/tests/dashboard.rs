@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use skein_tests::cluster::{Cluster, Member, wait_for};
+use skein_tests::dns::{self, DnsServer};
 use skein_tests::{Process, http_request, media, require};
 
 const STREAM: &str = "live/dash";
@@ -66,14 +67,23 @@ impl Browser {
         answer
     }
 
-    fn quit(mut self) -> Value {
+    /// Closes the browser; returns its last line.
+    fn quit(&mut self) -> Value {
         writeln!(self.stdin, "quit").unwrap();
         let line = self
             .lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the browser's last line");
-        let _ = skein_tests::cluster::wait_child(&mut self.process.0, Duration::from_secs(10));
         serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Browser {
+    /// Lets the driver close Chromium (a SIGKILLed driver would leave it running), then the
+    /// process is killed if it is still there.
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = skein_tests::cluster::wait_child(&mut self.process.0, Duration::from_secs(10));
     }
 }
 
@@ -112,8 +122,31 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     require("ffmpeg", "ffmpeg");
     require("node", "nodejs");
     require("chromium", "chromium");
+    require("dig", "bind9-dnsutils");
     let mut cluster = Cluster::init("dashboard", "n1", "a", None, &[]);
     cluster.join("n2", "b", None);
+    // GeoDNS reads the cluster through n1, and n1's dashboard reads GeoDNS: n1 restarts with
+    // the server's address and its region's coordinates (which GeoDNS needs).
+    let dns = DnsServer::start(
+        "dashboard-dns",
+        &dns::config(
+            "",
+            &format!(
+                "[cluster]\nseeds = [\"{}\"]\npoll_interval_ms = 500\ncache = \"@DIR@/cluster.json\"",
+                cluster.node("n1").http
+            ),
+        ),
+        &[],
+    );
+    let n1 = cluster.node_mut("n1");
+    let mut config = std::fs::read_to_string(&n1.config).unwrap();
+    config.push_str(&format!(
+        "[cluster]\nregion_coordinates = [50.1, 8.7]\n[dashboard]\ndns = [\"127.0.0.1:{}\"]\n",
+        dns.metrics_port
+    ));
+    std::fs::write(&n1.config, config).unwrap();
+    n1.kill();
+    n1.restart();
     let shots = cluster.root().join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = |name: &str| shots.join(format!("{name}.png")).display().to_string();
@@ -142,6 +175,7 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     browser.run("points #node/n2 60000");
     browser.run(&format!("shot #node/n2 {}", shot("node")));
     browser.run(&format!("shot #cluster {}", shot("cluster")));
+    browser.run("dns n1 up 60000");
     browser.run(&format!("shot #dns {}", shot("dns")));
 
     // Bad ranges and steps are refused, with the reason.
@@ -220,6 +254,10 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     browser.run("node n3 down 30000");
     browser.run(&format!("shot #cluster {}", shot("cluster-n3-down")));
     browser.run(&format!("shot #events {}", shot("events")));
+    browser.run("viewport 390 844");
+    browser.run(&format!("shot #cluster {}", shot("phone-cluster")));
+    let phone_width: Value = browser.run("points #cluster 30000");
+    assert!(phone_width["points"]["c-cpu"].as_u64() > Some(0));
     let (_, after) = history(
         cluster.node("n1"),
         "metric=cpu&node=cluster&range=1m&step=5s",
@@ -252,6 +290,7 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     );
 
     let last = browser.quit();
+    drop(browser);
     assert_eq!(last["ok"], true, "{last}");
     for name in [
         "streams",

@@ -104,6 +104,70 @@ pub fn changes(before: &ClusterStatus, now: &ClusterStatus, at_ms: u64) -> Vec<E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A cluster document with `nodes` (id, name, health), `leader`, `voters` and the active
+    /// origins.
+    fn status(
+        leader: Option<u64>,
+        nodes: &[(u64, &str, &str)],
+        voters: &[u64],
+        active: &[u64],
+    ) -> ClusterStatus {
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|(id, name, health)| {
+                json!({
+                    "id": id, "uuid": uuid(*id), "name": name, "region": "a",
+                    "public_addr": { "rtmp": "127.0.1.1:1935", "http": "127.0.1.1:8080" },
+                    "roles": { "edge": true, "origin": true }, "raft": "voter",
+                    "leader": leader == Some(*id), "health": health, "origin": null,
+                    "last_heartbeat_ms": null, "load": null,
+                })
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "cluster_id": null, "reported_by": 1, "leader": leader, "term": 3,
+            "last_applied": null, "nodes": nodes, "regions": [],
+            "origin_pool": { "target": 2, "active": active, "draining": [], "live": active },
+            "voters": voters, "learners": [], "voters_changing": false,
+            "settings": skein_raft::Settings::default(), "ca_key_holders": [], "removed": [],
+        }))
+        .expect("a cluster document")
+    }
+
+    fn uuid(id: u64) -> String {
+        format!("00000000-0000-0000-0000-{id:012}")
+    }
+
+    #[test]
+    fn changes_between_two_documents_are_events() {
+        let before = status(Some(1), &[(1, "n1", "up"), (2, "n2", "up")], &[1], &[1]);
+        assert!(changes(&before, &before, 0).is_empty());
+        let now = status(
+            Some(2),
+            &[(2, "n2", "up"), (3, "n3", "up"), (1, "n1", "down")],
+            &[1, 2],
+            &[2],
+        );
+        let events: Vec<(&str, String)> = changes(&before, &now, 7)
+            .into_iter()
+            .map(|e| (e.kind, e.text))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("leader", "n2 is the leader (term 3)".to_string()),
+                ("joined", "n3 joined in region a".to_string()),
+                ("down", "n1 is down".to_string()),
+                ("voters", "voters: n1, n2".to_string()),
+                ("origins", "origin pool: n2".to_string()),
+            ]
+        );
+        let gone = status(None, &[(2, "n2", "up")], &[2], &[2]);
+        let kinds: Vec<&str> = changes(&now, &gone, 8).iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["leader", "removed", "removed", "voters"]);
+    }
 
     #[test]
     fn the_log_is_bounded_and_newest_first() {

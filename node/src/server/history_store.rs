@@ -225,8 +225,16 @@ mod tests {
 
     #[test]
     fn retention_deletes_what_is_past_it_and_the_store_stays_bounded_over_eight_days() {
-        let dir = std::env::temp_dir().join(format!("skein-history-{}", std::process::id()));
-        let path = dir.join("history.redb");
+        /// Removes the test's directory even when an assertion fails.
+        struct TempDir(PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("skein-history-{}", std::process::id())));
+        let path = dir.0.join("history.redb");
         let store = HistoryStore::open(&path, FIVE_S).expect("open");
         let start = 1_800_000_000_000 - 1_800_000_000_000 % DAY;
         // Eight simulated days at the default interval, an hour per transaction, pruned hourly
@@ -273,7 +281,7 @@ mod tests {
         let reopened = HistoryStore::open(&path, FIVE_S).expect("reopen");
         assert_eq!(reopened.periods().unwrap(), held);
         drop(reopened);
-        std::fs::remove_dir_all(&dir).unwrap();
+        drop(dir);
     }
 
     #[test]
