@@ -286,6 +286,22 @@ pub async fn play(
     })
 }
 
+/// Authorises one request for a stream that is already being played on the node, as
+/// [`play`] would (the same policy, token and hook), without subscribing again: every HLS
+/// playlist and segment request passes here. Returns the stream name.
+pub async fn authorize_play(
+    node: &Node,
+    client: &ClientGuard,
+    request: &StreamRequest,
+) -> Result<String, Refusal> {
+    let admitted = admit(node, client, Action::Play, request).await;
+    if let Err(refusal) = &admitted {
+        node.metrics.plays_refused_total.inc();
+        tracing::debug!(client = client.id, peer = %client.peer, app = %request.app, key = %request.key, %refusal, "request refused");
+    }
+    admitted
+}
+
 fn subscribe(node: &Node, name: String) -> Result<(String, crate::hub::Subscription), Refusal> {
     let published_here = node.hub.get(&name).is_some_and(|s| s.is_published());
     let wait = !published_here && (node.cluster().is_some() || node.config.hub.play_wait_secs > 0);

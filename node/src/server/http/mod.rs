@@ -14,6 +14,7 @@
 mod api;
 mod cluster;
 mod flv;
+mod hls;
 mod listener;
 mod stream_keys;
 mod tls;
@@ -22,9 +23,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::extract::Request;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -67,13 +70,30 @@ fn admin_routes() -> Router<Arc<Node>> {
 
 /// The public listener's routes: without the admin calls when they have a listener of their own.
 fn public_router(node: Arc<Node>) -> Router {
-    let routes = read_only_routes().route("/{app}/{file}", get(flv::play));
+    let routes = read_only_routes().route("/{app}/{file}", get(play));
     let routes = if node.config.http.admin_listen.is_some() {
         routes
     } else {
         routes.merge(admin_routes())
     };
-    routes.with_state(node)
+    routes
+        .layer(Extension(Arc::new(hls::HlsStreams::default())))
+        .with_state(node)
+}
+
+/// `GET /{app}/{file}`: HLS resources by their names, anything else an HTTP-FLV play.
+async fn play(
+    State(node): State<Arc<Node>>,
+    Extension(hls_streams): Extension<Arc<hls::HlsStreams>>,
+    connect: ConnectInfo<PeerAddr>,
+    Path((app, file)): Path<(String, String)>,
+    query: RawQuery,
+) -> Response {
+    if hls::is_hls(&file) {
+        let peer = connect.0.0;
+        return hls::serve(node, hls_streams, peer, &app, &file, query.0.as_deref()).await;
+    }
+    flv::play(State(node), connect, Path((app, file)), query).await
 }
 
 /// The admin listener's routes: the admin calls and the read-only API, no playback.
