@@ -347,6 +347,7 @@ async fn media_response(stream: &HlsStream, msn: u64, part: Option<usize>) -> Re
         }
         let segment = segments.iter().find(|seg| seg.msn == msn)?;
         match part {
+            Some(p) if p >= segment.parts.len() && segment.complete => Some(None),
             Some(p) => segment.parts.get(p).map(|p| Some(vec![p.data.clone()])),
             None => segment
                 .complete
