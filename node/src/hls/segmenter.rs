@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::codec::{self, AacConfig, AvcConfig};
 use super::fmp4::{self, Sample};
@@ -56,7 +57,7 @@ pub struct Segment {
     pub parts: Vec<Part>,
     /// No part will be added.
     pub complete: bool,
-    /// The init segment this segment needs.
+    /// The id of the init segment this segment needs: from a digest of its bytes.
     pub init: u64,
 }
 
@@ -356,8 +357,11 @@ impl Segmenter {
             Some((id, _)) => *id,
             None => {
                 let init = fmp4::init_segment(self.video.as_ref(), self.audio.as_ref());
-                self.init = Some((msn, init));
-                msn
+                // Named by its content, so a node that started late names it the same way.
+                let digest = Sha256::digest(&init);
+                let id = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+                self.init = Some((id, init));
+                id
             }
         };
         self.window.push_back(Segment {
@@ -484,7 +488,9 @@ mod tests {
                     .all(|p| p.duration_ms <= CONFIG.part_ms)
             );
         }
-        assert_eq!(segmenter.init().map(|(id, _)| *id), Some(0));
+        let (id, init) = segmenter.init().unwrap();
+        assert!(segmenter.segments().iter().all(|s| s.init == *id));
+        assert_eq!(&init[4..8], b"ftyp");
     }
 
     #[test]
@@ -509,6 +515,7 @@ mod tests {
         // The first keyframe it saw may not have been the first of its cell: it skipped it.
         assert_eq!(late_first, 3);
         assert!(late.segments().iter().filter(|s| s.complete).count() >= 2);
+        assert_eq!(late.init(), early.init());
         for segment in late.segments().iter().filter(|s| s.complete) {
             let same = early
                 .segments()

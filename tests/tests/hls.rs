@@ -1,0 +1,105 @@
+//! HLS from every edge of a real cluster: two edges pull the same stream from its origin, one
+//! of them late, and name every segment and part the same way, byte for byte; a player that
+//! alternates between the edges on every blocking reload keeps getting the next part, and
+//! never a part it had already.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use skein_tests::cluster::{Cluster, wait_for};
+use skein_tests::hls::{self, MediaPlaylist};
+use skein_tests::{media, require};
+
+const STREAM: &str = "live/cam";
+
+fn playlist(addr: SocketAddr, query: &str) -> Option<MediaPlaylist> {
+    let answer = hls::get(addr, &format!("/{STREAM}.m3u8{query}"))?;
+    if answer.status != 200 {
+        return None;
+    }
+    Some(hls::validate(&answer.text()).unwrap_or_else(|e| panic!("{e}\n{}", answer.text())))
+}
+
+fn body(addr: SocketAddr, uri: &str) -> Vec<u8> {
+    let answer = hls::get(addr, &format!("/live/{uri}")).expect("edge answers");
+    assert_eq!(answer.status, 200, "{uri} from {addr}: {}", answer.text());
+    answer.body
+}
+
+/// The complete segments of a playlist by media sequence number, with their parts' names.
+fn named(playlist: &MediaPlaylist) -> BTreeMap<u64, (String, Vec<String>)> {
+    playlist
+        .segments
+        .iter()
+        .map(|s| {
+            let parts = s.parts.iter().map(|p| p.uri.clone()).collect();
+            (s.msn, (s.uri.clone(), parts))
+        })
+        .collect()
+}
+
+#[test]
+fn two_edges_name_the_same_media_the_same_way_and_a_player_may_alternate() {
+    require("ffmpeg", "ffmpeg");
+    let mut c = Cluster::init("hls-edges", "o1", "c", Some("origin"), &[]);
+    c.join("ea", "a", Some("edge"));
+    c.join("eb", "b", Some("edge"));
+    let _publisher = media::publish(&c.node("o1").rtmp_url(STREAM), 120);
+    let (ea, eb) = (c.node("ea").http, c.node("eb").http);
+
+    // eb starts its pull and segmenter first; ea a few segments later.
+    let early = wait_for("a playlist on eb", Duration::from_secs(30), || {
+        playlist(eb, "")
+    });
+    wait_for("three more segments on eb", Duration::from_secs(30), || {
+        let now = playlist(eb, "")?;
+        (now.media_sequence + now.segments.len() as u64
+            >= early.media_sequence + early.segments.len() as u64 + 3)
+            .then_some(())
+    });
+    wait_for("a playlist on ea", Duration::from_secs(30), || {
+        playlist(ea, "")
+    });
+
+    // Once ea has a few segments, every segment both list has the same name, parts and bytes.
+    let (on_a, on_b) = wait_for("segments on both edges", Duration::from_secs(30), || {
+        let (a, b) = (named(&playlist(ea, "")?), named(&playlist(eb, "")?));
+        let common = a.keys().filter(|msn| b.contains_key(msn)).count();
+        (common >= 3).then_some((a, b))
+    });
+    for (msn, (uri, parts)) in on_a.iter().filter(|(msn, _)| on_b.contains_key(msn)) {
+        assert_eq!(on_b[msn], (uri.clone(), parts.clone()), "segment {msn}");
+        assert_eq!(body(ea, uri), body(eb, uri), "bytes of segment {msn}");
+    }
+    let a_init = playlist(ea, "").unwrap().map_uri;
+    assert_eq!(a_init, playlist(eb, "").unwrap().map_uri);
+    assert_eq!(body(ea, &a_init), body(eb, &a_init), "init segments");
+
+    // A player sent to the other edge on every request: each blocking reload has the part it
+    // asked for, and each part loads from the edge that answered.
+    let mut seen = playlist(ea, "").unwrap();
+    for round in 0..12 {
+        let edge = if round % 2 == 0 { eb } else { ea };
+        let (msn, part) = seen.next_part();
+        let next = playlist(edge, &format!("?_HLS_msn={msn}&_HLS_part={part}"))
+            .unwrap_or_else(|| panic!("no playlist for {msn}.{part} from {edge}"));
+        // The edges' windows may start at different segments (one started later); the
+        // player's position only moves forward.
+        assert!(
+            next.next_part() > (msn, part),
+            "went back to {:?}",
+            next.next_part()
+        );
+        let uri = next
+            .segments
+            .iter()
+            .find(|s| s.msn == msn)
+            .map(|s| s.parts.get(part).map(|p| p.uri.clone()))
+            .unwrap_or_else(|| next.open_parts.get(part).map(|p| p.uri.clone()))
+            .unwrap_or_else(|| panic!("{msn}.{part} not in {next:?}"));
+        assert_eq!(uri, format!("cam-s{msn}p{part}.m4s"));
+        assert!(!body(edge, &uri).is_empty());
+        seen = next;
+    }
+}
