@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod fmp4;
+pub mod fuzzing;
 pub mod playlist;
 pub mod segmenter;
 
