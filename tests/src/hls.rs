@@ -52,6 +52,41 @@ pub fn get(addr: SocketAddr, path: &str) -> Option<Answer> {
     })
 }
 
+/// What `tests/browser/hls-play.mjs` saw: hls.js in headless Chromium playing `url` for
+/// `seconds` (low-latency mode unless `plain`): whether the video advanced, by how much, the
+/// glass-to-glass latency samples (ms, against the publisher's start `publish_start_ms`,
+/// Unix ms) and hls.js errors.
+pub fn play_in_browser(
+    url: &str,
+    seconds: u32,
+    publish_start_ms: u128,
+    segment_ms: u32,
+    plain: bool,
+) -> serde_json::Value {
+    crate::require("node", "nodejs");
+    crate::require("chromium", "chromium");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/hls-play.mjs");
+    let mode = if plain { "plain" } else { "low-latency" };
+    let out = crate::cluster::run_bounded(
+        std::process::Command::new("node").arg(script).args([
+            url,
+            &seconds.to_string(),
+            &publish_start_ms.to_string(),
+            &segment_ms.to_string(),
+            mode,
+        ]),
+        Duration::from_secs(u64::from(seconds) + 60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "hls-play.mjs printed no result ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// One partial segment of a playlist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartEntry {

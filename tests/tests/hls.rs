@@ -1,7 +1,7 @@
 //! HLS from every edge of a real cluster: two edges pull the same stream from its origin, one
 //! of them late, and name every segment and part the same way, byte for byte; a player that
 //! alternates between the edges on every blocking reload keeps getting the next part, and
-//! never a part it had already.
+//! never a part it had already; hls.js in headless Chromium plays LL-HLS from an edge.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +45,7 @@ fn two_edges_name_the_same_media_the_same_way_and_a_player_may_alternate() {
     let mut c = Cluster::init("hls-edges", "o1", "c", Some("origin"), &[]);
     c.join("ea", "a", Some("edge"));
     c.join("eb", "b", Some("edge"));
+    let publish_start = unix_ms();
     let _publisher = media::publish(&c.node("o1").rtmp_url(STREAM), 120);
     let (ea, eb) = (c.node("ea").http, c.node("eb").http);
 
@@ -102,4 +103,19 @@ fn two_edges_name_the_same_media_the_same_way_and_a_player_may_alternate() {
         assert!(!body(edge, &uri).is_empty());
         seen = next;
     }
+
+    // hls.js in low-latency mode, in headless Chromium on another origin, plays from eb.
+    let url = format!("http://{eb}/{STREAM}.m3u8");
+    let played = hls::play_in_browser(&url, 8, publish_start, 1000, false);
+    assert_eq!(played["ok"], true, "hls.js did not play: {played}");
+    let latency = played["latency_ms"].as_array().map_or(0, Vec::len);
+    assert!(latency > 0, "no latency samples: {played}");
+    eprintln!("hls.js on an edge: {played}");
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
