@@ -138,3 +138,66 @@ fn ffmpeg_reads_ll_hls_and_playlists_follow_the_spec() {
     check_playback(&packets(&out), 90..=110, 150, "ffmpeg over HLS");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Mints a token with the node's key file: `skein token ACTION live/cam --keys-file ...`.
+fn mint(node: &NodeProcess, action: &str) -> String {
+    let keys = node.dir.join("data").join("stream-keys.json");
+    let out = skein_tests::cluster::run_bounded(
+        std::process::Command::new(skein_tests::binary("skein"))
+            .args(["token", action, "live/cam", "--keys-file"])
+            .arg(keys),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn play_tokens_cover_the_playlist_and_every_uri_in_it() {
+    require("ffmpeg", "ffmpeg");
+    let node = NodeProcess::start_with_auth(
+        "127.0.0.1",
+        "hls-auth",
+        "[auth]\npublish = \"open\"\n[auth.apps.live]\nplay = \"token\"\n",
+        "",
+    );
+    let _publisher = publish(&node.rtmp_url("cam"), 30);
+    let addr = node.http;
+    let status = |path: &str| hls::get(addr, path).expect("node answers").status;
+    assert_eq!(status("/live/cam.m3u8"), 401);
+    let publish_token = mint(&node, "publish");
+    assert_eq!(
+        status(&format!("/live/cam.m3u8?token={publish_token}")),
+        403
+    );
+
+    let token = mint(&node, "play");
+    let query = format!("token={token}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let answer = hls::get(addr, &format!("/live/cam.m3u8?{query}")).unwrap();
+        if answer.status == 200 {
+            break hls::validate(&answer.text()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no playlist: {}", answer.text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let segment = &listed.segments[0];
+    let uris = [&listed.map_uri, &segment.uri]
+        .into_iter()
+        .chain(segment.parts.iter().map(|p| &p.uri));
+    for uri in uris {
+        let bare = uri.strip_suffix(&format!("?{query}"));
+        let bare = bare.unwrap_or_else(|| panic!("{uri} does not carry the token"));
+        assert_eq!(
+            status(&format!("/live/{bare}")),
+            401,
+            "{bare} without the token"
+        );
+        media(addr, uri);
+    }
+}
