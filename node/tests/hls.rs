@@ -40,7 +40,7 @@ fn media(addr: SocketAddr, uri: &str) -> Vec<u8> {
 fn ffmpeg_reads_ll_hls_and_playlists_follow_the_spec() {
     require("ffmpeg", "ffmpeg");
     require("ffprobe", "ffmpeg");
-    let node = NodeProcess::start("127.0.0.1", "hls", "");
+    let node = NodeProcess::start("127.0.0.1", "hls", "[hls]\nidle_secs = 2\n");
     let _publisher = publish(&node.rtmp_url("cam"), 40);
     let addr = node.http;
 
@@ -136,6 +136,13 @@ fn ffmpeg_reads_ll_hls_and_playlists_follow_the_spec() {
     );
     // 4 s at 25 fps from a keyframe.
     check_playback(&packets(&out), 90..=110, 150, "ffmpeg over HLS");
+
+    // The segmenter is the stream's one viewer while requests come, and goes when they stop.
+    let streams = node.json("/api/v1/streams");
+    assert_eq!(streams["streams"][0]["viewers"], 1, "{streams}");
+    node.wait_json("/api/v1/streams", Duration::from_secs(20), |v| {
+        v["streams"][0]["viewers"] == 0
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 
