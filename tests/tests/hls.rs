@@ -119,3 +119,58 @@ fn unix_ms() -> u128 {
         .unwrap()
         .as_millis()
 }
+
+#[test]
+fn an_origin_failover_moves_an_edge_playlist_forward_never_back() {
+    require("ffmpeg", "ffmpeg");
+    // Two origins: the stream's moves to the other when it dies.
+    let two = ["--origin-target", "2"];
+    let mut c = Cluster::init("hls-failover", "o1", "c", Some("origin"), &two);
+    c.join("o2", "c", Some("origin"));
+    c.join("ea", "a", Some("edge"));
+    c.join("eb", "b", Some("edge"));
+    let _publisher = media::publish(&c.node("ea").rtmp_url(STREAM), 180);
+    let owner = c.wait_stream_origin(STREAM, Duration::from_secs(30));
+    let eb = c.node("eb").http;
+    let mut seen = wait_for("a playlist on eb", Duration::from_secs(30), || {
+        playlist(eb, "")
+    });
+
+    // Every playlist eb gives, across the kill -9 of the stream's origin: the media sequence
+    // and the part a player waits for never go back (the media missing while the pull moves
+    // makes the numbers jump forward), and a segment name keeps its bytes.
+    let mut bytes_of: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut newest_before_kill = None;
+    for round in 0..40 {
+        if round == 10 {
+            newest_before_kill = Some(seen.next_part().0);
+            c.by_id_mut(owner).kill();
+        }
+        let (msn, part) = seen.next_part();
+        let Some(next) =
+            playlist(eb, &format!("?_HLS_msn={msn}&_HLS_part={part}")).or_else(|| playlist(eb, ""))
+        else {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        assert!(
+            next.media_sequence >= seen.media_sequence,
+            "media sequence went back"
+        );
+        assert!(next.next_part() >= seen.next_part(), "went back: {next:?}");
+        for segment in &next.segments {
+            let fetched = body(eb, &segment.uri);
+            let kept = bytes_of
+                .entry(segment.uri.clone())
+                .or_insert_with(|| fetched.clone());
+            assert!(*kept == fetched, "{} changed its bytes", segment.uri);
+        }
+        seen = next;
+    }
+    let before = newest_before_kill.expect("the origin was killed");
+    let after = seen.next_part().0;
+    assert!(
+        after >= before + 5,
+        "eb's playlist stalled after the failover: {before} -> {after}"
+    );
+}

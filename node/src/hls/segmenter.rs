@@ -312,11 +312,24 @@ impl Segmenter {
         if keyframe {
             self.grid.last_keyframe = Some(ms);
         }
-        if let Some(previous) = self.grid.last_lead.replace(ms) {
+        let previous = self.grid.last_lead.replace(ms);
+        let interval_before = self.grid.lead_interval;
+        if let Some(previous) = previous {
             self.grid.lead_interval = ms.saturating_sub(previous);
         }
+        // Where the open part ends: at this frame, or, when frames are missing before it and
+        // the part would outgrow its target, one usual frame interval after the frame before
+        // (the hole is left out of the part, so no part is longer than `part_ms`).
+        let part_ms = u64::from(self.config.part_ms);
+        let end = match (&self.open_part, previous) {
+            (Some(part), Some(previous)) if ms.saturating_sub(part.start_ms) > part_ms => {
+                let room = part_ms.saturating_sub(previous - part.start_ms).max(1);
+                previous + interval_before.clamp(1, room)
+            }
+            _ => ms,
+        };
         if starts_segment {
-            self.finish_part(ms);
+            self.finish_part(end);
             if let Some(current) = self.window.back_mut() {
                 current.complete = true;
             }
@@ -326,10 +339,8 @@ impl Segmenter {
         let Some(part) = &self.open_part else {
             return false;
         };
-        if ms.saturating_sub(part.start_ms) + self.grid.lead_interval
-            > u64::from(self.config.part_ms)
-        {
-            self.finish_part(ms);
+        if end < ms || ms.saturating_sub(part.start_ms) + self.grid.lead_interval > part_ms {
+            self.finish_part(end);
             self.open_part = Some(OpenPart {
                 start_ms: ms,
                 independent: keyframe,
@@ -525,6 +536,21 @@ mod tests {
             let bytes = |s: &Segment| s.parts.iter().map(|p| p.data.clone()).collect::<Vec<_>>();
             assert_eq!(bytes(segment), bytes(same), "segment {}", segment.msn);
         }
+    }
+
+    #[test]
+    fn a_missing_frame_makes_no_part_longer_than_the_target() {
+        let mut segmenter = Segmenter::new(CONFIG);
+        let mut all = frames(4_000, 25);
+        // The frames at 960 and 2200 ms never arrive.
+        all.retain(|(kind, ts, _)| !(*kind == MediaKind::Video && (*ts == 960 || *ts == 2200)));
+        run(&mut segmenter, &all);
+        for segment in segmenter.segments() {
+            for part in &segment.parts {
+                assert!(part.duration_ms <= CONFIG.part_ms, "{segment:?}");
+            }
+        }
+        assert_eq!(segmenter.segments().len(), 4);
     }
 
     #[test]
