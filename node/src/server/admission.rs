@@ -108,7 +108,12 @@ pub fn connect(node: &Node, peer: SocketAddr, protocol: Protocol) -> Result<Clie
                     protocol: protocol.label(),
                 })
                 .inc();
-            tracing::info!(client = client.id, %peer, protocol = protocol.label(), "connect");
+            if protocol == Protocol::Hls {
+                // One per HLS request, several a second per viewer: not worth an info line.
+                tracing::debug!(client = client.id, %peer, "hls request");
+            } else {
+                tracing::info!(client = client.id, %peer, protocol = protocol.label(), "connect");
+            }
         }
         Err(refused) => {
             node.metrics
