@@ -34,6 +34,8 @@ pub struct Config {
     pub history: HistorySection,
     /// `[dashboard]`: the web dashboard.
     pub dashboard: DashboardSection,
+    /// `[hls]`: HLS and Low-Latency HLS output.
+    pub hls: HlsSection,
 }
 
 /// `[history]`: the collector that samples the machine and the node, and the store of its
@@ -321,6 +323,35 @@ pub struct HubSection {
     pub play_wait_secs: u64,
 }
 
+/// `[hls]`: the HLS / LL-HLS output every node makes of the streams it is asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsSection {
+    /// Serve `/{app}/{key}.m3u8` and its segments.
+    pub enabled: bool,
+    /// The segment grid in milliseconds: a segment starts at the first keyframe of each
+    /// multiple of it on the stream's timeline. The keyframe interval should not exceed it.
+    pub segment_ms: u32,
+    /// The partial-segment target in milliseconds (LL-HLS parts).
+    pub part_ms: u32,
+    /// Bytes of segments kept per stream (the sliding window), at least three segments' worth.
+    pub max_window_bytes: usize,
+    /// The per-stream segmenter stops when no HLS request came for this long.
+    pub idle_secs: u64,
+}
+
+impl Default for HlsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            segment_ms: 1000,
+            part_ms: 333,
+            max_window_bytes: 16 << 20,
+            idle_secs: 10,
+        }
+    }
+}
+
 /// Cluster membership and the relay between nodes. Used by `skein init`, `skein join` and by
 /// `skein run` when `data_dir` already holds a cluster identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -508,6 +539,14 @@ impl Config {
         }
         if !self.http.public_metrics && self.http.admin_listen.is_none() {
             bail!("http.public_metrics = false needs http.admin_listen (where /metrics is served)");
+        }
+        if !(100..=10_000).contains(&self.hls.segment_ms)
+            || !(50..=self.hls.segment_ms).contains(&self.hls.part_ms)
+        {
+            bail!("hls.segment_ms must be 100..=10000 and hls.part_ms 50..=hls.segment_ms");
+        }
+        if self.hls.idle_secs == 0 || self.hls.max_window_bytes < 1 << 20 {
+            bail!("hls.idle_secs must be positive and hls.max_window_bytes at least 1048576");
         }
         if self.hub.player_queue < 16 {
             bail!("hub.player_queue must be at least 16 messages");

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod history;
+pub mod hls;
 pub mod hub;
 pub mod media;
 pub mod metrics;

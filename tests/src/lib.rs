@@ -1,7 +1,8 @@
 //! Helpers shared by the cross-process end-to-end tests: locate the workspace's binaries and
 //! run them as child processes that are killed when the test ends; a cluster of `skein`
 //! processes (`cluster`); a standalone node (`node`); `skein-dns` and dig (`dns`); ffmpeg
-//! publishers and recorders (`media`).
+//! publishers and recorders (`media`); fetching HLS and checking playlists against RFC 8216bis
+//! (`hls`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub mod cluster;
 pub mod dns;
+pub mod hls;
 pub mod media;
 pub mod node;
 

@@ -45,6 +45,48 @@ pub struct Packet {
     pub keyframe: bool,
 }
 
+/// The video and the audio packets of a recording, in order.
+pub fn tracks(packets: &[Packet]) -> (Vec<&Packet>, Vec<&Packet>) {
+    let of = |kind: &str| packets.iter().filter(|p| p.kind == kind).collect();
+    (of("video"), of("audio"))
+}
+
+/// Checks what a player received: `video_frames` video and more than `min_audio` audio
+/// packets, a keyframe first, timestamps that never go back nor leave a hole of 500 ms.
+pub fn check_playback(
+    packets: &[Packet],
+    video_frames: std::ops::RangeInclusive<usize>,
+    min_audio: usize,
+    what: &str,
+) {
+    let (video, audio) = tracks(packets);
+    assert!(
+        video_frames.contains(&video.len()),
+        "{what}: {} video frames",
+        video.len()
+    );
+    assert!(
+        audio.len() > min_audio,
+        "{what}: {} audio frames",
+        audio.len()
+    );
+    assert!(
+        video[0].keyframe,
+        "{what}: playback must start on a keyframe"
+    );
+    for track in [&video, &audio] {
+        for pair in track.windows(2) {
+            let (a, b) = (pair[0].dts_ms, pair[1].dts_ms);
+            assert!(b >= a, "{what}: timestamp went back from {a} to {b} ms");
+            assert!(
+                b - a < 500.0,
+                "{what}: hole of {} ms in the timestamps",
+                b - a
+            );
+        }
+    }
+}
+
 /// A viewer: ffmpeg playing `url` over one connection and copying `seconds` of media into an
 /// FLV file. It gives up when the server sends nothing for 30 s.
 pub struct Recording {

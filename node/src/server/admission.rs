@@ -108,7 +108,12 @@ pub fn connect(node: &Node, peer: SocketAddr, protocol: Protocol) -> Result<Clie
                     protocol: protocol.label(),
                 })
                 .inc();
-            tracing::info!(client = client.id, %peer, protocol = protocol.label(), "connect");
+            if protocol == Protocol::Hls {
+                // One per HLS request, several a second per viewer: not worth an info line.
+                tracing::debug!(client = client.id, %peer, "hls request");
+            } else {
+                tracing::info!(client = client.id, %peer, protocol = protocol.label(), "connect");
+            }
         }
         Err(refused) => {
             node.metrics
@@ -284,6 +289,22 @@ pub async fn play(
         feed: PlayerFeed::new(subscription, policy),
         _stop_notice: EndNotice::new(node, client, HookEvent::OnStop, request),
     })
+}
+
+/// Authorises one request for a stream that is already being played on the node, as
+/// [`play`] would (the same policy, token and hook), without subscribing again: every HLS
+/// playlist and segment request passes here. Returns the stream name.
+pub async fn authorize_play(
+    node: &Node,
+    client: &ClientGuard,
+    request: &StreamRequest,
+) -> Result<String, Refusal> {
+    let admitted = admit(node, client, Action::Play, request).await;
+    if let Err(refusal) = &admitted {
+        node.metrics.plays_refused_total.inc();
+        tracing::debug!(client = client.id, peer = %client.peer, app = %request.app, key = %request.key, %refusal, "request refused");
+    }
+    admitted
 }
 
 fn subscribe(node: &Node, name: String) -> Result<(String, crate::hub::Subscription), Refusal> {

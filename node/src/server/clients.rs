@@ -21,6 +21,8 @@ pub enum Protocol {
     Rtmp,
     /// An HTTP-FLV player.
     HttpFlv,
+    /// An HLS request, or a stream's HLS segmenter (the one player HLS viewers share).
+    Hls,
 }
 
 /// What a connection is doing; in the API as `role` and `stream`.
@@ -62,6 +64,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "rtmp",
             Protocol::HttpFlv => "http-flv",
+            Protocol::Hls => "hls",
         }
     }
 }

@@ -38,25 +38,7 @@ pub async fn play(
     let request = StreamRequest::http(&app, key, query.as_deref());
     let playback = match admission::play(&node, &client, &request).await {
         Ok(playback) => playback,
-        Err(refusal) => {
-            let status = match &refusal {
-                Refusal::BadName(_) => StatusCode::BAD_REQUEST,
-                Refusal::NotFound(_) => StatusCode::NOT_FOUND,
-                Refusal::Taken(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
-                // No credentials at all: 401, as HTTP has it; credentials that do not do: 403.
-                Refusal::Unauthorized(Denial::Missing(_)) => StatusCode::UNAUTHORIZED,
-                Refusal::Unauthorized(_) => StatusCode::FORBIDDEN,
-            };
-            let mut response = (status, format!("{refusal}\n")).into_response();
-            if status == StatusCode::UNAUTHORIZED {
-                // HTTP wants a 401 to name the scheme: the token goes in the query.
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Token realm=\"stream\", query=\"token\""),
-                );
-            }
-            return response;
-        }
+        Err(refusal) => return refusal_response(&refusal),
     };
     let viewer = Viewer {
         node,
@@ -78,6 +60,27 @@ pub async fn play(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// The HTTP answer to a refused play.
+pub(super) fn refusal_response(refusal: &Refusal) -> Response {
+    let status = match refusal {
+        Refusal::BadName(_) => StatusCode::BAD_REQUEST,
+        Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+        Refusal::Taken(_) | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        // No credentials at all: 401, as HTTP has it; credentials that do not do: 403.
+        Refusal::Unauthorized(Denial::Missing(_)) => StatusCode::UNAUTHORIZED,
+        Refusal::Unauthorized(_) => StatusCode::FORBIDDEN,
+    };
+    let mut response = (status, format!("{refusal}\n")).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        // HTTP wants a 401 to name the scheme: the token goes in the query.
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Token realm=\"stream\", query=\"token\""),
+        );
+    }
+    response
 }
 
 /// One HTTP-FLV viewer; dropping it (the connection closed) removes the client.

@@ -16,6 +16,7 @@ mod cluster;
 mod dashboard;
 mod flv;
 mod history;
+mod hls;
 mod listener;
 mod stream_keys;
 mod tls;
@@ -24,9 +25,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::extract::Request;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -73,14 +76,31 @@ fn admin_routes() -> Router<Arc<Node>> {
 /// The public listener's routes: without the admin calls when they have a listener of their own.
 fn public_router(node: Arc<Node>) -> Router {
     let http = &node.config.http;
-    let mut routes = read_only_routes().route("/{app}/{file}", get(flv::play));
+    let mut routes = read_only_routes().route("/{app}/{file}", get(play));
     if http.admin_listen.is_none() {
         routes = routes.merge(admin_routes());
     }
     if http.public_metrics || http.admin_listen.is_none() {
         routes = routes.route("/metrics", get(api::metrics));
     }
-    routes.with_state(node)
+    routes
+        .layer(Extension(Arc::new(hls::HlsStreams::default())))
+        .with_state(node)
+}
+
+/// `GET /{app}/{file}`: HLS resources by their names, anything else an HTTP-FLV play.
+async fn play(
+    State(node): State<Arc<Node>>,
+    Extension(hls_streams): Extension<Arc<hls::HlsStreams>>,
+    connect: ConnectInfo<PeerAddr>,
+    Path((app, file)): Path<(String, String)>,
+    query: RawQuery,
+) -> Response {
+    if hls::is_hls(&file) {
+        let peer = connect.0.0;
+        return hls::serve(node, hls_streams, peer, &app, &file, query.0.as_deref()).await;
+    }
+    flv::play(State(node), connect, Path((app, file)), query).await
 }
 
 /// The admin listener's routes: the admin calls, the read-only API and `/metrics`, no playback.
