@@ -703,6 +703,19 @@ mod tests {
     }
 
     #[test]
+    fn hls_durations_are_checked() {
+        for bad in [
+            "[hls]\nsegment_ms = 50\n",
+            "[hls]\nsegment_ms = 1000\npart_ms = 2000\n",
+            "[hls]\nidle_secs = 0\n",
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("hls."), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let err = toml::from_str::<Config>("[rtmp]\nchunksize = 10\n").unwrap_err();
         assert!(err.to_string().contains("chunksize"), "{err}");
