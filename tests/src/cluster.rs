@@ -461,6 +461,17 @@ impl Drop for Cluster {
     }
 }
 
+/// The node ids in a JSON array (empty for anything else).
+pub fn ids(value: &Value) -> std::collections::BTreeSet<u64> {
+    value
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
 /// Parses `skein join SEEDS --token T --ca-hash H --region R`.
 pub fn parse_join(line: &str) -> Option<JoinCommand> {
     let words: Vec<&str> = line.split_whitespace().collect();

@@ -1,5 +1,6 @@
-//! The owner's side: accept relay streams from other nodes, take pushes into the hub and serve
-//! pulls from it.
+//! The serving side: accept relay streams from other nodes, take pushes into the hub (as the
+//! owner) and serve pulls from it — as the owner, or as a regional relay edge, which then pulls
+//! the stream from the owner itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,7 +145,8 @@ async fn refuse_taken(conn: &mut RelayConn, why: String) -> Result<(), RelayErro
 }
 
 /// A peer wants a stream: serve it from the hub, holding the request up to `hold` while it has
-/// no publisher.
+/// no publisher. An edge asked for a stream it neither owns nor has (it is the peer's regional
+/// relay) pulls it from the owner.
 async fn serve_pull(
     relay: &Arc<Relay>,
     conn: &mut RelayConn,
@@ -157,6 +159,22 @@ async fn serve_pull(
         .subscribe(key, true)
         .expect("a waiting subscription always exists");
     tracing::info!(stream = %key, peer, published = subscription.published, "relay pull accepted");
+    let first_served = {
+        let mut served = relay.served_pulls.lock();
+        let peers = served.entry(key.to_owned()).or_default();
+        peers.push(peer);
+        peers.len() == 1
+    };
+    if first_served {
+        // This node's own pull (if any) now reads from the owner.
+        relay.routing.bump();
+    }
+    // Origins do not chain pulls: an origin asked for a stream it does not own holds the
+    // request (the publisher's push may be on its way), so two origins with different views
+    // never pull from each other.
+    if !subscription.published && !relay.routing.is_origin() && relay.is_remote(key) {
+        relay.ensure_pull(key);
+    }
     let mut feed = PlayerFeed::new(
         subscription,
         FeedPolicy {
@@ -164,21 +182,23 @@ async fn serve_pull(
             wait_for_publisher: hold,
         },
     );
-    relay
-        .served_pulls
-        .lock()
-        .entry(key.to_owned())
-        .or_default()
-        .push(peer);
     let result = pump_pull(conn, &mut feed).await;
-    let mut served = relay.served_pulls.lock();
-    if let Some(peers) = served.get_mut(key) {
+    let last_served = {
+        let mut served = relay.served_pulls.lock();
+        let Some(peers) = served.get_mut(key) else {
+            return result;
+        };
         if let Some(i) = peers.iter().position(|p| *p == peer) {
             peers.swap_remove(i);
         }
-        if peers.is_empty() {
+        let last = peers.is_empty();
+        if last {
             served.remove(key);
         }
+        last
+    };
+    if last_served {
+        relay.routing.bump();
     }
     result
 }

@@ -373,9 +373,16 @@ async fn start_publish(
         peer: client.peer,
         cancel: client.cancel.clone(),
     };
-    let handle = node.hub.publish(&name, info).map_err(|e| match e {
-        PublishError::Taken(name) => Refusal::Taken(name),
-    })?;
+    let over_pulled = node
+        .cluster()
+        .is_some_and(|link| link.relay.holds_pulled_copy(&name));
+    let handle = if over_pulled {
+        node.hub.publish_over_pulled(&name, info)
+    } else {
+        node.hub.publish(&name, info).map_err(|e| match e {
+            PublishError::Taken(name) => Refusal::Taken(name),
+        })?
+    };
     let mut relay_push = node
         .cluster()
         .map(|link| link.relay.push(&name, client.cancel.clone()));

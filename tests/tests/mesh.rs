@@ -1,0 +1,161 @@
+//! The edge mesh with real `skein` processes: in a region with enough edges, one edge per
+//! stream relays it from the origin to the region's other edges, and its death (SIGKILL) hands
+//! the stream to the next edge without losing a viewer on the others.
+//!
+//! Timing is never asserted: every wait is for an eventual condition with a generous bound.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use skein_tests::cluster::{Cluster, Member, ids, wait_for};
+use skein_tests::media::{self, Recording, continuity};
+use skein_tests::require;
+
+const STREAM: &str = "live/mesh";
+
+/// The stream's regional relay edge as `edges` see it, once they all agree and every one of
+/// them has the region's `count` edges in its mesh.
+fn agreed_relay_edge(edges: &[&Member], count: usize) -> Option<u64> {
+    let mut relay = None;
+    for edge in edges {
+        let view = edge.try_json("/api/v1/relay")?;
+        if ids(&view["mesh_edges"]).len() != count {
+            return None;
+        }
+        let this = view["relay_edges"][STREAM].as_u64()?;
+        if relay.is_some_and(|r| r != this) {
+            return None;
+        }
+        relay = Some(this);
+    }
+    relay
+}
+
+/// Every edge of the region reads the stream from the relay edge, which reads it from the
+/// origin and serves the others; the origin serves the region once, through its relay edge.
+fn mesh_formed(origin: &Member, edges: &[&Member], relay: u64, origin_id: u64) -> bool {
+    let Some(origin_view) = origin.try_json("/api/v1/relay") else {
+        return false;
+    };
+    let region: BTreeSet<u64> = edges.iter().map(|e| e.id).collect();
+    let from_region: BTreeSet<u64> = ids(&origin_view["served_pulls"][STREAM])
+        .intersection(&region)
+        .copied()
+        .collect();
+    if from_region != BTreeSet::from([relay]) {
+        return false;
+    }
+    edges.iter().all(|edge| {
+        let Some(view) = edge.try_json("/api/v1/relay") else {
+            return false;
+        };
+        let from = view["pulls_from"][STREAM].as_u64();
+        if edge.id == relay {
+            let others: BTreeSet<u64> = region.iter().copied().filter(|e| *e != relay).collect();
+            from == Some(origin_id) && ids(&view["served_pulls"][STREAM]) == others
+        } else {
+            from == Some(relay)
+        }
+    })
+}
+
+/// One origin (region c), four edges in region a and three in region b, with a viewer on every
+/// edge (RTMP and HTTP-FLV). The origin serves one pull per region, each region's relay edge
+/// serves the others; SIGKILL of region a's relay edge: the next edge takes over, and every
+/// viewer on the other edges keeps its connection with timestamps that never go back or
+/// repeat.
+#[test]
+fn the_mesh_forms_per_region_and_survives_its_relay_edge_dying() {
+    require("ffmpeg", "ffmpeg");
+    require("ffprobe", "ffmpeg");
+    let mut c = Cluster::init("mesh", "o1", "c", Some("origin"), &["--origin-target", "1"]);
+    let a: Vec<String> = (1..=4).map(|i| format!("a{i}")).collect();
+    let b: Vec<String> = (1..=3).map(|i| format!("b{i}")).collect();
+    for name in &a {
+        c.join(name, "a", Some("edge"));
+    }
+    for name in &b {
+        c.join(name, "b", Some("edge"));
+    }
+    let dir = c.root().to_owned();
+    c.wait_status("eight nodes up, one origin", Duration::from_secs(90), |s| {
+        s["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 8 && n.iter().all(|n| n["health"] == "up"))
+            && ids(&s["origin_pool"]["live"]).len() == 1
+    });
+    let origin_id = c.node("o1").id;
+
+    let _publisher = media::publish(&c.node("o1").rtmp_url(STREAM), 900);
+    let mut viewers = Vec::new();
+    for (i, name) in a.iter().chain(&b).enumerate() {
+        let node = c.node(name);
+        let url = if i % 2 == 0 {
+            node.rtmp_url(STREAM)
+        } else {
+            node.flv_url(STREAM)
+        };
+        let viewer = Recording::start(&url, 40, &dir.join(format!("{name}.flv")));
+        viewers.push((name.clone(), viewer));
+    }
+    for (_, viewer) in &viewers {
+        viewer.wait_playing(Duration::from_secs(30));
+    }
+
+    let mut relays = Vec::new();
+    for names in [&a, &b] {
+        let edges: Vec<&Member> = names.iter().map(|n| c.node(n)).collect();
+        let relay = wait_for(
+            "the region's edges agree on a relay edge",
+            Duration::from_secs(20),
+            || agreed_relay_edge(&edges, names.len()),
+        );
+        wait_for("the mesh forms", Duration::from_secs(20), || {
+            mesh_formed(c.node("o1"), &edges, relay, origin_id).then_some(())
+        });
+        relays.push(relay);
+    }
+    // One pull per region at the origin, no more.
+    let served = ids(&c.node("o1").relay()["served_pulls"][STREAM]);
+    assert_eq!(
+        served,
+        relays.iter().copied().collect(),
+        "origin serves {served:?}"
+    );
+
+    // SIGKILL of region a's relay edge: the remaining three still form a mesh, with another
+    // relay edge, and their viewers keep receiving.
+    let dead = relays[0];
+    let dead_name = c.by_id(dead).name.clone();
+    c.by_id_mut(dead).kill();
+    let survivors: Vec<String> = a.iter().filter(|n| **n != dead_name).cloned().collect();
+    let edges: Vec<&Member> = survivors.iter().map(|n| c.node(n)).collect();
+    let next = wait_for(
+        "a new relay edge in region a",
+        Duration::from_secs(30),
+        || agreed_relay_edge(&edges, survivors.len()).filter(|r| *r != dead),
+    );
+    wait_for("the mesh forms again", Duration::from_secs(30), || {
+        mesh_formed(c.node("o1"), &edges, next, origin_id).then_some(())
+    });
+    for (name, viewer) in viewers {
+        if name == dead_name {
+            continue;
+        }
+        let got = continuity(&viewer.finish(Duration::from_secs(90)));
+        assert!(
+            got.span_ms >= 38_000.0,
+            "viewer on {name} stopped early: {got:?}"
+        );
+        assert_eq!(
+            got.repeated, 0,
+            "viewer on {name} got a frame twice: {got:?}"
+        );
+    }
+    assert!(
+        survivors
+            .iter()
+            .any(|n| c.node(n).log_contains("pull resumed from another origin")),
+        "an edge of region a logs its resumed pull"
+    );
+}
