@@ -123,6 +123,30 @@ fn the_mesh_forms_per_region_and_survives_its_relay_edge_dying() {
         "origin serves {served:?}"
     );
 
+    // `skein status` on region b's relay edge names its upstream and the edges it serves.
+    let out = c.by_id(relays[1]).admin(&["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with(STREAM))
+        .unwrap_or_else(|| panic!("no line for {STREAM}:\n{table}"));
+    let expected = format!("pulls from {origin_id}  relay edge {}  serves ", relays[1]);
+    assert!(line.contains(&expected), "{line}");
+    let served: BTreeSet<u64> = line
+        .rsplit("serves ")
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|id| id.trim().parse().unwrap())
+        .collect();
+    let others: BTreeSet<u64> = b
+        .iter()
+        .map(|n| c.node(n).id)
+        .filter(|id| *id != relays[1])
+        .collect();
+    assert_eq!(served, others, "{line}");
+
     // SIGKILL of region a's relay edge: the remaining three still form a mesh, with another
     // relay edge, and their viewers keep receiving.
     let dead = relays[0];
