@@ -9,7 +9,7 @@ use skein_raft::RelayListener;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{RelayConn, RelayError};
-use super::wire::{Hello, RelayMessage};
+use super::wire::{HEADER_LEN, Hello, RelayMessage};
 use super::{BATCH, Relay, drain_feed};
 use crate::hub::{FeedPolicy, PlayerFeed};
 
@@ -136,6 +136,16 @@ async fn pump_push(
     }
 }
 
+/// Bytes a message takes on the wire, for the served-bytes counter (media bodies and headers;
+/// control texts are not counted).
+fn wire_len(message: &RelayMessage) -> u64 {
+    let body = match message {
+        RelayMessage::Media(media) => media.payload.len(),
+        _ => 0,
+    };
+    (HEADER_LEN + body) as u64
+}
+
 /// Tells the pushing node that another publisher has the stream, and ends the push.
 async fn refuse_taken(conn: &mut RelayConn, why: String) -> Result<(), RelayError> {
     tracing::info!(peer = conn.peer, "ending relay push: {why}");
@@ -182,7 +192,7 @@ async fn serve_pull(
             wait_for_publisher: hold,
         },
     );
-    let result = pump_pull(conn, &mut feed).await;
+    let result = pump_pull(relay, conn, &mut feed).await;
     let last_served = {
         let mut served = relay.served_pulls.lock();
         let Some(peers) = served.get_mut(key) else {
@@ -203,13 +213,18 @@ async fn serve_pull(
     result
 }
 
-async fn pump_pull(conn: &mut RelayConn, feed: &mut PlayerFeed) -> Result<(), RelayError> {
+async fn pump_pull(
+    relay: &Relay,
+    conn: &mut RelayConn,
+    feed: &mut PlayerFeed,
+) -> Result<(), RelayError> {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
                 let end = drain_feed(item, feed, &mut batch);
                 conn.tx.send(&batch).await?;
+                relay.metrics.relay_served_bytes_total.inc_by(batch.iter().map(wire_len).sum());
                 batch.clear();
                 if let Some(end) = end {
                     let _ = conn.tx.send(&[RelayMessage::Refused(end.to_string())]).await;
