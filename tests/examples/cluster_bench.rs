@@ -329,9 +329,10 @@ fn mesh_numbers(runtime: &tokio::runtime::Runtime, kills: usize) {
         "\n### Edge mesh: origin egress for one stream, 2 regions × 4 edges, a viewer on each\n"
     );
     println!(
-        "| mesh | origin relay egress / stream ingress (copies) | each relay edge's egress (copies) |"
+        "| mesh | origin relay egress / stream ingress (copies) | each relay edge's egress (copies) \
+         | relay edges' CPU s per relayed GB | relay edge CPU (cores) | other edges' CPU (cores) |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for mesh in [false, true] {
         let mut c = Cluster::init(
             if mesh {
@@ -387,7 +388,20 @@ fn mesh_numbers(runtime: &tokio::runtime::Runtime, kills: usize) {
             )
         };
         let before = served(&c);
-        std::thread::sleep(Duration::from_secs(20));
+        // CPU of the relay edges and of the other edges, sampled once a second.
+        let (mut relay_cpu, mut other_cpu) = (0.0, 0.0);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_secs(1));
+            for edge in &edges {
+                let node = c.node(edge);
+                let cores = metric(node, "skein_process_cpu_cores");
+                if relays.contains(&node.id) {
+                    relay_cpu += cores;
+                } else {
+                    other_cpu += cores;
+                }
+            }
+        }
         let after = served(&c);
         let ingress = after.1 - before.1;
         let copies = (after.0 - before.0) / ingress;
@@ -402,8 +416,26 @@ fn mesh_numbers(runtime: &tokio::runtime::Runtime, kills: usize) {
         } else {
             relay_copies.join(", ")
         };
+        let relayed_gb: f64 = after
+            .2
+            .iter()
+            .zip(&before.2)
+            .map(|(a, b)| a - b)
+            .sum::<f64>()
+            / 1e9;
+        let others = (edges.len() - relays.len()) as f64;
+        let cpu = if relays.is_empty() {
+            format!("- | - | {:.3}", other_cpu / 20.0 / others)
+        } else {
+            format!(
+                "{:.1} | {:.3} | {:.3}",
+                relay_cpu / relayed_gb,
+                relay_cpu / 20.0 / relays.len() as f64,
+                other_cpu / 20.0 / others
+            )
+        };
         println!(
-            "| {} | {copies:.2} | {relay_copies} |",
+            "| {} | {copies:.2} | {relay_copies} | {cpu} |",
             if mesh {
                 "on"
             } else {
@@ -411,10 +443,41 @@ fn mesh_numbers(runtime: &tokio::runtime::Runtime, kills: usize) {
             }
         );
         if mesh {
+            mesh_hop_latency(&c, &arrivals, relays[0]);
             relay_edge_kills(&mut c, &arrivals, kills);
         }
         stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Per video frame of the last 15 s: arrival at each other region-a edge's player minus
+/// arrival at the relay edge's player (the hop relay edge → edge).
+fn mesh_hop_latency(c: &Cluster, arrivals: &BTreeMap<String, Arrivals>, relay: u64) {
+    let relay_name = &c.by_id(relay).name;
+    let since = Instant::now() - Duration::from_secs(15);
+    let by_ts = |name: &str| -> HashMap<u32, Instant> {
+        arrivals[name]
+            .lock()
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(t, ts)| (*ts, *t))
+            .collect()
+    };
+    let at_relay = by_ts(relay_name);
+    let mut hops = Vec::new();
+    for name in arrivals
+        .keys()
+        .filter(|n| n.starts_with('a') && *n != relay_name)
+    {
+        for (ts, at) in by_ts(name) {
+            if let Some(first) = at_relay.get(&ts) {
+                hops.push(ms(at.saturating_duration_since(*first)));
+            }
+        }
+    }
+    println!("\n### Edge mesh: added latency of the hop relay edge → edge (ms, per video frame)\n");
+    println!("| hop | frames | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!("{}", row("relay edge → other edge of the region", hops, 3));
 }
 
 /// `kills` × SIGKILL of region a's relay edge (restarted and settled between kills): the
