@@ -74,6 +74,12 @@ pub struct Relay {
     pulls: Mutex<HashMap<String, Option<NodeId>>>,
     /// Streams pushed to this node, by the node pushing them.
     pushed_in: Mutex<HashMap<String, NodeId>>,
+    /// Streams whose pushing node was lost mid-stream: their publisher handle, kept (with a
+    /// number telling it from a later one) for `pull_hold` so viewers stay while the
+    /// broadcaster reconnects through another node; the next push takes it over.
+    orphaned: Mutex<HashMap<String, (u64, PublisherHandle)>>,
+    /// Numbers the orphaned handles.
+    orphans: std::sync::atomic::AtomicU64,
     /// Pulls this node serves, per stream: the nodes pulling it.
     served_pulls: Mutex<HashMap<String, Vec<NodeId>>>,
     /// Every relay task, tracked with the node's connection tasks.
@@ -102,6 +108,8 @@ impl Relay {
             settings,
             pulls: Mutex::new(HashMap::new()),
             pushed_in: Mutex::new(HashMap::new()),
+            orphaned: Mutex::new(HashMap::new()),
+            orphans: std::sync::atomic::AtomicU64::new(0),
             served_pulls: Mutex::new(HashMap::new()),
             tasks,
             shutdown,
@@ -167,16 +175,45 @@ impl Relay {
         let replaced = info.cancel.clone();
         // Held across the hub call so two pushes of one key are decided one after the other.
         let mut pushed = self.pushed_in.lock();
-        let replace = pushed.get(key) == Some(&peer) || self.hub.replaces_publishers();
+        let mut orphaned = self.orphaned.lock();
+        let replace = pushed.get(key) == Some(&peer)
+            || self.hub.replaces_publishers()
+            || orphaned.contains_key(key);
         match self.hub.publish_pushed(key, info, replace) {
             Ok(handle) => {
                 pushed.insert(key.to_owned(), peer);
+                // Replaced already: dropping the old handle unpublishes nothing.
+                orphaned.remove(key);
                 Ok((handle, replaced))
             }
             Err(PublishError::Taken(_)) => Err(format!(
                 "stream {key} is already being published on another node"
             )),
         }
+    }
+
+    /// Keeps the publisher handle of a push whose node was lost, for `pull_hold`: viewers see a
+    /// gap, not an unpublish, while the broadcaster reconnects through another node (whose
+    /// push takes the stream over, its timestamps continuing the old ones). Unpublished if no
+    /// push comes in time.
+    fn orphan_push(self: &Arc<Self>, key: &str, handle: PublisherHandle) {
+        let number = self
+            .orphans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.orphaned
+            .lock()
+            .insert(key.to_owned(), (number, handle));
+        tracing::info!(stream = %key, "pushing node lost; holding the stream for a new push");
+        let relay = self.clone();
+        let key = key.to_owned();
+        self.spawn(async move {
+            tokio::time::sleep(relay.settings.pull_hold).await;
+            let mut orphaned = relay.orphaned.lock();
+            if orphaned.get(&key).is_some_and(|(n, _)| *n == number) {
+                tracing::info!(stream = %key, "no new push in time; stream unpublished");
+                orphaned.remove(&key);
+            }
+        });
     }
 
     /// Makes sure one pull of `stream` runs. Call after subscribing the viewer, so a pull that

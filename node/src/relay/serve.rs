@@ -83,6 +83,13 @@ async fn take_push(relay: &Arc<Relay>, conn: &mut RelayConn, key: &str) -> Resul
             pushed.remove(key);
         }
     }
+    if let Err(e) = &result
+        && e.peer_lost()
+        && !push.replaced.is_cancelled()
+        && let Some(handle) = push.handle.take()
+    {
+        relay.orphan_push(key, handle);
+    }
     drop(push);
     tracing::info!(stream = %key, peer, "relay push ended");
     result
