@@ -138,9 +138,9 @@ impl Hub {
             .expect("replacing publishes are never refused")
     }
 
-    /// Publishes a local publisher over a copy of the stream pulled from another node: that
+    /// Publishes a local publisher over a copy of the stream relayed from another node: that
     /// copy is not a publisher of its own (the stream's owner decides who publishes).
-    pub fn publish_over_pulled(
+    pub fn publish_over_relayed(
         self: &Arc<Self>,
         key: &str,
         publisher: PublisherInfo,

@@ -255,10 +255,13 @@ impl Relay {
         !watched
     }
 
-    /// Whether the hub's publisher of `stream` is this node's pull of it (a copy for viewers
-    /// and mesh peers, which a local publisher may take over; the owner decides between
-    /// publishers).
-    pub fn holds_pulled_copy(&self, stream: &str) -> bool {
+    /// Whether the hub's publisher of `stream` is only a relayed copy that a local publisher
+    /// may take over (the owner decides between publishers): this node's pull of it (for
+    /// viewers and mesh peers), or a push whose node was lost (held for its broadcaster).
+    pub fn holds_relayed_copy(&self, stream: &str) -> bool {
+        if self.orphaned.lock().contains_key(stream) {
+            return true;
+        }
         let pulled = self.pulls.lock().contains_key(stream);
         pulled
             && !self.pushed_in.lock().contains_key(stream)
@@ -266,6 +269,12 @@ impl Relay {
                 .hub
                 .get(stream)
                 .is_some_and(|s| s.snapshot().publisher.is_some_and(|p| p.client_id == 0))
+    }
+
+    /// Forgets the held push of `stream` once a local publisher has taken the stream over
+    /// (so no later push replaces that publisher as if it were the held one).
+    pub fn took_over(&self, stream: &str) {
+        self.orphaned.lock().remove(stream);
     }
 
     /// Streams pushed to this node as their origin, with their bit rates (for load reports).

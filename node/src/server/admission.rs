@@ -373,11 +373,13 @@ async fn start_publish(
         peer: client.peer,
         cancel: client.cancel.clone(),
     };
-    let over_pulled = node
+    let over_relayed = node
         .cluster()
-        .is_some_and(|link| link.relay.holds_pulled_copy(&name));
-    let handle = if over_pulled {
-        node.hub.publish_over_pulled(&name, info)
+        .filter(|link| link.relay.holds_relayed_copy(&name));
+    let handle = if let Some(link) = over_relayed {
+        let handle = node.hub.publish_over_relayed(&name, info);
+        link.relay.took_over(&name);
+        handle
     } else {
         node.hub.publish(&name, info).map_err(|e| match e {
             PublishError::Taken(name) => Refusal::Taken(name),
