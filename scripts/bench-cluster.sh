@@ -5,6 +5,8 @@
 # stderr.
 #
 # Usage: scripts/bench-cluster.sh [KILLS] [LEADER_KILLS] [JOINS]      (default: 20 10 5)
+#        scripts/bench-cluster.sh mesh [KILLS]   (edge mesh only: origin egress copies with the
+#        mesh off and on, relay edge -> edge hop latency, SIGKILL of a relay edge; default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -386,6 +386,11 @@ pub struct ClusterSection {
     /// A relay peer silent this long (no media, no keep-alive) is taken as dead and the stream
     /// moves to the next origin on the ring.
     pub relay_timeout_ms: u64,
+    /// The edge mesh forms in a region with at least this many live edges (edge role, not
+    /// origins): each stream then has one regional relay edge that pulls it from the origin,
+    /// and the region's other nodes pull it from that edge. 0 turns the mesh off. Give every
+    /// node of a region the same value.
+    pub mesh_min_edges: usize,
     /// Lifetime of the node certificates the cluster CA signs, in seconds (set by `skein
     /// init`); every node renews its own after two thirds of it, without a restart.
     pub cert_lifetime_secs: u64,
@@ -406,6 +411,7 @@ impl Default for ClusterSection {
             origin_target: 2,
             pull_hold_ms: 10_000,
             relay_timeout_ms: 750,
+            mesh_min_edges: 3,
             cert_lifetime_secs: 86_400,
         }
     }

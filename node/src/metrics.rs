@@ -78,6 +78,10 @@ pub struct Metrics {
     pub relay_pushes: Gauge,
     /// `skein_relay_pulls`: streams this node pulls from their origin.
     pub relay_pulls: Gauge,
+    /// `skein_relay_served_bytes_total`: relay bytes (headers and media) sent to nodes that
+    /// pull streams from this one — an origin's egress to edges, or a relay edge's to its
+    /// region.
+    pub relay_served_bytes_total: Counter,
     /// `skein_relay_failovers_total`: pulled streams that resumed from another origin.
     pub relay_failovers_total: Counter,
     /// `skein_relay_gap_seconds`: media gap seen by viewers across an origin failover.
@@ -127,6 +131,7 @@ impl Metrics {
             relay_pushes: Gauge::default(),
             relay_pulls: Gauge::default(),
             relay_failovers_total: Counter::default(),
+            relay_served_bytes_total: Counter::default(),
             relay_gap_seconds: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
             ]),
@@ -242,6 +247,11 @@ impl Metrics {
             "relay_pulls",
             "Streams this node pulls from their origin (one per stream, shared by its viewers)",
             m.relay_pulls.clone(),
+        );
+        r.register(
+            "relay_served_bytes",
+            "Relay bytes sent to nodes that pull streams from this one",
+            m.relay_served_bytes_total.clone(),
         );
         r.register(
             "relay_failovers",

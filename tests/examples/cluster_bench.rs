@@ -10,9 +10,14 @@
 //!   frame of a live stream to a player;
 //! - added latency per relay hop: per video frame, arrival time at a player on the publishing
 //!   edge, on the origin (one hop) and on another edge (two hops);
-//! - ring balance and moved fraction of `skein_raft::ring` over 10 000 streams.
+//! - ring balance and moved fraction of `skein_raft::ring` over 10 000 streams;
+//! - with `mesh` as the first argument, only the edge mesh: origin egress copies for one stream
+//!   with viewers on 2 regions × 4 edges, with and without the mesh (from the nodes' own
+//!   `skein_relay_served_bytes_total` and `skein_received_bytes_total`), and the gap viewers on
+//!   the other edges see when the regional relay edge is killed with SIGKILL.
 //!
-//! Usage: `cluster_bench [KILLS] [LEADER_KILLS] [JOINS]` (defaults 20, 10, 5). Prints Markdown.
+//! Usage: `cluster_bench [KILLS] [LEADER_KILLS] [JOINS]` (defaults 20, 10, 5), or
+//! `cluster_bench mesh [KILLS]` (default 20). Prints Markdown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -34,8 +39,13 @@ const FPS: u32 = 30;
 type Arrivals = Arc<Mutex<Vec<(Instant, u32)>>>;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mesh = args.first().is_some_and(|a| a == "mesh");
+    if mesh {
+        args.remove(0);
+    }
+    let args: Vec<usize> = args
+        .iter()
         .map(|a| a.parse().expect("counts are numbers"))
         .collect();
     let kills = args.first().copied().unwrap_or(20);
@@ -46,6 +56,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if mesh {
+        mesh_numbers(&runtime, args.first().copied().unwrap_or(20));
+        return;
+    }
 
     ring_numbers();
 
@@ -228,23 +242,8 @@ fn origin_failover(runtime: &tokio::runtime::Runtime, c: &mut Cluster, kills: us
         let killed_at = Instant::now();
         c.by_id_mut(owner).kill();
         std::thread::sleep(Duration::from_secs(5));
-        let window: Vec<Instant> = arrivals
-            .lock()
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| *t + Duration::from_millis(500) >= killed_at)
-            .collect();
-        let gap = window
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(Duration::from_secs(5));
-        if window
-            .last()
-            .is_none_or(|t| *t < killed_at + Duration::from_secs(3))
-        {
-            stalls += 1;
-        }
+        let (gap, stalled) = gap_around(&arrivals, killed_at);
+        stalls += usize::from(stalled);
         eprintln!("kill {i}: origin {owner}, viewer gap {:.0} ms", ms(gap));
         viewer_gaps.push(ms(gap));
         c.by_id_mut(owner).restart();
@@ -265,14 +264,7 @@ fn origin_failover(runtime: &tokio::runtime::Runtime, c: &mut Cluster, kills: us
                 .ok()
         })
         .collect();
-    let metrics = http_get(eb.http, "/metrics");
-    let sample = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let sample = |name: &str| -> f64 { metric(eb, name) };
     println!("\n### Origin failover ({kills} × SIGKILL of the stream's origin)\n");
     println!("| measure | n | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
     println!(
@@ -298,6 +290,253 @@ fn origin_failover(runtime: &tokio::runtime::Runtime, c: &mut Cluster, kills: us
         sample("skein_relay_gap_seconds_sum"),
         sample("skein_relay_failovers_total"),
     );
+}
+
+/// The largest time between two video frames a player received from 0.5 s before `killed_at`
+/// on, and whether it received nothing after `killed_at` + 3 s (a stall).
+fn gap_around(arrivals: &Arrivals, killed_at: Instant) -> (Duration, bool) {
+    let window: Vec<Instant> = arrivals
+        .lock()
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t + Duration::from_millis(500) >= killed_at)
+        .collect();
+    let gap = window
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::from_secs(5));
+    let stalled = window
+        .last()
+        .is_none_or(|t| *t < killed_at + Duration::from_secs(3));
+    (gap, stalled)
+}
+
+/// One sample of a node's `/metrics` (NaN when absent).
+fn metric(node: &Member, name: &str) -> f64 {
+    http_get(node.http, "/metrics")
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The edge mesh: one origin (region c), 4 edges in each of regions a and b, a player on every
+/// edge. Origin egress copies with the mesh off (`mesh_min_edges = 0`) and on; with it on,
+/// `kills` × SIGKILL of region a's relay edge, gaps of the players on the other a edges.
+fn mesh_numbers(runtime: &tokio::runtime::Runtime, kills: usize) {
+    println!(
+        "\n### Edge mesh: origin egress for one stream, 2 regions × 4 edges, a viewer on each\n"
+    );
+    println!(
+        "| mesh | origin relay egress / stream ingress (copies) | each relay edge's egress (copies) \
+         | relay edges' CPU s per relayed GB | relay edge CPU (cores) | other edges' CPU (cores) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for mesh in [false, true] {
+        let mut c = Cluster::init(
+            if mesh {
+                "mesh-bench-on"
+            } else {
+                "mesh-bench-off"
+            },
+            "o1",
+            "c",
+            Some("origin"),
+            &["--origin-target", "1"],
+        );
+        if !mesh {
+            c.member_config = "\n[cluster]\nmesh_min_edges = 0\n".into();
+        }
+        let edges: Vec<String> = ["a", "b"]
+            .iter()
+            .flat_map(|r| (1..=4).map(move |i| format!("{r}{i}")))
+            .collect();
+        for name in &edges {
+            c.join(name, &name[..1], Some("edge"));
+        }
+        c.wait_status("nine nodes up", Duration::from_secs(90), |s| {
+            s["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 9 && n.iter().all(|n| n["health"] == "up"))
+                && s["origin_pool"]["live"].as_array().map_or(0, Vec::len) == 1
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        runtime.spawn(publish(c.node("o1").rtmp, STREAM, stop.clone()));
+        let arrivals: BTreeMap<String, Arrivals> = edges
+            .iter()
+            .map(|e| (e.clone(), Arrivals::default()))
+            .collect();
+        for (edge, a) in &arrivals {
+            runtime.spawn(play(c.node(edge).rtmp, STREAM, a.clone(), stop.clone()));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let relays: Vec<u64> = ["a1", "b1"]
+            .iter()
+            .filter_map(|e| c.node(e).relay()["relay_edges"][STREAM].as_u64())
+            .collect();
+        // (origin's relay egress, its ingress from the publisher, each relay edge's egress)
+        let served = |c: &Cluster| -> (f64, f64, Vec<f64>) {
+            let origin = c.node("o1");
+            (
+                metric(origin, "skein_relay_served_bytes_total"),
+                metric(origin, "skein_received_bytes_total"),
+                relays
+                    .iter()
+                    .map(|r| metric(c.by_id(*r), "skein_relay_served_bytes_total"))
+                    .collect(),
+            )
+        };
+        let before = served(&c);
+        // CPU of the relay edges and of the other edges, sampled once a second.
+        let (mut relay_cpu, mut other_cpu) = (0.0, 0.0);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_secs(1));
+            for edge in &edges {
+                let node = c.node(edge);
+                let cores = metric(node, "skein_process_cpu_cores");
+                if relays.contains(&node.id) {
+                    relay_cpu += cores;
+                } else {
+                    other_cpu += cores;
+                }
+            }
+        }
+        let after = served(&c);
+        let ingress = after.1 - before.1;
+        let copies = (after.0 - before.0) / ingress;
+        let relay_copies: Vec<String> = after
+            .2
+            .iter()
+            .zip(&before.2)
+            .map(|(a, b)| format!("{:.2}", (a - b) / ingress))
+            .collect();
+        let relay_copies = if relay_copies.is_empty() {
+            "-".to_owned()
+        } else {
+            relay_copies.join(", ")
+        };
+        let relayed_gb: f64 = after
+            .2
+            .iter()
+            .zip(&before.2)
+            .map(|(a, b)| a - b)
+            .sum::<f64>()
+            / 1e9;
+        let others = (edges.len() - relays.len()) as f64;
+        let cpu = if relays.is_empty() {
+            format!("- | - | {:.3}", other_cpu / 20.0 / others)
+        } else {
+            format!(
+                "{:.1} | {:.3} | {:.3}",
+                relay_cpu / relayed_gb,
+                relay_cpu / 20.0 / relays.len() as f64,
+                other_cpu / 20.0 / others
+            )
+        };
+        println!(
+            "| {} | {copies:.2} | {relay_copies} | {cpu} |",
+            if mesh {
+                "on"
+            } else {
+                "off (`mesh_min_edges = 0`)"
+            }
+        );
+        if mesh {
+            mesh_hop_latency(&c, &arrivals, relays[0]);
+            relay_edge_kills(&mut c, &arrivals, kills);
+        }
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Per video frame of the last 15 s: arrival at each other region-a edge's player minus
+/// arrival at the relay edge's player (the hop relay edge → edge).
+fn mesh_hop_latency(c: &Cluster, arrivals: &BTreeMap<String, Arrivals>, relay: u64) {
+    let relay_name = &c.by_id(relay).name;
+    let since = Instant::now() - Duration::from_secs(15);
+    let by_ts = |name: &str| -> HashMap<u32, Instant> {
+        arrivals[name]
+            .lock()
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(t, ts)| (*ts, *t))
+            .collect()
+    };
+    let at_relay = by_ts(relay_name);
+    let mut hops = Vec::new();
+    for name in arrivals
+        .keys()
+        .filter(|n| n.starts_with('a') && *n != relay_name)
+    {
+        for (ts, at) in by_ts(name) {
+            if let Some(first) = at_relay.get(&ts) {
+                hops.push(ms(at.saturating_duration_since(*first)));
+            }
+        }
+    }
+    println!("\n### Edge mesh: added latency of the hop relay edge → edge (ms, per video frame)\n");
+    println!("| hop | frames | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!("{}", row("relay edge → other edge of the region", hops, 3));
+}
+
+/// `kills` × SIGKILL of region a's relay edge (restarted and settled between kills): the
+/// largest gap of each player on the other a edges around the kill.
+fn relay_edge_kills(c: &mut Cluster, arrivals: &BTreeMap<String, Arrivals>, kills: usize) {
+    let mut gaps = Vec::new();
+    let mut stalls = 0;
+    for i in 0..kills {
+        let relay = wait_for(
+            "region a agrees on a relay edge",
+            Duration::from_secs(30),
+            || {
+                let views: Option<Vec<u64>> = (1..=4)
+                    .map(|n| {
+                        c.node(&format!("a{n}")).try_json("/api/v1/relay")?["relay_edges"][STREAM]
+                            .as_u64()
+                    })
+                    .collect();
+                let views = views?;
+                views.iter().all(|v| *v == views[0]).then(|| views[0])
+            },
+        );
+        let name = c.by_id(relay).name.clone();
+        std::thread::sleep(Duration::from_secs(2));
+        let killed_at = Instant::now();
+        c.by_id_mut(relay).kill();
+        std::thread::sleep(Duration::from_secs(5));
+        for (edge, a) in arrivals
+            .iter()
+            .filter(|(e, _)| e.starts_with('a') && **e != name)
+        {
+            let (gap, stalled) = gap_around(a, killed_at);
+            stalls += usize::from(stalled);
+            eprintln!(
+                "relay kill {i}: relay edge {name}, viewer on {edge} gap {:.0} ms",
+                ms(gap)
+            );
+            gaps.push(ms(gap));
+        }
+        c.by_id_mut(relay).restart();
+        c.wait_status("the relay edge back up", Duration::from_secs(60), |s| {
+            s["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().all(|n| n["health"] == "up"))
+        });
+        // Its player reconnects: the killed edge's viewers are gone with it.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    println!("\n### Edge mesh: SIGKILL of region a's relay edge ({kills} kills)\n");
+    println!("| measure | n | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
+    println!(
+        "{}",
+        row(
+            "viewers on the other a edges: largest gap around the kill",
+            gaps,
+            0
+        )
+    );
+    println!("\nViewers that stalled for good: {stalls}.");
 }
 
 /// SIGKILL of the leader; time until a token can be created through another node.

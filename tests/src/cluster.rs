@@ -250,6 +250,8 @@ pub struct Cluster {
     root: PathBuf,
     pub nodes: Vec<Member>,
     pub join: JoinCommand,
+    /// TOML appended to the config file of every node that joins from now on.
+    pub member_config: String,
 }
 
 impl Cluster {
@@ -294,6 +296,7 @@ impl Cluster {
             root,
             nodes: vec![first],
             join,
+            member_config: String::new(),
         }
     }
 
@@ -308,7 +311,13 @@ impl Cluster {
     pub fn start_join(&mut self, name: &str, region: &str, roles: Option<&str>) -> usize {
         let join = self.join.clone();
         let seeds = self.live_seeds(&join.seeds);
-        let mut node = Member::new(&self.root, name, region, roles);
+        let node = Member::new(&self.root, name, region, roles);
+        if !self.member_config.is_empty() {
+            let mut config = std::fs::read_to_string(&node.config).unwrap();
+            config.push_str(&self.member_config);
+            std::fs::write(&node.config, config).unwrap();
+        }
+        let mut node = node;
         let args = node.run_args();
         // The token from a file, as operators should pass it (not visible in the process list).
         let token_file = self.root.join(format!("{name}.join-token"));
@@ -459,6 +468,17 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The node ids in a JSON array (empty for anything else).
+pub fn ids(value: &Value) -> std::collections::BTreeSet<u64> {
+    value
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
 }
 
 /// Parses `skein join SEEDS --token T --ca-hash H --region R`.

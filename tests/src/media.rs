@@ -193,6 +193,9 @@ pub struct Continuity {
     pub largest_step_ms: f64,
     pub video_packets: usize,
     pub audio_packets: usize,
+    /// Audio or video packets with the same timestamp as the one before: a frame seen twice
+    /// (the test pattern never has two frames of one kind at one time).
+    pub repeated: usize,
 }
 
 /// Checks that audio and video timestamps never go back, and measures the coverage.
@@ -202,6 +205,7 @@ pub fn continuity(packets: &[Packet]) -> Continuity {
         largest_step_ms: 0.0,
         video_packets: 0,
         audio_packets: 0,
+        repeated: 0,
     };
     for kind in ["video", "audio"] {
         let dts: Vec<f64> = packets
@@ -218,6 +222,7 @@ pub fn continuity(packets: &[Packet]) -> Continuity {
                 pair[0]
             );
         }
+        result.repeated += dts.windows(2).filter(|p| p[1] == p[0]).count();
         if kind == "video" {
             result.video_packets = dts.len();
             result.span_ms =

@@ -9,21 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skein_tests::cluster::{Cluster, parse_join, wait_for};
+use skein_tests::cluster::{Cluster, ids, parse_join, wait_for};
 use skein_tests::media::{self, Recording, continuity};
 use skein_tests::require;
 
 const STREAM: &str = "live/cam";
-
-fn ids(value: &Value) -> BTreeSet<u64> {
-    value
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect()
-}
 
 fn node_status(status: &Value, id: u64) -> Option<&Value> {
     status["nodes"]

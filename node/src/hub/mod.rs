@@ -138,6 +138,16 @@ impl Hub {
             .expect("replacing publishes are never refused")
     }
 
+    /// Publishes a local publisher over a copy of the stream relayed from another node: that
+    /// copy is not a publisher of its own (the stream's owner decides who publishes).
+    pub fn publish_over_relayed(
+        self: &Arc<Self>,
+        key: &str,
+        publisher: PublisherInfo,
+    ) -> PublisherHandle {
+        self.publish_relayed(key, publisher)
+    }
+
     /// Publishes a stream pushed here by the node its publisher is on. The push takes over a
     /// taken key only when `replace` is set (the same node pushing again, or replacement
     /// configured); otherwise it is refused, so a stream never has two publishers.

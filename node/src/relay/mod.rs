@@ -8,6 +8,9 @@
 //!   into the local hub, so every local viewer shares it.
 //! - The owner side (`serve`) takes pushes into its hub and serves pulls from it, holding a
 //!   pull for a stream that is not published yet for `pull_hold`.
+//! - The edge mesh: in a region with enough edges, the region's other nodes pull a stream from
+//!   its regional relay edge instead of the owner (`routing`); a node asked for a stream it
+//!   neither owns nor has pulls it from the owner for the asking nodes.
 //! - Either side sends keep-alives; a peer silent for the relay timeout is dead: the stream is
 //!   re-routed at once on the ring minus that peer (`routing`), and a prober clears the mark
 //!   when the peer answers again.
@@ -22,7 +25,7 @@ mod serve;
 mod tests;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +57,8 @@ pub struct RelaySettings {
     pub max_message: usize,
     /// A pull without local viewers for this long is closed.
     pub pull_linger: Duration,
+    /// Fewest live edges in a region for its edge mesh to form; 0: no mesh.
+    pub mesh_min_edges: usize,
 }
 
 /// The node's side of the media relay: its routing view, its pulls, and the pushes and pulls
@@ -64,10 +69,17 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     routing: Routing,
     settings: RelaySettings,
-    /// Streams with a pull task (at most one each).
-    pulls: Mutex<HashSet<String>>,
+    /// Streams with a pull task (at most one each), with the node it pulls from (once
+    /// connected).
+    pulls: Mutex<HashMap<String, Option<NodeId>>>,
     /// Streams pushed to this node, by the node pushing them.
     pushed_in: Mutex<HashMap<String, NodeId>>,
+    /// Streams whose pushing node was lost mid-stream: their publisher handle, kept (with a
+    /// number telling it from a later one) for `pull_hold` so viewers stay while the
+    /// broadcaster reconnects through another node; the next push takes it over.
+    orphaned: Mutex<HashMap<String, (u64, PublisherHandle)>>,
+    /// Numbers the orphaned handles.
+    orphans: std::sync::atomic::AtomicU64,
     /// Pulls this node serves, per stream: the nodes pulling it.
     served_pulls: Mutex<HashMap<String, Vec<NodeId>>>,
     /// Every relay task, tracked with the node's connection tasks.
@@ -87,15 +99,17 @@ impl Relay {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let routing = Routing::new(cluster.node_id(), cluster.state());
+        let routing = Routing::new(cluster.node_id(), cluster.state(), settings.mesh_min_edges);
         let relay = Arc::new(Self {
             cluster,
             hub,
             metrics,
             routing,
             settings,
-            pulls: Mutex::new(HashSet::new()),
+            pulls: Mutex::new(HashMap::new()),
             pushed_in: Mutex::new(HashMap::new()),
+            orphaned: Mutex::new(HashMap::new()),
+            orphans: std::sync::atomic::AtomicU64::new(0),
             served_pulls: Mutex::new(HashMap::new()),
             tasks,
             shutdown,
@@ -161,10 +175,15 @@ impl Relay {
         let replaced = info.cancel.clone();
         // Held across the hub call so two pushes of one key are decided one after the other.
         let mut pushed = self.pushed_in.lock();
-        let replace = pushed.get(key) == Some(&peer) || self.hub.replaces_publishers();
+        let mut orphaned = self.orphaned.lock();
+        let replace = pushed.get(key) == Some(&peer)
+            || self.hub.replaces_publishers()
+            || orphaned.contains_key(key);
         match self.hub.publish_pushed(key, info, replace) {
             Ok(handle) => {
                 pushed.insert(key.to_owned(), peer);
+                // Replaced already: dropping the old handle unpublishes nothing.
+                orphaned.remove(key);
                 Ok((handle, replaced))
             }
             Err(PublishError::Taken(_)) => Err(format!(
@@ -173,12 +192,55 @@ impl Relay {
         }
     }
 
+    /// Keeps the publisher handle of a push whose node was lost, for `pull_hold`: viewers see a
+    /// gap, not an unpublish, while the broadcaster reconnects through another node (whose
+    /// push takes the stream over, its timestamps continuing the old ones). Unpublished if no
+    /// push comes in time.
+    fn orphan_push(self: &Arc<Self>, key: &str, handle: PublisherHandle) {
+        let number = self
+            .orphans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.orphaned
+            .lock()
+            .insert(key.to_owned(), (number, handle));
+        tracing::info!(stream = %key, "pushing node lost; holding the stream for a new push");
+        let relay = self.clone();
+        let key = key.to_owned();
+        self.spawn(async move {
+            tokio::time::sleep(relay.settings.pull_hold).await;
+            let mut orphaned = relay.orphaned.lock();
+            if orphaned.get(&key).is_some_and(|(n, _)| *n == number) {
+                tracing::info!(stream = %key, "no new push in time; stream unpublished");
+                orphaned.remove(&key);
+            }
+        });
+    }
+
     /// Makes sure one pull of `stream` runs. Call after subscribing the viewer, so a pull that
     /// is about to end for lack of viewers sees it.
     pub fn ensure_pull(self: &Arc<Self>, stream: &str) {
         let mut pulls = self.pulls.lock();
-        if pulls.insert(stream.to_owned()) {
+        if !pulls.contains_key(stream) {
+            pulls.insert(stream.to_owned(), None);
             self.spawn(pull::run(self.clone(), stream.to_owned()));
+        }
+    }
+
+    /// Where this node's pull of `stream` reads from: the owner while other nodes pull the
+    /// stream from this one (so mesh chains stay one relay edge deep), else the routing's
+    /// choice (the regional relay edge, or the owner).
+    fn upstream(&self, stream: &str) -> Option<NodeId> {
+        if self.served_pulls.lock().contains_key(stream) {
+            self.routing.owner(stream)
+        } else {
+            self.routing.upstream(stream)
+        }
+    }
+
+    /// Records the node the pull of `stream` reads from now.
+    fn pulling_from(&self, stream: &str, source: NodeId) {
+        if let Some(current) = self.pulls.lock().get_mut(stream) {
+            *current = Some(source);
         }
     }
 
@@ -191,6 +253,28 @@ impl Relay {
             pulls.remove(stream);
         }
         !watched
+    }
+
+    /// Whether the hub's publisher of `stream` is only a relayed copy that a local publisher
+    /// may take over (the owner decides between publishers): this node's pull of it (for
+    /// viewers and mesh peers), or a push whose node was lost (held for its broadcaster).
+    pub fn holds_relayed_copy(&self, stream: &str) -> bool {
+        if self.orphaned.lock().contains_key(stream) {
+            return true;
+        }
+        let pulled = self.pulls.lock().contains_key(stream);
+        pulled
+            && !self.pushed_in.lock().contains_key(stream)
+            && self
+                .hub
+                .get(stream)
+                .is_some_and(|s| s.snapshot().publisher.is_some_and(|p| p.client_id == 0))
+    }
+
+    /// Forgets the held push of `stream` once a local publisher has taken the stream over
+    /// (so no later push replaces that publisher as if it were the held one).
+    pub fn took_over(&self, stream: &str) {
+        self.orphaned.lock().remove(stream);
     }
 
     /// Streams pushed to this node as their origin, with their bit rates (for load reports).
@@ -211,13 +295,21 @@ impl Relay {
 
     /// What `/api/v1/relay` shows: this node's routing view and its relay streams.
     pub fn view(&self) -> RelayView {
-        let mut pulls: Vec<String> = self.pulls.lock().iter().cloned().collect();
-        pulls.sort();
+        let pulls_from: std::collections::BTreeMap<String, Option<NodeId>> =
+            self.pulls.lock().clone().into_iter().collect();
+        let relay_edges = pulls_from
+            .keys()
+            .chain(self.served_pulls.lock().keys())
+            .filter_map(|stream| Some((stream.clone(), self.routing.relay_edge(stream)?)))
+            .collect();
         RelayView {
             node: self.routing.me(),
             origins: self.routing.origins(),
             routed_around: self.routing.dead(),
-            pulls,
+            mesh_edges: self.routing.mesh_edges(),
+            relay_edges,
+            pulls: pulls_from.keys().cloned().collect(),
+            pulls_from,
             pushed_in: self.pushed_in.lock().clone().into_iter().collect(),
             served_pulls: self.served_pulls.lock().clone().into_iter().collect(),
         }
@@ -290,8 +382,15 @@ pub struct RelayView {
     pub origins: Vec<NodeId>,
     /// Origins this node currently sees dead.
     pub routed_around: Vec<NodeId>,
+    /// This region's edges in the mesh (empty: the mesh is off here).
+    pub mesh_edges: Vec<NodeId>,
+    /// The regional relay edge of each stream this node pulls or serves (mesh on only).
+    pub relay_edges: std::collections::BTreeMap<String, NodeId>,
     /// Streams this node pulls (one pull each, shared by its viewers).
     pub pulls: Vec<String>,
+    /// The node each pull reads from: the owner or the regional relay edge (`null` while it
+    /// connects).
+    pub pulls_from: std::collections::BTreeMap<String, Option<NodeId>>,
     /// Streams pushed to this node, with the pushing node.
     pub pushed_in: std::collections::BTreeMap<String, NodeId>,
     /// Streams other nodes pull from this one, with the pulling nodes.

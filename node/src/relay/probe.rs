@@ -12,7 +12,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub(super) async fn run(relay: Arc<Relay>) {
     loop {
         tokio::time::sleep(PROBE_INTERVAL).await;
-        relay.routing.forget_non_origins();
+        relay.routing.forget_unrouted();
         for node in relay.routing.dead() {
             if ping(&relay, node).await {
                 relay.routing.clear(node);

@@ -1,7 +1,8 @@
-//! One pull per stream per node: fetches a stream from its owner and publishes it into the
-//! local hub, where all local viewers share it. Follows the owner across failures; after a
-//! switch, frames the viewers already have are skipped so their timestamps never go back, and
-//! the gap is logged and counted.
+//! One pull per stream per node: fetches a stream from its upstream — its owner, or the
+//! region's relay edge in the mesh — and publishes it into the local hub, where all local
+//! viewers (and the nodes pulling from this one) share it. Follows the upstream across
+//! failures; after a switch, frames the viewers already have are skipped so their timestamps
+//! never go back, and the gap is logged and counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use skein_raft::NodeId;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Relay;
 use super::conn::RelayError;
@@ -24,6 +26,9 @@ enum PullEnd {
     Rerouted,
     /// The owner had nothing to give within its hold time.
     Refused(String),
+    /// A publisher on this node has the stream (it replaced the relayed copy, or came first):
+    /// the local hub is fed by it, not by the pull.
+    Superseded,
     /// The owner says the stream's publisher left it: the publisher stopped, or its push moved
     /// to another origin (a drain or a ring change this node may not have applied yet).
     Unpublished,
@@ -33,6 +38,8 @@ enum PullEnd {
 #[derive(Default)]
 pub(super) struct Continuity {
     handle: Option<PublisherHandle>,
+    /// Cancelled by the hub when another publisher replaces the relayed copy.
+    replaced: Option<CancellationToken>,
     last_audio: Option<u32>,
     last_video: Option<u32>,
     headers: Vec<Bytes>,
@@ -80,6 +87,7 @@ impl Continuity {
 
     pub(super) fn forget(&mut self) {
         self.handle = None;
+        self.replaced = None;
         self.last_audio = None;
         self.last_video = None;
         self.headers.clear();
@@ -93,12 +101,12 @@ pub(super) async fn run(relay: Arc<Relay>, stream: String) {
     relay.metrics.relay_pulls.dec();
 }
 
-/// Pulls from whichever node owns the stream until no local viewer is left.
+/// Pulls from the stream's upstream (whichever it is now) until no local viewer is left.
 async fn follow_owner(relay: &Arc<Relay>, stream: &str) {
     let mut continuity = Continuity::default();
     let mut watcher = relay.routing.watcher();
     loop {
-        let owner = relay.routing.owner(stream);
+        let owner = relay.upstream(stream);
         let Some(owner) = owner.filter(|o| *o != relay.routing.me()) else {
             if owner.is_some() && continuity.handle.is_some() {
                 // The stream's publisher pushes to us now.
@@ -118,8 +126,18 @@ async fn follow_owner(relay: &Arc<Relay>, stream: &str) {
                     return;
                 }
             }
+            Ok(PullEnd::Superseded) => {
+                tracing::info!(stream = %stream, "a publisher on this node has the stream; pull paused");
+                continuity.forget();
+                while relay.hub.get(stream).is_some_and(|s| s.is_published()) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if relay.end_pull_if_unwatched(stream) {
+                    return;
+                }
+            }
             Ok(PullEnd::Rerouted) => {
-                tracing::info!(stream = %stream, from = owner, "stream owner changed; moving the pull");
+                tracing::info!(stream = %stream, from = owner, "stream upstream changed; moving the pull");
                 continuity.owner_lost();
             }
             Ok(PullEnd::Unpublished) => {
@@ -166,7 +184,7 @@ async fn moved_within(
     watcher: &mut RouteWatcher,
 ) -> bool {
     let moved = async {
-        while relay.routing.owner(stream) == Some(owner) {
+        while relay.upstream(stream) == Some(owner) {
             watcher.changed().await;
         }
     };
@@ -192,14 +210,18 @@ async fn pull_once(
             },
         )
         .await?;
-    tracing::info!(stream = %stream, owner, "pulling from origin");
+    relay.pulling_from(stream, owner);
+    tracing::info!(stream = %stream, owner, "pulling from upstream");
     let mut last_watched = Instant::now();
     loop {
         tokio::select! {
             message = conn.rx.recv() => {
                 match message? {
                     Some(RelayMessage::Media(media)) => {
-                        forward(relay, stream, owner, continuity, media);
+                        if !forward(relay, stream, owner, continuity, media) {
+                            conn.tx.finish();
+                            return Ok(PullEnd::Superseded);
+                        }
                     }
                     Some(RelayMessage::Unpublished) if continuity.handle.is_some() => {
                         conn.tx.finish();
@@ -224,8 +246,12 @@ async fn pull_once(
                     return Ok(PullEnd::Unwatched);
                 }
             }
+            _ = superseded(continuity.replaced.clone()) => {
+                conn.tx.finish();
+                return Ok(PullEnd::Superseded);
+            }
             _ = watcher.changed() => {
-                if relay.routing.owner(stream) != Some(owner) {
+                if relay.upstream(stream) != Some(owner) {
                     conn.tx.finish();
                     return Ok(PullEnd::Rerouted);
                 }
@@ -234,15 +260,29 @@ async fn pull_once(
     }
 }
 
+/// Resolves once the relayed copy has been replaced by another publisher (never without one).
+async fn superseded(replaced: Option<CancellationToken>) {
+    match replaced {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes a frame into the local hub unless the viewers have it already. Returns `false`
+/// (and publishes nothing) when another publisher has the stream on this node: a relayed copy
+/// never replaces a local publisher.
 fn forward(
     relay: &Arc<Relay>,
     stream: &str,
     owner: NodeId,
     continuity: &mut Continuity,
     media: Media,
-) {
+) -> bool {
+    if continuity.handle.is_none() && relay.hub.get(stream).is_some_and(|s| s.is_published()) {
+        return false;
+    }
     if !continuity.is_new(&media) {
-        return;
+        return true;
     }
     let now = Instant::now();
     if let Some(since) = continuity.gap_since.take() {
@@ -257,9 +297,10 @@ fn forward(
     }
     continuity.last_media_at = Some(now);
     let handle = continuity.handle.get_or_insert_with(|| {
-        relay
-            .hub
-            .publish_relayed(stream, relay.publisher_info(owner))
+        let info = relay.publisher_info(owner);
+        continuity.replaced = Some(info.cancel.clone());
+        relay.hub.publish_relayed(stream, info)
     });
     handle.push_classified(media.kind, media.timestamp, media.payload, media.flags);
+    true
 }

@@ -1,6 +1,14 @@
 //! Where a stream lives: its owner on the consistent-hash ring of the last committed origin
 //! pool, minus the origins this node has itself seen die. Routing never waits for Raft: a dead
 //! origin is routed around at once, and the committed pool catches up later.
+//!
+//! The edge mesh: in a region with at least `mesh_min_edges` live edges (committed up, edge
+//! role, not in the origin pool, not seen dead here), one edge per stream — the first of the
+//! region's edges on a consistent-hash ring of them — is the stream's regional relay: it pulls
+//! from the owner, and the region's other nodes pull from it. The relative order of two edges
+//! for a key does not depend on which other edges are on the ring, so two nodes with different
+//! views can never pick each other as relay; a node that serves pulls of a stream always pulls
+//! it from the owner (`Relay::upstream`), so chains are at most edge → relay edge → owner.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +16,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use skein_raft::ring::Ring;
-use skein_raft::{ClusterState, NodeId};
+use skein_raft::{ClusterState, NodeHealth, NodeId};
 use tokio::sync::watch;
 
 /// This node's view of which origin owns each stream: the committed origin pool's
@@ -17,21 +25,31 @@ pub struct Routing {
     me: NodeId,
     state: watch::Receiver<Arc<ClusterState>>,
     dead: Mutex<HashMap<NodeId, Instant>>,
-    /// The ring of the last origin set asked for: every play asks for an owner, and the set
-    /// changes rarely.
-    ring: Mutex<Option<(Vec<NodeId>, Arc<Ring>)>>,
+    /// The ring of the last origin set asked for.
+    origin_ring: RingCache,
+    /// The ring of the last set of this region's mesh edges asked for.
+    edge_ring: RingCache,
+    /// Fewest live edges in the region for the mesh to form; 0: never.
+    mesh_min_edges: usize,
     /// Bumped whenever the dead set changes, so tasks re-route.
     epoch: watch::Sender<u64>,
 }
 
 impl Routing {
-    /// Routing for node `me`, following the committed cluster state in `state`.
-    pub fn new(me: NodeId, state: watch::Receiver<Arc<ClusterState>>) -> Self {
+    /// Routing for node `me`, following the committed cluster state in `state`; the region's
+    /// edge mesh forms with at least `mesh_min_edges` live edges (0: never).
+    pub fn new(
+        me: NodeId,
+        state: watch::Receiver<Arc<ClusterState>>,
+        mesh_min_edges: usize,
+    ) -> Self {
         Self {
             me,
             state,
             dead: Mutex::new(HashMap::new()),
-            ring: Mutex::new(None),
+            origin_ring: RingCache::default(),
+            edge_ring: RingCache::default(),
+            mesh_min_edges,
             epoch: watch::Sender::new(0),
         }
     }
@@ -39,6 +57,11 @@ impl Routing {
     /// This node's id.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// Whether this node is in the committed origin pool (active or draining).
+    pub fn is_origin(&self) -> bool {
+        self.state.borrow().origins.contains_key(&self.me)
     }
 
     /// Origins this node routes to: committed live origins it has not seen die.
@@ -54,22 +77,60 @@ impl Routing {
 
     /// The owner of `stream` (`app/key`), `None` while no origin is reachable.
     pub fn owner(&self, stream: &str) -> Option<NodeId> {
-        let origins = self.origins();
-        if origins.is_empty() {
+        self.origin_ring.ring(self.origins()).owner(stream)
+    }
+
+    /// This region's edges in the mesh: committed up, edge role, not in the origin pool, not
+    /// seen dead here. Empty while there are fewer than `mesh_min_edges` (the mesh is off).
+    pub fn mesh_edges(&self) -> Vec<NodeId> {
+        if self.mesh_min_edges == 0 {
+            return Vec::new();
+        }
+        let state = self.state.borrow();
+        let Some(region) = state.nodes.get(&self.me).map(|n| n.region.as_str()) else {
+            return Vec::new();
+        };
+        let dead = self.dead.lock();
+        let edges: Vec<NodeId> = state
+            .nodes
+            .values()
+            .filter(|n| {
+                n.region == region
+                    && n.roles.edge
+                    && n.health == NodeHealth::Up
+                    && !state.origins.contains_key(&n.id)
+                    && !dead.contains_key(&n.id)
+            })
+            .map(|n| n.id)
+            .collect();
+        if edges.len() < self.mesh_min_edges {
+            return Vec::new();
+        }
+        edges
+    }
+
+    /// The regional relay edge of `stream`: the first of the region's mesh edges on their
+    /// ring; `None` while the mesh is off.
+    pub fn relay_edge(&self, stream: &str) -> Option<NodeId> {
+        let edges = self.mesh_edges();
+        if edges.is_empty() {
             return None;
         }
-        let ring = {
-            let mut cached = self.ring.lock();
-            match &*cached {
-                Some((set, ring)) if *set == origins => ring.clone(),
-                _ => {
-                    let ring = Arc::new(Ring::new(origins.iter().copied()));
-                    *cached = Some((origins, ring.clone()));
-                    ring
-                }
-            }
-        };
-        ring.owner(stream)
+        self.edge_ring.ring(edges).owner(stream)
+    }
+
+    /// Where this node pulls `stream` from when it pulls for its own viewers: the regional
+    /// relay edge when the mesh is on and this node is not it, else the owner. `None` while no
+    /// origin is reachable; `Some(me)` when this node owns the stream.
+    pub fn upstream(&self, stream: &str) -> Option<NodeId> {
+        let owner = self.owner(stream)?;
+        if owner == self.me {
+            return Some(owner);
+        }
+        match self.relay_edge(stream) {
+            Some(edge) if edge != self.me => Some(edge),
+            _ => Some(owner),
+        }
     }
 
     /// Routes around `node` from now on, until a probe reaches it again.
@@ -80,7 +141,7 @@ impl Routing {
         let newly = self.dead.lock().insert(node, Instant::now()).is_none();
         if newly {
             tracing::warn!(node, "relay peer unreachable; routing around it");
-            self.epoch.send_modify(|e| *e += 1);
+            self.bump();
         }
         newly
     }
@@ -89,7 +150,7 @@ impl Routing {
     pub fn clear(&self, node: NodeId) {
         if self.dead.lock().remove(&node).is_some() {
             tracing::info!(node, "relay peer reachable again");
-            self.epoch.send_modify(|e| *e += 1);
+            self.bump();
         }
     }
 
@@ -98,16 +159,32 @@ impl Routing {
         self.dead.lock().keys().copied().collect()
     }
 
-    /// Forgets marks of nodes that are no longer origins (nothing routes to them anyway).
-    pub fn forget_non_origins(&self) {
+    /// Forgets marks of nodes nothing routes to any more: neither origins nor edges of this
+    /// node's region.
+    pub fn forget_unrouted(&self) {
         let state = self.state.borrow().clone();
-        let before = self.dead.lock().len();
-        self.dead
-            .lock()
-            .retain(|n, _| state.origins.contains_key(n));
-        if self.dead.lock().len() != before {
-            self.epoch.send_modify(|e| *e += 1);
+        let region = state.nodes.get(&self.me).map(|n| n.region.clone());
+        let routed = |n: &NodeId| {
+            state.origins.contains_key(n)
+                || state
+                    .nodes
+                    .get(n)
+                    .is_some_and(|info| info.roles.edge && Some(&info.region) == region.as_ref())
+        };
+        let changed = {
+            let mut dead = self.dead.lock();
+            let before = dead.len();
+            dead.retain(|n, _| routed(n));
+            dead.len() != before
+        };
+        if changed {
+            self.bump();
         }
+    }
+
+    /// Wakes every watcher to re-route (something routing depends on changed).
+    pub fn bump(&self) {
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     /// A watcher that wakes on changes after this call, to re-route.
@@ -117,6 +194,25 @@ impl Routing {
         let mut epoch = self.epoch.subscribe();
         epoch.mark_unchanged();
         RouteWatcher { state, epoch }
+    }
+}
+
+/// The ring of the last member set asked for: every play asks for a route, and the sets
+/// change rarely.
+#[derive(Default)]
+struct RingCache(Mutex<Option<(Vec<NodeId>, Arc<Ring>)>>);
+
+impl RingCache {
+    fn ring(&self, members: Vec<NodeId>) -> Arc<Ring> {
+        let mut cached = self.0.lock();
+        match &*cached {
+            Some((set, ring)) if *set == members => ring.clone(),
+            _ => {
+                let ring = Arc::new(Ring::new(members.iter().copied()));
+                *cached = Some((members, ring.clone()));
+                ring
+            }
+        }
     }
 }
 

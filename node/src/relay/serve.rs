@@ -1,5 +1,6 @@
-//! The owner's side: accept relay streams from other nodes, take pushes into the hub and serve
-//! pulls from it.
+//! The serving side: accept relay streams from other nodes, take pushes into the hub (as the
+//! owner) and serve pulls from it — as the owner, or as a regional relay edge, which then pulls
+//! the stream from the owner itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use skein_raft::RelayListener;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{RelayConn, RelayError};
-use super::wire::{Hello, RelayMessage};
+use super::wire::{HEADER_LEN, Hello, RelayMessage};
 use super::{BATCH, Relay, drain_feed};
 use crate::hub::{FeedPolicy, PlayerFeed};
 
@@ -82,6 +83,13 @@ async fn take_push(relay: &Arc<Relay>, conn: &mut RelayConn, key: &str) -> Resul
             pushed.remove(key);
         }
     }
+    if let Err(e) = &result
+        && e.peer_lost()
+        && !push.replaced.is_cancelled()
+        && let Some(handle) = push.handle.take()
+    {
+        relay.orphan_push(key, handle);
+    }
     drop(push);
     tracing::info!(stream = %key, peer, "relay push ended");
     result
@@ -135,6 +143,16 @@ async fn pump_push(
     }
 }
 
+/// Bytes a message takes on the wire, for the served-bytes counter (media bodies and headers;
+/// control texts are not counted).
+fn wire_len(message: &RelayMessage) -> u64 {
+    let body = match message {
+        RelayMessage::Media(media) => media.payload.len(),
+        _ => 0,
+    };
+    (HEADER_LEN + body) as u64
+}
+
 /// Tells the pushing node that another publisher has the stream, and ends the push.
 async fn refuse_taken(conn: &mut RelayConn, why: String) -> Result<(), RelayError> {
     tracing::info!(peer = conn.peer, "ending relay push: {why}");
@@ -144,7 +162,8 @@ async fn refuse_taken(conn: &mut RelayConn, why: String) -> Result<(), RelayErro
 }
 
 /// A peer wants a stream: serve it from the hub, holding the request up to `hold` while it has
-/// no publisher.
+/// no publisher. An edge asked for a stream it neither owns nor has (it is the peer's regional
+/// relay) pulls it from the owner.
 async fn serve_pull(
     relay: &Arc<Relay>,
     conn: &mut RelayConn,
@@ -157,6 +176,22 @@ async fn serve_pull(
         .subscribe(key, true)
         .expect("a waiting subscription always exists");
     tracing::info!(stream = %key, peer, published = subscription.published, "relay pull accepted");
+    let first_served = {
+        let mut served = relay.served_pulls.lock();
+        let peers = served.entry(key.to_owned()).or_default();
+        peers.push(peer);
+        peers.len() == 1
+    };
+    if first_served {
+        // This node's own pull (if any) now reads from the owner.
+        relay.routing.bump();
+    }
+    // Origins do not chain pulls: an origin asked for a stream it does not own holds the
+    // request (the publisher's push may be on its way), so two origins with different views
+    // never pull from each other.
+    if !subscription.published && !relay.routing.is_origin() && relay.is_remote(key) {
+        relay.ensure_pull(key);
+    }
     let mut feed = PlayerFeed::new(
         subscription,
         FeedPolicy {
@@ -164,32 +199,39 @@ async fn serve_pull(
             wait_for_publisher: hold,
         },
     );
-    relay
-        .served_pulls
-        .lock()
-        .entry(key.to_owned())
-        .or_default()
-        .push(peer);
-    let result = pump_pull(conn, &mut feed).await;
-    let mut served = relay.served_pulls.lock();
-    if let Some(peers) = served.get_mut(key) {
+    let result = pump_pull(relay, conn, &mut feed).await;
+    let last_served = {
+        let mut served = relay.served_pulls.lock();
+        let Some(peers) = served.get_mut(key) else {
+            return result;
+        };
         if let Some(i) = peers.iter().position(|p| *p == peer) {
             peers.swap_remove(i);
         }
-        if peers.is_empty() {
+        let last = peers.is_empty();
+        if last {
             served.remove(key);
         }
+        last
+    };
+    if last_served {
+        relay.routing.bump();
     }
     result
 }
 
-async fn pump_pull(conn: &mut RelayConn, feed: &mut PlayerFeed) -> Result<(), RelayError> {
+async fn pump_pull(
+    relay: &Relay,
+    conn: &mut RelayConn,
+    feed: &mut PlayerFeed,
+) -> Result<(), RelayError> {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             item = feed.next() => {
                 let end = drain_feed(item, feed, &mut batch);
                 conn.tx.send(&batch).await?;
+                relay.metrics.relay_served_bytes_total.inc_by(batch.iter().map(wire_len).sum());
                 batch.clear();
                 if let Some(end) = end {
                     let _ = conn.tx.send(&[RelayMessage::Refused(end.to_string())]).await;

@@ -49,7 +49,7 @@ fn state(origins: &[NodeId], edges: &[NodeId]) -> ClusterState {
 
 fn routing(me: NodeId, state: ClusterState) -> (Routing, watch::Sender<Arc<ClusterState>>) {
     let (tx, rx) = watch::channel(Arc::new(state));
-    (Routing::new(me, rx), tx)
+    (Routing::new(me, rx, 3), tx)
 }
 
 #[test]
@@ -87,17 +87,121 @@ fn a_dead_origin_is_routed_around_at_once_and_back_when_cleared() {
 }
 
 #[test]
-fn a_node_never_marks_itself_dead_and_forgets_marks_of_non_origins() {
+fn a_node_never_marks_itself_dead_and_forgets_marks_of_nodes_nothing_routes_to() {
     let (tx_state, rx) = {
-        let (tx, rx) = watch::channel(Arc::new(state(&[1, 2], &[10])));
+        let (tx, rx) = watch::channel(Arc::new(state(&[1, 2], &[10, 11])));
         (tx, rx)
     };
-    let routing = Routing::new(1, rx);
+    let routing = Routing::new(1, rx, 3);
     assert!(!routing.mark_dead(1));
     assert!(routing.mark_dead(2));
-    tx_state.send_replace(Arc::new(state(&[1], &[2, 10])));
-    routing.forget_non_origins();
+    assert!(routing.mark_dead(11));
+    // 2 left the pool but is an edge of this region (a mesh peer): its mark stays. 11 moved
+    // to another region: nothing here routes to it.
+    let mut moved = state(&[1], &[2, 10, 11]);
+    moved.nodes.get_mut(&11).unwrap().region = "b".into();
+    tx_state.send_replace(Arc::new(moved));
+    routing.forget_unrouted();
+    assert_eq!(routing.dead(), [2]);
+    tx_state.send_replace(Arc::new(state(&[1], &[10])));
+    routing.forget_unrouted();
     assert!(routing.dead().is_empty());
+}
+
+#[test]
+fn the_mesh_forms_with_enough_edges_and_every_node_agrees_on_the_relay_edge() {
+    let edges = [10, 11, 12, 13];
+    let views: Vec<Routing> = edges
+        .iter()
+        .map(|&me| routing(me, state(&[1, 2], &edges)).0)
+        .collect();
+    let (origin, _) = routing(1, state(&[1, 2], &edges));
+    assert!(origin.is_origin() && !views[0].is_origin());
+    let mut relays = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        let stream = format!("live/{i}");
+        let owner = views[0].owner(&stream).unwrap();
+        let relay = views[0].relay_edge(&stream).unwrap();
+        relays.insert(relay);
+        assert_eq!(origin.relay_edge(&stream), Some(relay), "{stream}");
+        // An origin that does not own the stream pulls it from the relay edge too.
+        if origin.owner(&stream) != Some(1) {
+            assert_eq!(origin.upstream(&stream), Some(relay), "{stream}");
+        }
+        for view in &views {
+            assert_eq!(view.relay_edge(&stream), Some(relay), "{stream}");
+            let expected = if view.me() == relay { owner } else { relay };
+            assert_eq!(view.upstream(&stream), Some(expected), "{stream}");
+        }
+    }
+    assert_eq!(relays.len(), edges.len(), "every edge relays some streams");
+    assert_eq!(views[0].mesh_edges(), edges);
+
+    // Two edges are below the threshold, and 0 turns the mesh off: pulls go to the owner.
+    let (small, _) = routing(10, state(&[1, 2], &[10, 11]));
+    let (_committed, rx) = watch::channel(Arc::new(state(&[1, 2], &edges)));
+    let off = Routing::new(10, rx, 0);
+    for i in 0..50 {
+        let stream = format!("live/{i}");
+        assert_eq!(small.relay_edge(&stream), None);
+        assert_eq!(small.upstream(&stream), small.owner(&stream));
+        assert_eq!(off.upstream(&stream), off.owner(&stream));
+    }
+    assert!(small.mesh_edges().is_empty() && off.mesh_edges().is_empty());
+}
+
+#[test]
+fn a_dead_relay_edge_hands_its_streams_to_the_next_edge_and_edges_never_pull_in_a_circle() {
+    let edges = [10, 11, 12, 13, 14];
+    let (view, _) = routing(10, state(&[1], &edges));
+    let streams: Vec<String> = (0..200).map(|i| format!("live/{i}")).collect();
+    let before: Vec<NodeId> = streams
+        .iter()
+        .map(|s| view.relay_edge(s).unwrap())
+        .collect();
+    let dead = if before[0] == 10 {
+        before[1]
+    } else {
+        before[0]
+    };
+    assert_ne!(dead, 10);
+    view.mark_dead(dead);
+    for (stream, was) in streams.iter().zip(&before) {
+        let now = view.relay_edge(stream).unwrap();
+        assert_ne!(now, dead, "{stream}");
+        if *was != dead {
+            assert_eq!(now, *was, "{stream} moved although its relay edge lives");
+        }
+    }
+    // Different views (each has seen a different edge die) never make two edges each
+    // other's upstream: the order of two edges for a key is the same on every ring.
+    let views: Vec<Routing> = edges
+        .iter()
+        .map(|&me| {
+            let (r, _) = routing(me, state(&[1], &edges));
+            r.mark_dead(edges[(me as usize + 1) % edges.len()]);
+            r
+        })
+        .collect();
+    for stream in &streams {
+        for a in &views {
+            let Some(up) = a.upstream(stream).filter(|u| edges.contains(u)) else {
+                continue;
+            };
+            let b = views.iter().find(|v| v.me() == up).unwrap();
+            assert_ne!(
+                b.upstream(stream),
+                Some(a.me()),
+                "{stream}: {} <-> {up}",
+                a.me()
+            );
+        }
+    }
+    // The mesh falls below its threshold when edges die: pulls go to the owner again.
+    let (small, _) = routing(10, state(&[1], &[10, 11, 12]));
+    small.mark_dead(11);
+    assert!(small.mesh_edges().is_empty());
+    assert_eq!(small.upstream("live/x"), Some(1));
 }
 
 #[tokio::test]

@@ -394,9 +394,18 @@ async fn start_publish(
         peer: client.peer,
         cancel: client.cancel.clone(),
     };
-    let handle = node.hub.publish(&name, info).map_err(|e| match e {
-        PublishError::Taken(name) => Refusal::Taken(name),
-    })?;
+    let over_relayed = node
+        .cluster()
+        .filter(|link| link.relay.holds_relayed_copy(&name));
+    let handle = if let Some(link) = over_relayed {
+        let handle = node.hub.publish_over_relayed(&name, info);
+        link.relay.took_over(&name);
+        handle
+    } else {
+        node.hub.publish(&name, info).map_err(|e| match e {
+            PublishError::Taken(name) => Refusal::Taken(name),
+        })?
+    };
     let mut relay_push = node
         .cluster()
         .map(|link| link.relay.push(&name, client.cancel.clone()));

@@ -124,6 +124,7 @@ pub(super) fn relay_settings(config: &Config) -> RelaySettings {
         timeout: Duration::from_millis(config.cluster.relay_timeout_ms),
         max_message: config.rtmp.max_message_size as usize,
         pull_linger: Duration::from_secs(5),
+        mesh_min_edges: config.cluster.mesh_min_edges,
     }
 }
 

@@ -129,7 +129,63 @@ pub fn status(api: &str, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", render_status(&fetch_status(api, COMMAND_TIMEOUT)?));
+    let relay = read(
+        agent(COMMAND_TIMEOUT).get(url(api, "/api/v1/relay")).call(),
+        "relay view",
+        api,
+    )?;
+    print!("{}", render_relay(&relay));
     Ok(())
+}
+
+/// The relay lines of `skein status`, for the node that answers: its region's edge mesh, and
+/// for each stream it pulls or serves, where it reads it from, its relay edge and the nodes it
+/// serves it to.
+pub fn render_relay(view: &Value) -> String {
+    let list = |ids: &Value| -> String {
+        let ids: Vec<String> = ids
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(",")
+        }
+    };
+    let mut out = format!(
+        "\nrelay of node {}: mesh edges {}\n",
+        view["node"],
+        list(&view["mesh_edges"])
+    );
+    let keys = |field: &str| -> Vec<String> {
+        view[field]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut streams = keys("pulls_from");
+    streams.extend(keys("served_pulls"));
+    streams.sort();
+    streams.dedup();
+    for stream in streams {
+        let from = match &view["pulls_from"][&stream] {
+            Value::Null => "-".to_owned(),
+            from => from.to_string(),
+        };
+        let relay_edge = match &view["relay_edges"][&stream] {
+            Value::Null => "-".to_owned(),
+            edge => edge.to_string(),
+        };
+        out.push_str(&format!(
+            "  {stream}  pulls from {from}  relay edge {relay_edge}  serves {}\n",
+            list(&view["served_pulls"][&stream])
+        ));
+    }
+    out
 }
 
 /// The `skein status` table.

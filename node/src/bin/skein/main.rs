@@ -49,7 +49,8 @@ enum Command {
     /// Join a cluster through one or more seeds and run. Idempotent: a node that already
     /// joined from this data directory keeps its id, uuid and certificate.
     Join(run::JoinArgs),
-    /// Show the cluster: nodes, regions, roles, voters, health, streams and load.
+    /// Show the cluster: nodes, regions, roles, voters, health, streams and load; then the
+    /// answering node's edge mesh and, per stream it relays, whom it pulls from and serves.
     Status(admin::StatusArgs),
     /// Mint tokens: join tokens for new nodes, publish and play tokens for streams.
     #[command(subcommand)]
