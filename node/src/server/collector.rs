@@ -1,91 +1,21 @@
 //! The collector: every `history.interval_secs` it samples the machine (CPU, memory, the
 //! interfaces' OS counters) and the node (process CPU and memory, connections by role and
 //! protocol, streams, relay pulls and pushes, bit rates from the traffic counters) into the
-//! [`HistoryStore`], prunes past retention every minute and keeps the machine inventory; and
+//! [`HistoryStore`](super::history_store::HistoryStore), prunes past retention every minute and keeps the machine inventory; and
 //! [`watch_cluster`] records what changes in the cluster into the
 //! [`EventLog`](super::events::EventLog).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use serde::Serialize;
 use sysinfo::{Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::context::Node;
 use super::events::{self, Event};
-use super::history_store::HistoryStore;
+use super::history_store::{History, Interface, Inventory, now_ms};
 
 /// How often past-retention buckets are deleted (and the store committed durably).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Unix time in ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The machine, as the dashboard's node view shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Inventory {
-    /// Host name.
-    pub host: String,
-    /// Operating system and kernel.
-    pub os: String,
-    /// CPU model.
-    pub cpu_model: String,
-    /// Logical cores.
-    pub cores: usize,
-    /// Physical cores, when known.
-    pub physical_cores: Option<usize>,
-    /// Machine memory in bytes.
-    pub memory_bytes: u64,
-    /// Network interfaces with their addresses.
-    pub interfaces: Vec<Interface>,
-}
-
-/// One network interface.
-#[derive(Debug, Clone, Serialize)]
-pub struct Interface {
-    /// Its name.
-    pub name: String,
-    /// Its MAC address.
-    pub mac: String,
-    /// Its addresses with prefix lengths.
-    pub addresses: Vec<String>,
-    /// Bytes received since boot.
-    pub received_bytes: u64,
-    /// Bytes sent since boot.
-    pub sent_bytes: u64,
-}
-
-/// The node's history: the store, the sample interval and the inventory.
-pub struct History {
-    /// The rollups.
-    pub store: HistoryStore,
-    inventory: Mutex<Option<Inventory>>,
-}
-
-impl History {
-    /// History kept in `store`.
-    pub fn new(store: HistoryStore) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            inventory: Mutex::new(None),
-        })
-    }
-
-    /// Sample interval in ms.
-    pub fn interval_ms(&self) -> u64 {
-        self.store.interval_ms()
-    }
-
-    /// The machine inventory from the latest sample.
-    pub fn inventory(&self) -> Option<Inventory> {
-        self.inventory.lock().clone()
-    }
-}
 
 /// What the collector carries from one sample to the next.
 struct Sampler {
@@ -261,7 +191,7 @@ pub async fn run(node: Arc<Node>, history: Arc<History>) {
         tick.tick().await;
         let at_ms = now_ms();
         let (values, inventory) = sampler.sample(&node);
-        *history.inventory.lock() = Some(inventory);
+        history.set_inventory(inventory);
         if let Some(&(_, failovers)) = values.iter().find(|(name, _)| *name == "relay_failovers")
             && failovers > 0.0
         {

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::Clients;
-use super::collector::History;
 use super::events::EventLog;
+use super::history_store::History;
 use super::hooks::Hooks;
 use super::membership::ClusterLink;
 use super::monitor::Monitor;

@@ -2,14 +2,19 @@
 //! is), one table per resolution keyed by (metric, bucket start). A sample updates the bucket
 //! of its period at every resolution in one transaction; retention deletes what is past it, so
 //! the file stays bounded. Samples commit without fsync; the periodic prune commits durably, so
-//! a crash loses at most the samples since the last prune.
+//! a crash loses at most the samples since the last prune. [`History`] is what the node shares:
+//! the store and the machine inventory of the latest sample.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
+use serde::Serialize;
 
 use crate::history::bucket::{Bucket, ENCODED_LEN};
 use crate::history::{METRICS, RESOLUTIONS, Resolution};
@@ -208,6 +213,79 @@ impl HistoryStore {
             .as_ref()
             .and_then(|p| std::fs::metadata(p).ok())
             .map_or(0, |m| m.len())
+    }
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The machine, as the dashboard's node view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// Host name.
+    pub host: String,
+    /// Operating system and kernel.
+    pub os: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Logical cores.
+    pub cores: usize,
+    /// Physical cores, when known.
+    pub physical_cores: Option<usize>,
+    /// Machine memory in bytes.
+    pub memory_bytes: u64,
+    /// Network interfaces with their addresses.
+    pub interfaces: Vec<Interface>,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Its MAC address.
+    pub mac: String,
+    /// Its addresses with prefix lengths.
+    pub addresses: Vec<String>,
+    /// Bytes received since boot.
+    pub received_bytes: u64,
+    /// Bytes sent since boot.
+    pub sent_bytes: u64,
+}
+
+/// The node's history: the store, the sample interval and the inventory.
+pub struct History {
+    /// The rollups.
+    pub store: HistoryStore,
+    inventory: Mutex<Option<Inventory>>,
+}
+
+impl History {
+    /// History kept in `store`.
+    pub fn new(store: HistoryStore) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            inventory: Mutex::new(None),
+        })
+    }
+
+    /// Sample interval in ms.
+    pub fn interval_ms(&self) -> u64 {
+        self.store.interval_ms()
+    }
+
+    /// The machine inventory from the latest sample.
+    pub fn inventory(&self) -> Option<Inventory> {
+        self.inventory.lock().clone()
+    }
+
+    /// Keeps the inventory of the latest sample.
+    pub(super) fn set_inventory(&self, inventory: Inventory) {
+        *self.inventory.lock() = Some(inventory);
     }
 }
 

@@ -146,7 +146,7 @@ impl RunningNode {
             node.set_cluster(link);
         }
         if node.config.history.enabled {
-            let history = collector::History::new(open_history(&node.config)?);
+            let history = history_store::History::new(open_history(&node.config)?);
             node.set_history(history.clone());
             node.spawn(collector::run(node.clone(), history));
         }

@@ -25,8 +25,8 @@ use skein_raft::{ClusterStatus, NodeStatus};
 
 use super::api::{ApiError, details};
 use crate::history::{METRICS, Point, QueryError, RESOLUTIONS, RangeQuery, merge_nodes};
-use crate::server::collector::{History, now_ms};
 use crate::server::context::Node;
+use crate::server::history_store::{History, now_ms};
 
 /// How long a member has to answer for a cluster series.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
