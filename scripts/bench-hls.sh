@@ -29,7 +29,7 @@ if [ -z "${SKEIN:-}" ]; then
   cargo build --release --bin skein --quiet
   SKEIN=target/release/skein
 fi
-(cd tests/browser && [ -d node_modules ] || npm ci --silent)
+[ -d tests/browser/node_modules ] || (cd tests/browser && npm ci --silent)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RTMP=$(free_port); HTTP=$(free_port)
@@ -60,6 +60,7 @@ sleep 3
 for mode in low-latency plain; do
   node tests/browser/hls-play.mjs "http://127.0.0.1:$HTTP/live/cam.m3u8" "$DURATION" "$START_MS" 1000 "$mode" \
     >"$WORK/$mode.json" || true
+  # shellcheck disable=SC2016 # JavaScript, not shell: the quotes keep it from the shell.
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const s = r.latency_ms.slice().sort((a, b) => a - b);
