@@ -81,7 +81,7 @@ resource "aws_autoscaling_group" "edge" {
   desired_capacity    = var.topology.edges.desired
   max_size            = var.topology.edges.max
   vpc_zone_identifier = aws_subnet.public[*].id
-  target_group_arns   = [aws_lb_target_group.rtmp.arn, aws_lb_target_group.http.arn]
+  target_group_arns   = [for tg in aws_lb_target_group.edge : tg.arn]
   health_check_type   = "ELB"
   # Boot (release download, join) takes a minute; do not judge an edge before.
   health_check_grace_period = 180

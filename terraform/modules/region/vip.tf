@@ -27,9 +27,19 @@ resource "aws_lb" "edge" {
   }
 }
 
-resource "aws_lb_target_group" "rtmp" {
-  name                 = "${var.name}-${var.region_name}-rtmp"
-  port                 = var.ports.rtmp
+locals {
+  # What the load balancer forwards: RTMP as it is, and port 80 (HTTP-FLV, HLS) to the nodes'
+  # unprivileged HTTP port. Both check the health endpoint GeoDNS probes.
+  forwarded = {
+    rtmp = { listen = var.ports.rtmp, target = var.ports.rtmp }
+    http = { listen = 80, target = var.ports.http }
+  }
+}
+
+resource "aws_lb_target_group" "edge" {
+  for_each             = local.forwarded
+  name                 = "${var.name}-${var.region_name}-${each.key}"
+  port                 = each.value.target
   protocol             = "TCP"
   vpc_id               = aws_vpc.this.id
   deregistration_delay = 30
@@ -41,37 +51,13 @@ resource "aws_lb_target_group" "rtmp" {
   }
 }
 
-resource "aws_lb_target_group" "http" {
-  name                 = "${var.name}-${var.region_name}-http"
-  port                 = var.ports.http
-  protocol             = "TCP"
-  vpc_id               = aws_vpc.this.id
-  deregistration_delay = 30
-  health_check {
-    protocol = "HTTP"
-    port     = tostring(var.ports.http)
-    path     = "/api/v1/health"
-    interval = 10
-  }
-}
-
-resource "aws_lb_listener" "rtmp" {
+resource "aws_lb_listener" "edge" {
+  for_each          = local.forwarded
   load_balancer_arn = aws_lb.edge.arn
-  port              = var.ports.rtmp
+  port              = each.value.listen
   protocol          = "TCP"
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.rtmp.arn
-  }
-}
-
-# Players use port 80 (HTTP-FLV, HLS); the nodes listen on the unprivileged HTTP port.
-resource "aws_lb_listener" "http" {
-  load_balancer_arn = aws_lb.edge.arn
-  port              = 80
-  protocol          = "TCP"
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.http.arn
+    target_group_arn = aws_lb_target_group.edge[each.key].arn
   }
 }
