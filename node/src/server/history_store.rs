@@ -74,6 +74,9 @@ impl HistoryStore {
         let db = Database::create(path).map_err(|e| {
             anyhow::anyhow!("cannot open the history store {}: {e}", path.display())
         })?;
+        // Like every file in the data directory: readable by the node's user only.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io)?;
         Self::with_tables(db, Some(path.to_owned()), interval_ms)
     }
 
