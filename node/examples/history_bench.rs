@@ -1,14 +1,15 @@
 //! Benchmark of the history store (docs/benchmarks.md, "History"): seven simulated days of
-//! samples of every metric at the default 5 s interval written as the collector writes them
-//! (one transaction per sample, a durable prune every minute), then the file's size, the CPU
-//! time per sample, and the time of a 7-day query at 1 h steps (read and points), repeated.
+//! samples of every node metric and of the default 20 streams' series at the default 5 s
+//! interval, written as the collector writes them (one transaction per sample, a durable prune
+//! every minute), then the file's size, the CPU time per sample, and the time of a 7-day query
+//! at 1 h steps (read and points), repeated.
 //!
-//! Run: `cargo run --release -p skein-node --example history_bench [DAYS]`
+//! Run: `cargo run --release -p skein-node --example history_bench [DAYS] [STREAMS]`
 
 use std::time::{Duration, Instant};
 
-use skein_node::history::{METRICS, RangeQuery};
-use skein_node::server::history_store::HistoryStore;
+use skein_history::{HistoryStore, Params, RangeQuery, SeriesSample, Snapshot};
+use skein_node::history::{FAMILIES, METRICS, NODE, STREAM};
 
 const INTERVAL_MS: u64 = 5_000;
 
@@ -26,13 +27,16 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let days: u64 = std::env::args()
-        .nth(1)
-        .map_or(Ok(7), |d| d.parse())
-        .unwrap_or(7);
+    let arg = |n: usize, default: u64| {
+        std::env::args()
+            .nth(n)
+            .map_or(Ok(default), |d| d.parse())
+            .unwrap_or(default)
+    };
+    let (days, streams) = (arg(1, 7), arg(2, 20));
     let dir = std::env::temp_dir().join(format!("skein-history-bench-{}", std::process::id()));
     let path = dir.join("history.redb");
-    let store = HistoryStore::open(&path, INTERVAL_MS)?;
+    let store = HistoryStore::open(&path, INTERVAL_MS, &FAMILIES)?;
     let start = 1_800_000_000_000u64;
     let samples = days * 86_400_000 / INTERVAL_MS;
     let (wall, cpu) = (Instant::now(), cpu_time());
@@ -44,7 +48,16 @@ fn main() -> anyhow::Result<()> {
             .enumerate()
             .map(|(m, info)| (info.name, ((i + m as u64) % 97) as f64))
             .collect();
-        store.record(&[(at, values)])?;
+        let mut snapshot = Snapshot::of(at, &NODE, values);
+        snapshot.series.extend((0..streams).map(|n| SeriesSample {
+            family: &STREAM,
+            label: format!("live/stream-{n}"),
+            values: vec![
+                ("viewers", ((i + n) % 500) as f64),
+                ("bitrate_bps", 2_500_000.0 + (i % 7) as f64),
+            ],
+        }));
+        store.record(&[snapshot])?;
         if i % 12 == 11 {
             store.prune(at)?;
         }
@@ -52,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
     let now = start + samples * INTERVAL_MS;
     println!(
-        "{days} days at {} s, {} metrics: {samples} samples in {wall:.1?} ({:.1?} CPU): {:.1} µs CPU per sample = {:.4} % of one core at the interval",
+        "{days} days at {} s, {} node metrics and {streams} streams: {samples} samples in {wall:.1?} ({:.1?} CPU): {:.1} µs CPU per sample = {:.4} % of one core at the interval",
         INTERVAL_MS / 1000,
         METRICS.len(),
         cpu,
@@ -70,17 +83,17 @@ fn main() -> anyhow::Result<()> {
     let mut points = 0;
     for _ in 0..101 {
         let t = Instant::now();
-        let query = RangeQuery::parse(
-            Some("egress_bps"),
-            None,
-            Some(&from),
-            Some(&to),
-            Some("1h"),
-            now,
-            INTERVAL_MS,
-        )?;
+        let params = Params::from_query(&format!("metric=egress_bps&from={from}&to={to}&step=1h"))?;
+        let query = RangeQuery::parse(&FAMILIES, &params, now, INTERVAL_MS)?;
         let resolution = query.resolution(now, INTERVAL_MS);
-        let buckets = store.read(query.metric.name, &resolution, query.from_ms, query.to_ms)?;
+        let buckets = store.read(
+            query.family,
+            "",
+            query.metric.name,
+            &resolution,
+            query.from_ms,
+            query.to_ms,
+        )?;
         let series = query.points(&buckets, INTERVAL_MS);
         let json = serde_json::to_vec(&series)?;
         points = series.iter().filter(|p| p.mean.is_some()).count();

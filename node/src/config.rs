@@ -51,6 +51,10 @@ pub struct HistorySection {
     /// The store's file. Empty: `history.redb` in `cluster.data_dir` when that directory
     /// exists, else the history is kept in memory only.
     pub path: PathBuf,
+    /// Streams whose viewers and bit rate are kept, at each sample the ones with the most
+    /// viewers on this node (0: none). They are kept a week; with the default 20 a node's
+    /// store stays within 20 MiB (docs/benchmarks.md, History).
+    pub max_stream_series: usize,
 }
 
 impl Default for HistorySection {
@@ -59,6 +63,7 @@ impl Default for HistorySection {
             enabled: true,
             interval_secs: 5,
             path: PathBuf::new(),
+            max_stream_series: 20,
         }
     }
 }
@@ -82,8 +87,12 @@ impl HistorySection {
 pub struct DashboardSection {
     /// Serve the dashboard.
     pub enabled: bool,
-    /// HTTP addresses of the GeoDNS servers (`skein-dns`'s `http.listen`) whose answers and
-    /// edge health the GeoDNS view shows; the browser reads them directly.
+    /// The read-only views (streams, summary, relay, history, node, events, the GeoDNS and
+    /// member views the dashboard reads) answer anyone. Off: they need the admin token, which
+    /// the dashboard asks for; health and the cluster document GeoDNS reads stay open.
+    pub public: bool,
+    /// HTTP addresses of the GeoDNS servers (`skein-dns`'s `http.listen`) whose answers, edge
+    /// health and history the GeoDNS view shows; this node asks them for the page.
     pub dns: Vec<String>,
 }
 
@@ -91,6 +100,7 @@ impl Default for DashboardSection {
     fn default() -> Self {
         Self {
             enabled: true,
+            public: true,
             dns: Vec::new(),
         }
     }

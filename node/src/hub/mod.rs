@@ -201,6 +201,18 @@ impl Hub {
         self.streams.lock().values().cloned().collect()
     }
 
+    /// The state of every stream with a publisher or players, ordered by name.
+    pub fn active_snapshots(&self) -> Vec<StreamSnapshot> {
+        let mut streams: Vec<StreamSnapshot> = self
+            .streams()
+            .iter()
+            .map(|s| s.snapshot())
+            .filter(|s| s.publisher.is_some() || s.viewers > 0)
+            .collect();
+        streams.sort_by(|a, b| a.key.cmp(&b.key));
+        streams
+    }
+
     /// Drops streams that have neither a publisher nor players, and updates bitrates. Called
     /// once a second by the node.
     pub fn tick(&self, elapsed: Duration) {

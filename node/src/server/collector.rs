@@ -1,21 +1,21 @@
 //! The collector: every `history.interval_secs` it samples the machine (CPU, memory, the
 //! interfaces' OS counters) and the node (process CPU and memory, connections by role and
-//! protocol, streams, relay pulls and pushes, bit rates from the traffic counters) into the
-//! [`HistoryStore`](super::history_store::HistoryStore), prunes past retention every minute and keeps the machine inventory; and
+//! protocol, streams, relay pulls and pushes, bit rates from the traffic counters) and the
+//! streams with the most viewers (their viewers and bit rate) into the node's
+//! [`History`], prunes past retention every minute and keeps the machine inventory; and
 //! [`watch_cluster`] records what changes in the cluster into the
 //! [`EventLog`](super::events::EventLog).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use skein_history::{SeriesSample, Snapshot, now_ms};
 use sysinfo::{Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::context::Node;
 use super::events::{self, Event};
-use super::history_store::{History, Interface, Inventory, now_ms};
-
-/// How often past-retention buckets are deleted (and the store committed durably).
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+use super::history_store::{History, Interface, Inventory};
+use crate::history::{NODE, STREAM};
 
 /// What the collector carries from one sample to the next.
 struct Sampler {
@@ -43,7 +43,7 @@ impl Sampler {
         }
     }
 
-    /// One sample of every metric, and the inventory.
+    /// One sample of the node's metrics, and the inventory.
     fn sample(&mut self, node: &Node) -> (Vec<(&'static str, f64)>, Inventory) {
         let system = &mut self.system;
         system.refresh_cpu_usage();
@@ -146,6 +146,29 @@ impl Sampler {
     }
 }
 
+/// The series of the `max` streams with the most viewers on this node (ties by name, so the
+/// choice is stable): viewers and bit rate.
+fn stream_series(node: &Node, max: usize) -> Vec<SeriesSample> {
+    if max == 0 {
+        return Vec::new();
+    }
+    let mut streams = node.hub.active_snapshots();
+    // Stable: equal viewers keep the name order.
+    streams.sort_by_key(|s| std::cmp::Reverse(s.viewers));
+    streams
+        .into_iter()
+        .take(max)
+        .map(|s| SeriesSample {
+            family: &STREAM,
+            label: s.key,
+            values: vec![
+                ("viewers", s.viewers as f64),
+                ("bitrate_bps", s.bitrate_bps as f64),
+            ],
+        })
+        .collect()
+}
+
 /// How often the cluster document is compared with the last one for events.
 const EVENTS_EVERY: Duration = Duration::from_secs(1);
 
@@ -186,39 +209,26 @@ pub async fn run(node: Arc<Node>, history: Arc<History>) {
     let mut tick = tokio::time::interval(Duration::from_millis(history.interval_ms()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate: CPU use needs two readings
-    let mut last_prune = Instant::now();
     loop {
         tick.tick().await;
         let at_ms = now_ms();
         let (values, inventory) = sampler.sample(&node);
         history.set_inventory(inventory);
-        if let Some(&(_, failovers)) = values.iter().find(|(name, _)| *name == "relay_failovers")
-            && failovers > 0.0
-        {
+        let failovers = values
+            .iter()
+            .find(|(name, _)| *name == "relay_failovers")
+            .map_or(0.0, |&(_, n)| n);
+        let mut snapshot = Snapshot::of(at_ms, &NODE, values);
+        snapshot
+            .series
+            .extend(stream_series(&node, node.config.history.max_stream_series));
+        if failovers > 0.0 {
             node.events.push(Event {
                 at_ms,
                 kind: "failover",
                 text: format!("{failovers} relay pull(s) resumed from another origin"),
             });
         }
-        let prune = last_prune.elapsed() >= PRUNE_EVERY;
-        if prune {
-            last_prune = Instant::now();
-        }
-        let store = history.clone();
-        // redb writes may wait on the disk: off the async workers that serve media.
-        let written = tokio::task::spawn_blocking(move || {
-            store.store.record(&[(at_ms, values)])?;
-            if prune {
-                store.store.prune(at_ms)?;
-            }
-            anyhow::Ok(())
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "history sample not stored"),
-            Err(e) => tracing::warn!(error = %e, "history writer failed"),
-        }
+        history.store.write_off_thread(snapshot).await;
     }
 }

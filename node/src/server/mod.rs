@@ -57,21 +57,6 @@ async fn report_load(node: Arc<Node>, link: Arc<ClusterLink>) {
     }
 }
 
-/// The history store `config` names: its file, or memory when there is no data directory.
-fn open_history(config: &Config) -> anyhow::Result<history_store::HistoryStore> {
-    let interval_ms = config.history.interval_secs * 1000;
-    match config.history.store_path(&config.cluster.data_dir) {
-        Some(path) => history_store::HistoryStore::open(&path, interval_ms),
-        None => {
-            tracing::info!(
-                data_dir = %config.cluster.data_dir.display(),
-                "no data directory: history is kept in memory only (set history.path to keep it)"
-            );
-            history_store::HistoryStore::in_memory(interval_ms)
-        }
-    }
-}
-
 /// Handle on a started node: its bound addresses, and a way to stop it.
 pub struct RunningNode {
     /// The context the drivers share.
@@ -103,6 +88,12 @@ impl RunningNode {
         let mut config = config;
         config.resolve_admin_token()?;
         config.validate()?;
+        if !config.dashboard.public && config.http.admin_token.is_empty() {
+            anyhow::bail!(
+                "dashboard.public = false keeps the read-only views for the admin token, but this \
+                 node has none (set http.admin_token, http.admin_token_file or SKEIN_ADMIN_TOKEN)"
+            );
+        }
         let rtmp_listener = TcpListener::bind(config.rtmp.listen)
             .await
             .with_context(|| format!("cannot listen for RTMP on {}", config.rtmp.listen))?;
@@ -146,7 +137,7 @@ impl RunningNode {
             node.set_cluster(link);
         }
         if node.config.history.enabled {
-            let history = history_store::History::new(open_history(&node.config)?);
+            let history = history_store::History::open(&node.config)?;
             node.set_history(history.clone());
             node.spawn(collector::run(node.clone(), history));
         }

@@ -40,15 +40,7 @@ pub async fn health(
 
 /// Every stream with a publisher or viewers; publisher addresses only with [`details`].
 pub async fn streams(State(node): State<Arc<Node>>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let mut streams: Vec<_> = node
-        .hub
-        .streams()
-        .iter()
-        .map(|s| s.snapshot())
-        .filter(|s| s.publisher.is_some() || s.viewers > 0)
-        .collect();
-    streams.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut view = json!({ "streams": streams });
+    let mut view = json!({ "streams": node.hub.active_snapshots() });
     if !details(&node, &headers) {
         for stream in view["streams"].as_array_mut().into_iter().flatten() {
             if let Some(publisher) = stream["publisher"].as_object_mut() {
@@ -68,6 +60,21 @@ pub async fn clients(State(node): State<Arc<Node>>, headers: HeaderMap) -> Respo
         );
     }
     Json(json!({ "clients": node.clients.list() })).into_response()
+}
+
+/// Lets a request through to a read-only view when `dashboard.public` is on or it carries the
+/// admin token; else answers why not.
+pub(super) async fn views_gate(
+    State(node): State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !node.config.dashboard.public
+        && let Err(refused) = authorize(&node, request.headers())
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
 }
 
 /// Whether this request may see addresses: `http.public_details` is set, or it carries the

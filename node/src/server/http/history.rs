@@ -11,22 +11,21 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 use serde_json::json;
+use skein_history::{Params, Point, QueryError, RangeQuery, answer, merge_nodes, now_ms};
 use skein_raft::{ClusterStatus, NodeStatus};
 
 use super::api::{ApiError, details};
-use crate::history::{METRICS, Point, QueryError, RESOLUTIONS, RangeQuery, merge_nodes};
 use crate::server::context::Node;
-use crate::server::history_store::{History, now_ms};
+use crate::server::history_store::History;
 
 /// How long a member has to answer for a cluster series.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,19 +37,6 @@ static CLIENT: LazyLock<Client<HttpConnector, Empty<Bytes>>> = LazyLock::new(|| 
     connector.set_connect_timeout(Some(MEMBER_TIMEOUT));
     Client::builder(TokioExecutor::new()).build(connector)
 });
-
-/// The query string of `GET /api/v1/history`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryParams {
-    metric: Option<String>,
-    /// `self` (default), `cluster`, or a member's name.
-    node: Option<String>,
-    range: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    step: Option<String>,
-}
 
 fn history_of(node: &Node) -> Result<&Arc<History>, ApiError> {
     node.history().ok_or_else(|| {
@@ -65,52 +51,40 @@ fn refused(e: QueryError) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-/// The series, or without `metric` the catalogue: metrics, resolutions, store size.
+/// The series, or without `metric` the catalogue: families, metrics, resolutions, store
+/// size. `node` is `self` (default), `cluster`, or a member's name; a label such as
+/// `stream=live/cam` asks for that stream's series.
 pub async fn history(
     State(node): State<Arc<Node>>,
-    Query(params): Query<HistoryParams>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let history = history_of(&node)?.clone();
-    let interval_ms = history.interval_ms();
+    let params = Params::from_query(query.as_deref().unwrap_or_default()).map_err(refused)?;
     if params.metric.is_none() && params.range.is_none() && params.step.is_none() {
-        return Ok(Json(catalogue(&node, &history)).into_response());
+        let name = node.config.node.name.clone();
+        let catalogue =
+            tokio::task::spawn_blocking(move || answer::catalogue(&history.store, &name))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        return Ok(Json(catalogue).into_response());
     }
     let now = now_ms();
     let query = RangeQuery::parse(
-        params.metric.as_deref(),
-        params.range.as_deref(),
-        params.from.as_deref(),
-        params.to.as_deref(),
-        params.step.as_deref(),
+        history.store.families(),
+        &params,
         now,
-        interval_ms,
+        history.interval_ms(),
     )
     .map_err(refused)?;
     let me = &node.config.node.name;
+    let auth = headers.get(axum::http::header::AUTHORIZATION);
     match params.node.as_deref().unwrap_or("self") {
         "self" => own_series(&node, &history, query, now).await,
-        "cluster" => cluster_series(&node, query).await,
+        "cluster" => cluster_series(&node, query, auth).await,
         name if name == me => own_series(&node, &history, query, now).await,
-        name => member_series(&node, name, query).await,
+        name => member_series(&node, name, query, auth).await,
     }
-}
-
-fn catalogue(node: &Node, history: &History) -> serde_json::Value {
-    let interval_ms = history.interval_ms();
-    json!({
-        "node": node.config.node.name,
-        "interval_secs": interval_ms / 1000,
-        "metrics": METRICS,
-        "resolutions": RESOLUTIONS.iter().map(|r| json!({
-            "name": r.name,
-            "step_secs": r.step_ms(interval_ms) / 1000,
-            "retention_secs": r.retention_ms / 1000,
-        })).collect::<Vec<_>>(),
-        "store": {
-            "periods": history.store.periods().ok(),
-            "file_bytes": history.store.file_bytes(),
-        },
-    })
 }
 
 async fn own_series(
@@ -119,36 +93,29 @@ async fn own_series(
     query: RangeQuery,
     now: u64,
 ) -> Result<Response, ApiError> {
-    let interval_ms = history.interval_ms();
-    let resolution = query.resolution(now, interval_ms);
-    let reading = {
-        let history = history.clone();
-        let (metric, from, to) = (query.metric.name, query.from_ms, query.to_ms);
-        tokio::task::spawn_blocking(move || history.store.read(metric, &resolution, from, to))
-    };
-    let buckets = reading
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    Ok(Json(json!({
-        "metric": query.metric.name,
-        "unit": query.metric.unit,
-        "node": node.config.node.name,
-        "resolution": resolution.name,
-        "from": query.from_ms,
-        "to": query.to_ms,
-        "step_ms": query.step_ms,
-        "points": query.points(&buckets, interval_ms),
-    }))
-    .into_response())
+    let history = history.clone();
+    let name = node.config.node.name.clone();
+    let series =
+        tokio::task::spawn_blocking(move || answer::own_series(&history.store, &name, &query, now))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok(Json(series).into_response())
 }
 
-/// `GET http://{addr}{path}` as JSON; `None` when it does not answer in time, answers an
-/// error, or answers too much.
-pub(super) async fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
-    let request = Request::get(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .ok()?;
+/// `GET http://{addr}{path}` as JSON, with the caller's `Authorization` when there is one (a
+/// member that keeps its views for the admin token needs it); `None` when it does not answer
+/// in time, answers an error, or answers too much.
+pub(super) async fn get_json(
+    addr: &str,
+    path: &str,
+    auth: Option<&HeaderValue>,
+) -> Option<serde_json::Value> {
+    let mut request = Request::get(format!("http://{addr}{path}"));
+    if let Some(auth) = auth {
+        request = request.header(axum::http::header::AUTHORIZATION, auth);
+    }
+    let request = request.body(Empty::new()).ok()?;
     let answer = async {
         let response = CLIENT.request(request).await.ok()?;
         if !response.status().is_success() {
@@ -170,15 +137,10 @@ async fn ask_member(
     http: std::net::SocketAddr,
     name: &str,
     query: &RangeQuery,
+    auth: Option<&HeaderValue>,
 ) -> Option<Vec<Point>> {
-    let path = format!(
-        "/api/v1/history?node=self&metric={}&from={}&to={}&step={}s",
-        query.metric.name,
-        query.from_ms / 1000,
-        query.to_ms.div_ceil(1000),
-        query.step_ms / 1000
-    );
-    let answer = get_json(&http.to_string(), &path).await?;
+    let path = format!("/api/v1/history?{}", query.to_query_string());
+    let answer = get_json(&http.to_string(), &path, auth).await?;
     if answer["node"].as_str() != Some(name) {
         tracing::warn!(%http, expected = name, answered = ?answer["node"], "a member answered history under another name; left out");
         return None;
@@ -209,12 +171,16 @@ pub(super) fn member_named<'a>(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node named {name:?}")))
 }
 
-async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiError> {
+async fn cluster_series(
+    node: &Node,
+    query: RangeQuery,
+    auth: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
     let status = cluster_status(node).await?;
     let asks = status
         .nodes
         .iter()
-        .map(|member| ask_member(member.public_addr.http, &member.name, &query));
+        .map(|member| ask_member(member.public_addr.http, &member.name, &query, auth));
     let series = futures_util::future::join_all(asks).await;
     let steps = (query.from_ms..query.to_ms).step_by(query.step_ms as usize);
     let points = merge_nodes(query.metric.aggregate, steps, &series);
@@ -233,7 +199,7 @@ async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiE
             })
         })
         .collect();
-    Ok(Json(json!({
+    let mut answer = json!({
         "metric": query.metric.name,
         "unit": query.metric.unit,
         "aggregate": query.metric.aggregate,
@@ -243,14 +209,27 @@ async fn cluster_series(node: &Node, query: RangeQuery) -> Result<Response, ApiE
         "step_ms": query.step_ms,
         "points": points,
         "nodes": nodes,
-    }))
-    .into_response())
+    });
+    label(&mut answer, &query);
+    Ok(Json(answer).into_response())
 }
 
-async fn member_series(node: &Node, name: &str, query: RangeQuery) -> Result<Response, ApiError> {
+/// Names the series' label in an answer, as a node's own answer does.
+fn label(answer: &mut serde_json::Value, query: &RangeQuery) {
+    if !query.label.is_empty() {
+        answer[query.family.label] = query.label.clone().into();
+    }
+}
+
+async fn member_series(
+    node: &Node,
+    name: &str,
+    query: RangeQuery,
+    auth: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
     let status = cluster_status(node).await?;
     let member = member_named(&status, name)?;
-    let points = ask_member(member.public_addr.http, name, &query)
+    let points = ask_member(member.public_addr.http, name, &query, auth)
         .await
         .ok_or_else(|| {
             ApiError(
@@ -258,7 +237,7 @@ async fn member_series(node: &Node, name: &str, query: RangeQuery) -> Result<Res
                 format!("{name} did not answer its history"),
             )
         })?;
-    Ok(Json(json!({
+    let mut answer = json!({
         "metric": query.metric.name,
         "unit": query.metric.unit,
         "node": name,
@@ -266,8 +245,9 @@ async fn member_series(node: &Node, name: &str, query: RangeQuery) -> Result<Res
         "to": query.to_ms,
         "step_ms": query.step_ms,
         "points": points,
-    }))
-    .into_response())
+    });
+    label(&mut answer, &query);
+    Ok(Json(answer).into_response())
 }
 
 /// This node: name, region, roles, the machine inventory (interface addresses only with the

@@ -7,6 +7,8 @@
 pub struct Resolution {
     /// Its name in the API and the store (`raw`, `1m`, ... `7d`).
     pub name: &'static str,
+    /// Its table in the store.
+    pub table: &'static str,
     /// Bucket length in milliseconds; 0 for `raw`, whose buckets are one sample interval.
     step_ms: u64,
     /// Buckets older than this are deleted.
@@ -21,36 +23,43 @@ const DAY: u64 = 24 * HOUR;
 pub const RESOLUTIONS: [Resolution; 7] = [
     Resolution {
         name: "raw",
+        table: "series/raw",
         step_ms: 0,
         retention_ms: HOUR,
     },
     Resolution {
         name: "1m",
+        table: "series/1m",
         step_ms: MINUTE,
         retention_ms: DAY,
     },
     Resolution {
         name: "5m",
+        table: "series/5m",
         step_ms: 5 * MINUTE,
         retention_ms: 3 * DAY,
     },
     Resolution {
         name: "10m",
+        table: "series/10m",
         step_ms: 10 * MINUTE,
         retention_ms: 7 * DAY,
     },
     Resolution {
         name: "1h",
+        table: "series/1h",
         step_ms: HOUR,
         retention_ms: 90 * DAY,
     },
     Resolution {
         name: "1d",
+        table: "series/1d",
         step_ms: DAY,
         retention_ms: 3 * 365 * DAY,
     },
     Resolution {
         name: "7d",
+        table: "series/7d",
         step_ms: 7 * DAY,
         retention_ms: 10 * 365 * DAY,
     },

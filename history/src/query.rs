@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::bucket::Bucket;
-use super::metric::{Aggregate, MetricInfo, metric};
+use super::metric::{Aggregate, Family, MetricInfo};
 use super::resolution::{self, Resolution};
+use super::store::MAX_LABEL;
 
 /// Points one query answers at most.
 pub const MAX_POINTS: u64 = 2_000;
@@ -22,8 +23,8 @@ const FUTURE_SLACK_MS: u64 = 60_000;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
     /// No such metric.
-    #[error("unknown metric {0:?}; known: {known}", known = super::METRICS.map(|m| m.name).join(", "))]
-    UnknownMetric(String),
+    #[error("unknown metric {0:?}; known: {1}")]
+    UnknownMetric(String, String),
     /// A parameter that does not parse.
     #[error("{0}")]
     Malformed(String),
@@ -32,10 +33,66 @@ pub enum QueryError {
     BadRange(String),
 }
 
-/// A checked query: one metric, `[from_ms, to_ms)` in steps of `step_ms`, `from_ms` aligned
-/// to the step.
+/// The parameters of a history request as given (`metric`, `node`, `range`, `from`, `to`,
+/// `step`, and at most one label naming a series of a labelled family, such as
+/// `stream=live/cam`), before they are checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    /// The metric's name.
+    pub metric: Option<String>,
+    /// `self`, `cluster` or a member's name: which node's series (read by the server).
+    pub node: Option<String>,
+    /// A duration ending at `to`.
+    pub range: Option<String>,
+    /// Unix seconds.
+    pub from: Option<String>,
+    /// Unix seconds.
+    pub to: Option<String>,
+    /// A duration.
+    pub step: Option<String>,
+    /// The label's name (a family's `label`) and value.
+    pub label: Option<(String, String)>,
+}
+
+impl Params {
+    /// Reads a URL query string; a parameter given twice, or a second label, is refused.
+    pub fn from_query(query: &str) -> Result<Self, QueryError> {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "metric" => &mut params.metric,
+                "node" => &mut params.node,
+                "range" => &mut params.range,
+                "from" => &mut params.from,
+                "to" => &mut params.to,
+                "step" => &mut params.step,
+                _ => {
+                    if let Some((first, _)) = &params.label {
+                        return Err(QueryError::Malformed(format!(
+                            "one series at a time: both {first:?} and {key:?} given"
+                        )));
+                    }
+                    params.label = Some((key.into_owned(), value.into_owned()));
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(QueryError::Malformed(format!("{key} is given twice")));
+            }
+            *slot = Some(value.into_owned());
+        }
+        Ok(params)
+    }
+}
+
+/// A checked query: one metric of one series, `[from_ms, to_ms)` in steps of `step_ms`,
+/// `from_ms` aligned to the step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeQuery {
+    /// The series' family.
+    pub family: &'static Family,
+    /// The series' label (empty for a family of one series).
+    pub label: String,
     /// The metric.
     pub metric: &'static MetricInfo,
     /// First step's start (unix ms, a multiple of the step).
@@ -64,20 +121,60 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
 }
 
 impl RangeQuery {
-    /// Checks a query's parameters: `metric`; either `range` (a duration ending now) or `from`
-    /// and `to` (unix seconds; `to` defaults to now); `step` (a duration, at least the sample
-    /// interval; default: the range over 300 points, rounded up to the interval).
+    /// Checks a request's parameters against `families` (the first is the one of a request
+    /// without a label): the label, if any, names a labelled family; `metric` one of its
+    /// metrics; either `range` (a duration ending now) or `from` and `to` (unix seconds; `to`
+    /// defaults to now); `step` (a duration, at least the sample interval; default: the range
+    /// over 300 points, rounded up to the interval).
     pub fn parse(
-        metric_name: Option<&str>,
-        range: Option<&str>,
-        from: Option<&str>,
-        to: Option<&str>,
-        step: Option<&str>,
+        families: &[&'static Family],
+        params: &Params,
         now_ms: u64,
         interval_ms: u64,
     ) -> Result<Self, QueryError> {
-        let name = metric_name.ok_or_else(|| QueryError::Malformed("metric is required".into()))?;
-        let info = metric(name).ok_or_else(|| QueryError::UnknownMetric(name.into()))?;
+        let (family, label) = match &params.label {
+            None => (
+                *families
+                    .first()
+                    .ok_or_else(|| QueryError::Malformed("no series are kept here".into()))?,
+                String::new(),
+            ),
+            Some((key, value)) => {
+                let family = families
+                    .iter()
+                    .find(|f| !f.label.is_empty() && f.label == key)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = families
+                            .iter()
+                            .map(|f| f.label)
+                            .filter(|l| !l.is_empty())
+                            .collect();
+                        QueryError::Malformed(format!(
+                            "unknown parameter {key:?}; a series is named by one of: {}",
+                            known.join(", ")
+                        ))
+                    })?;
+                if value.is_empty() || value.len() > MAX_LABEL {
+                    return Err(QueryError::Malformed(format!(
+                        "{key} must be 1 to {MAX_LABEL} bytes"
+                    )));
+                }
+                (*family, value.clone())
+            }
+        };
+        let (range, from, to, step) = (
+            params.range.as_deref(),
+            params.from.as_deref(),
+            params.to.as_deref(),
+            params.step.as_deref(),
+        );
+        let name = params
+            .metric
+            .as_deref()
+            .ok_or_else(|| QueryError::Malformed("metric is required".into()))?;
+        let info = family
+            .metric(name)
+            .ok_or_else(|| QueryError::UnknownMetric(name.into(), family.names()))?;
         let unix_s = |what: &str, text: &str| {
             text.parse::<u64>()
                 .ok()
@@ -117,9 +214,6 @@ impl RangeQuery {
         if to_ms > now_ms + FUTURE_SLACK_MS {
             return Err(QueryError::BadRange("to is in the future".into()));
         }
-        if to_ms - from_ms > MAX_RANGE_MS {
-            return Err(QueryError::BadRange("a range is at most ten years".into()));
-        }
         let step_ms = match step {
             Some(text) => parse_duration_ms(text).ok_or_else(|| {
                 QueryError::Malformed(format!(
@@ -138,6 +232,9 @@ impl RangeQuery {
             )));
         }
         let from_ms = from_ms - from_ms % step_ms;
+        if to_ms - from_ms > MAX_RANGE_MS {
+            return Err(QueryError::BadRange("a range is at most ten years".into()));
+        }
         let points = (to_ms - from_ms).div_ceil(step_ms);
         if points > MAX_POINTS {
             return Err(QueryError::BadRange(format!(
@@ -145,11 +242,27 @@ impl RangeQuery {
             )));
         }
         Ok(Self {
+            family,
+            label,
             metric: info,
             from_ms,
             to_ms,
             step_ms,
         })
+    }
+
+    /// The same query as a URL query string, for asking another node for its own series.
+    pub fn to_query_string(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        out.append_pair("node", "self")
+            .append_pair("metric", self.metric.name)
+            .append_pair("from", &(self.from_ms / 1000).to_string())
+            .append_pair("to", &self.to_ms.div_ceil(1000).to_string())
+            .append_pair("step", &format!("{}s", self.step_ms / 1000));
+        if !self.label.is_empty() {
+            out.append_pair(self.family.label, &self.label);
+        }
+        out.finish()
     }
 
     /// The resolution the query reads.
@@ -189,34 +302,32 @@ impl RangeQuery {
     }
 }
 
-/// The parser over arbitrary bytes, for the fuzz target (`node/fuzz`, target `history_query`;
+/// The parser over arbitrary bytes, for the fuzz target (`history/fuzz`, target `history_query`;
 /// its corpus is replayed by a unit test) and the tests: the bytes are a query
 /// string (`metric=..&range=..&from=..&to=..&step=..`); whatever it accepts keeps the
 /// invariants the store and the merge rely on.
 pub fn fuzz_query(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let mut params: [Option<&str>; 5] = [None; 5];
-    for pair in text.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match key {
-            "metric" => 0,
-            "range" => 1,
-            "from" => 2,
-            "to" => 3,
-            "step" => 4,
-            _ => continue,
-        };
-        params[slot] = Some(value);
-    }
+    let Ok(params) = Params::from_query(&text) else {
+        return;
+    };
     let now_ms = 1_800_000_000_000;
     let interval_ms = 5_000;
-    let [metric, range, from, to, step] = params;
-    if let Ok(q) = RangeQuery::parse(metric, range, from, to, step, now_ms, interval_ms) {
+    let families = [&test_family::NODE, &test_family::STREAM];
+    if let Ok(q) = RangeQuery::parse(&families, &params, now_ms, interval_ms) {
         assert!(q.from_ms < q.to_ms);
         assert!(q.step_ms >= interval_ms && q.step_ms % interval_ms == 0);
         assert_eq!(q.from_ms % q.step_ms, 0);
         assert!((q.to_ms - q.from_ms).div_ceil(q.step_ms) <= MAX_POINTS);
         assert!(q.points(&[], interval_ms).len() as u64 <= MAX_POINTS);
+        // What a node asks a member is the same query.
+        let asked = Params::from_query(&q.to_query_string()).expect("own query string");
+        let again = RangeQuery::parse(&families, &asked, now_ms, interval_ms).expect("re-parse");
+        assert_eq!(
+            (again.family, &again.label, again.metric),
+            (q.family, &q.label, q.metric)
+        );
+        assert_eq!((again.from_ms, again.step_ms), (q.from_ms, q.step_ms));
     }
 }
 
@@ -320,6 +431,35 @@ pub fn merge_nodes(
         .collect()
 }
 
+/// A small catalogue for the fuzz target and the tests.
+pub mod test_family {
+    use crate::metric::{Aggregate, Family, MetricInfo};
+
+    /// Two metrics, a mean and a sum.
+    pub static NODE: Family = Family {
+        name: "node",
+        label: "",
+        metrics: &[
+            MetricInfo::new("cpu", "CPU use", "ratio", Aggregate::Mean),
+            MetricInfo::new("viewers", "players", "count", Aggregate::Sum),
+        ],
+        max_retention_ms: u64::MAX,
+    };
+
+    /// A labelled family.
+    pub static STREAM: Family = Family {
+        name: "stream",
+        label: "stream",
+        metrics: &[MetricInfo::new(
+            "viewers",
+            "players",
+            "count",
+            Aggregate::Sum,
+        )],
+        max_retention_ms: 7 * 86_400_000,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +474,15 @@ mod tests {
         to: Option<&str>,
         step: Option<&str>,
     ) -> Result<RangeQuery, QueryError> {
-        RangeQuery::parse(Some("cpu"), range, from, to, step, NOW, FIVE_S)
+        let params = Params {
+            metric: Some("cpu".into()),
+            range: range.map(Into::into),
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            step: step.map(Into::into),
+            ..Params::default()
+        };
+        RangeQuery::parse(&[&test_family::NODE], &params, NOW, FIVE_S)
     }
 
     #[test]
@@ -364,12 +512,46 @@ mod tests {
             Err(QueryError::BadRange(_))
         ));
         assert!(matches!(
-            RangeQuery::parse(Some("nope"), None, None, None, None, NOW, FIVE_S),
-            Err(QueryError::UnknownMetric(_))
+            RangeQuery::parse(
+                &[&test_family::NODE],
+                &Params::from_query("metric=nope").unwrap(),
+                NOW,
+                FIVE_S
+            ),
+            Err(QueryError::UnknownMetric(..))
         ));
         let q = parse(Some("7d"), None, None, Some("1h")).expect("a week in hours");
         assert_eq!(q.from_ms % 3_600_000, 0);
         assert_eq!(q.resolution(NOW, FIVE_S).name, "1h");
+    }
+
+    #[test]
+    fn a_label_names_a_series_of_its_family_and_nothing_else() {
+        let families = [&test_family::NODE, &test_family::STREAM];
+        let parse = |text: &str| {
+            Params::from_query(text).and_then(|p| RangeQuery::parse(&families, &p, NOW, FIVE_S))
+        };
+        let q = parse("metric=viewers&stream=live%2Fcam&range=1h").expect("a stream's series");
+        assert_eq!((q.family.name, q.label.as_str()), ("stream", "live/cam"));
+        assert!(q.to_query_string().contains("stream=live%2Fcam"));
+        assert!(matches!(
+            parse("metric=cpu&stream=live/cam"),
+            Err(QueryError::UnknownMetric(..))
+        ));
+        assert!(
+            matches!(parse("metric=viewers&edge=a"), Err(QueryError::Malformed(m)) if m.contains("stream"))
+        );
+        assert!(
+            matches!(parse("metric=viewers&stream=a&app=b"), Err(QueryError::Malformed(m)) if m.contains("one series"))
+        );
+        assert!(matches!(
+            parse("metric=viewers&stream="),
+            Err(QueryError::Malformed(_))
+        ));
+        assert!(
+            matches!(parse("metric=cpu&metric=cpu"), Err(QueryError::Malformed(m)) if m.contains("twice"))
+        );
+        assert_eq!(parse("metric=cpu").expect("the node's").family.name, "node");
     }
 
     #[test]
@@ -403,7 +585,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_query_string_is_refused_or_keeps_the_invariants(
-            text in "(metric=(cpu|viewers|x)|range=[0-9]{0,6}[smhdx]?|from=[0-9]{0,12}|to=[0-9]{0,12}|step=[0-9]{0,7}[smhd]?)(&(metric=cpu|range=[0-9]{1,4}[mhd]|from=[0-9]{10}|to=[0-9]{10}|step=[0-9]{1,5}[smh]?)){0,4}",
+            text in "(metric=(cpu|viewers|x)|range=[0-9]{0,6}[smhdx]?|from=[0-9]{0,12}|to=[0-9]{0,12}|step=[0-9]{0,7}[smhd]?|stream=[a-z/%]{0,6}|region=a)(&(metric=cpu|stream=live|range=[0-9]{1,4}[mhd]|from=[0-9]{10}|to=[0-9]{10}|step=[0-9]{1,5}[smh]?)){0,4}",
         ) {
             fuzz_query(text.as_bytes());
         }
