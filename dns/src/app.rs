@@ -16,9 +16,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Listen, UdpEngine};
 use crate::control::{Control, Loaded, Membership};
 use crate::handler::{self, Handler};
-use crate::http;
 use crate::metrics::Metrics;
 use crate::server::{self, Shared};
+use crate::{history, http};
+use skein_history::HistoryStore;
 
 /// How long the tasks get to finish after SIGTERM or SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -49,10 +50,16 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
     };
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let history = if loaded.config.history.enabled {
+        Some(Arc::new(history::open(&loaded.config.history)?))
+    } else {
+        None
+    };
+    let metrics = Arc::new(Metrics::default());
     let (control, shared) = Control::new(
         loaded,
         membership,
-        Arc::new(Metrics::default()),
+        metrics.clone(),
         stop.clone(),
         tasks.clone(),
     );
@@ -80,7 +87,18 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
     let result = rt.block_on(async {
         // Installed before anything answers, so a server that has answered stops cleanly.
         let signal = stop_signal()?;
-        start(&listen, udp_sockets, &shared, &stop, &tasks).await?;
+        start(
+            &listen,
+            udp_sockets,
+            &shared,
+            history.clone(),
+            &stop,
+            &tasks,
+        )
+        .await?;
+        if let Some(store) = history {
+            tasks.spawn(history::run(metrics, store, stop.clone()));
+        }
         tasks.spawn(control.run(options.config.clone()));
         let name = signal.await;
         tracing::info!(signal = name, "stopping: no new queries or connections");
@@ -122,6 +140,7 @@ async fn start(
     listen: &Listen,
     udp_sockets: Vec<UdpSocket>,
     shared: &Arc<Shared>,
+    history: Option<Arc<HistoryStore>>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -153,16 +172,30 @@ async fn start(
         tracing::info!(%addr, "serving /metrics");
         let metrics = shared.metrics.clone();
         let view = shared.clone();
-        let routes = move |path: &str| match path {
-            "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-            "/api/v1/view" => {
-                let mut answer: serde_json::Value =
-                    serde_json::from_str(&view.view()).unwrap_or_default();
-                answer["counts"] = view.metrics.counts();
-                (200, "application/json", answer.to_string())
-            }
-            "/healthz" => (200, "text/plain", "ok\n".to_string()),
-            _ => (404, "text/plain", "not found\n".to_string()),
+        let name = addr.to_string();
+        let routes = move |target: &str| match target.split_once('?').unwrap_or((target, "")) {
+            ("/api/v1/history", query) => match &history {
+                Some(store) => {
+                    let (status, body) = history::serve(store, &name, query);
+                    (status, "application/json", body)
+                }
+                None => (
+                    404,
+                    "text/plain",
+                    "history is off (history.enabled = false)\n".to_string(),
+                ),
+            },
+            (path, _) => match path {
+                "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+                "/api/v1/view" => {
+                    let mut answer: serde_json::Value =
+                        serde_json::from_str(&view.view()).unwrap_or_default();
+                    answer["counts"] = view.metrics.counts();
+                    (200, "application/json", answer.to_string())
+                }
+                "/healthz" => (200, "text/plain", "ok\n".to_string()),
+                _ => (404, "text/plain", "not found\n".to_string()),
+            },
         };
         tasks.spawn(http::serve(l, routes, stop.clone(), tasks.clone()));
     }

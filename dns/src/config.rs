@@ -35,6 +35,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Membership from the cluster.
     pub cluster: ClusterConfig,
+    /// The collector and its store.
+    pub history: HistoryConfig,
 }
 
 /// The file as serde reads it; [`Config`] is what it means.
@@ -56,6 +58,8 @@ struct RawConfig {
     rate_limit: RateLimitConfig,
     #[serde(default)]
     cluster: ClusterConfig,
+    #[serde(default)]
+    history: HistoryConfig,
 }
 
 /// `[listen]`: where and how queries are received.
@@ -455,6 +459,40 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `[history]`: what the server samples every interval (queries by rcode, answers by region,
+/// edge health, its own CPU and memory), rolled up from 1 min to 7 days and served by
+/// `GET /api/v1/history` on the metrics port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Sample and keep history (off: `/api/v1/history` answers 404).
+    pub enabled: bool,
+    /// Seconds between samples; a divisor of 60.
+    pub interval_secs: u64,
+    /// The store's file; empty: kept in memory only (lost at restart).
+    pub path: PathBuf,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            enabled: true,
+            interval_secs: 5,
+            path: PathBuf::new(),
+        }
+    }
+}
+
+fn check_history(history: &HistoryConfig) -> Result<(), FieldError> {
+    if !(1..=60).contains(&history.interval_secs) || 60 % history.interval_secs != 0 {
+        return Err(FieldError::new(
+            "history.interval_secs",
+            "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)",
+        ));
+    }
+    Ok(())
+}
+
 /// A config error naming the offending field, e.g. `zones[0].ns[1].addrs: ...`: the one error
 /// type of reading a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -577,6 +615,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let geo = geo(raw.geo, &raw.regions)?;
         check_policy(&raw.health, &raw.answer, &raw.rate_limit, &raw.cluster)?;
+        check_history(&raw.history)?;
         Ok(Config {
             listen: raw.listen,
             zones,
@@ -586,6 +625,7 @@ impl TryFrom<RawConfig> for Config {
             answer: raw.answer,
             rate_limit: raw.rate_limit,
             cluster: raw.cluster,
+            history: raw.history,
         })
     }
 }

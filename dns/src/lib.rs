@@ -28,7 +28,9 @@
 //! a prober per edge (`health`: RTMP handshake and `/api/v1/health`, with rise/fall
 //! hysteresis), watches the config file for changes and, with cluster seeds, the cluster's
 //! membership (`cluster`, over the small HTTP client in `http`), and publishes a new snapshot
-//! after every change. `metrics` counts queries and serves `/metrics`.
+//! after every change. `metrics` counts queries and serves `/metrics`; `history` samples
+//! those counters and the health view every interval into a `skein-history` store (rates by
+//! response code, answers by region, each edge's state) served as `/api/v1/history`.
 //!
 //! **Configuration.** `config::Config` is the file read once into typed values; every
 //! error names its field ([`FieldError`]).
@@ -53,6 +55,7 @@ mod fuzzing;
 mod geo;
 mod handler;
 mod health;
+mod history;
 mod http;
 mod metrics;
 mod ratelimit;

@@ -48,6 +48,19 @@ pub struct EdgeExport {
     pub last_probe: Option<Duration>,
 }
 
+/// The counters at one instant (see [`Metrics::totals`]).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// Queries answered, by response code.
+    pub per_rcode: Vec<(Rcode, u64)>,
+    /// Queries not answered: dropped as malformed or rate-limited.
+    pub unanswered: u64,
+    /// Service answers by region.
+    pub regions: BTreeMap<String, u64>,
+    /// Every edge's health and load.
+    pub edges: Vec<EdgeExport>,
+}
+
 pub struct Metrics {
     queries: Vec<AtomicU64>,
     dropped: AtomicU64,
@@ -180,6 +193,33 @@ impl Metrics {
 
     pub fn set_edges(&self, edges: Vec<EdgeExport>) {
         *self.edges.lock().unwrap_or_else(|e| e.into_inner()) = edges;
+    }
+
+    /// The counters the history samples: queries answered by rcode (in [`Rcode`] order of
+    /// `RCODES`), queries not answered (dropped, rate-limited), service answers by region, and
+    /// the edges as last exported.
+    pub fn totals(&self) -> Totals {
+        let per_rcode = RCODES
+            .iter()
+            .enumerate()
+            .map(|(ri, &rcode)| {
+                let counts = &self.queries[ri * (OTHER_QTYPE + 1)..(ri + 1) * (OTHER_QTYPE + 1)];
+                (rcode, counts.iter().map(|q| q.load(Relaxed)).sum())
+            })
+            .collect();
+        let regions = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, c)| (name.clone(), c.load(Relaxed)))
+            .collect();
+        Totals {
+            per_rcode,
+            unanswered: self.dropped.load(Relaxed) + self.rate_limited_drop.load(Relaxed),
+            regions,
+            edges: self.edges.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
     /// The answer counters for the HTTP view: service answers by region, queries by rcode.
