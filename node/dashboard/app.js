@@ -10,19 +10,38 @@ const RANGES = {
   '7d': { range: '7d', step: '1h', refresh: 300000 },
 };
 const COLORS = ['#2e6bd8', '#1a9b5c', '#c98a12', '#9a4fd0', '#d2423b', '#168a99', '#7d6b3a', '#c2478f'];
-const state = { dnsCounts: {}, range: 'live', cluster: null, standalone: false, me: null, charts: {}, chartsAt: 0, player: null };
+const state = { range: 'live', cluster: null, standalone: false, me: null, charts: {}, chartsAt: 0, player: null, chartedStream: null };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 
+// With dashboard.public = false the views need the admin token: asked once, kept for the tab.
+const TOKEN_KEY = 'skein-admin-token';
+
 async function api(path) {
-  const response = await fetch(path, { cache: 'no-store' });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(path, { cache: 'no-store', headers });
   if (!response.ok) {
     const error = new Error(`${path}: ${response.status}`);
     error.status = response.status;
     throw error;
   }
   return response.json();
+}
+
+function askToken(main, refused) {
+  if ($('#login', main)) return;
+  main.innerHTML = `<section class="card" id="login"><h2>Admin token</h2>
+    <p class="muted">${refused ? 'That token was refused.' : 'This cluster shows its views to the admin token only (dashboard.public = false).'}</p>
+    <form><input type="password" id="token" autocomplete="current-password" aria-label="admin token" placeholder="admin token">
+    <button class="play" type="submit">Open</button></form></section>`;
+  $('#login form', main).addEventListener('submit', (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $('#token', main).value.trim());
+    main.innerHTML = '';
+    refresh();
+  });
 }
 
 function format(value, unit) {
@@ -37,6 +56,7 @@ function format(value, unit) {
     case 'cores': return value.toFixed(2);
     case 'bytes': return scaled(value, ['B', 'KiB', 'MiB', 'GiB', 'TiB'], 1024);
     case 'bps': return scaled(value, ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s'], 1000);
+    case 'per_s': return `${value >= 100 ? Math.round(value) : value.toFixed(1)}/s`;
     default: return value >= 100 ? Math.round(value).toString() : (Math.round(value * 10) / 10).toString();
   }
 }
@@ -104,25 +124,27 @@ function drawChart(el, title, unit, series) {
   el.dataset.points = String(lines.reduce((n, l) => n + l.drawn, 0));
 }
 
-function historyPath(metric, node) {
+// `label` names a series of a labelled family, e.g. ['stream', 'live/cam'].
+function historyPath(metric, node, label) {
   const r = RANGES[state.range];
-  return `/api/v1/history?metric=${metric}&node=${encodeURIComponent(node)}&range=${r.range}&step=${r.step}`;
+  const series = label ? `&${label[0]}=${encodeURIComponent(label[1])}` : '';
+  return `/api/v1/history?metric=${metric}&node=${encodeURIComponent(node)}${series}&range=${r.range}&step=${r.step}`;
 }
 
 // A chart of the cluster's figure and every node's, from one cluster query.
-async function clusterChart(el, title, metric) {
-  if (state.standalone) return nodeChart(el, title, metric, 'self');
-  const answer = await api(historyPath(metric, 'cluster'));
-  const label = answer.aggregate === 'sum' ? 'cluster (sum)' : 'cluster (mean)';
-  const series = [{ name: label, sum: true, points: answer.points.map((p) => ({ t: p.t, v: p.value })) }];
+async function clusterChart(el, title, metric, label) {
+  if (state.standalone) return nodeChart(el, title, metric, 'self', label);
+  const answer = await api(historyPath(metric, 'cluster', label));
+  const name = answer.aggregate === 'sum' ? 'cluster (sum)' : 'cluster (mean)';
+  const series = [{ name, sum: true, points: answer.points.map((p) => ({ t: p.t, v: p.value })) }];
   for (const n of answer.nodes) {
     series.push({ name: n.name + (n.answered ? '' : ' (no answer)'), points: (n.points ?? []).map((p) => ({ t: p.t, v: p.mean })) });
   }
   drawChart(el, title, answer.unit, series);
 }
 
-async function nodeChart(el, title, metric, node) {
-  const answer = await api(historyPath(metric, node));
+async function nodeChart(el, title, metric, node, label) {
+  const answer = await api(historyPath(metric, node, label));
   drawChart(el, title, answer.unit, [{ name: answer.node, points: answer.points.map((p) => ({ t: p.t, v: p.mean })) }]);
 }
 
@@ -271,8 +293,11 @@ async function viewStreams(main) {
       <section class="card" id="player-card"><h2>Player</h2>
         <p><select id="play-stream" aria-label="stream"></select> from <select id="play-edge" aria-label="edge"></select>
         <button class="play" id="play">Play</button> <span class="muted" id="player-state"></span></p>
-        <video id="video" muted playsinline controls></video></section>`;
+        <video id="video" muted playsinline controls></video></section>
+      <section class="card"><h2>History of the chosen stream</h2><div class="charts">
+        <div class="chart" id="chart-stream-viewers"></div><div class="chart" id="chart-stream-bitrate"></div></div></section>`;
     $('#play', main).addEventListener('click', play);
+    $('#play-stream', main).addEventListener('change', () => { state.chartsAt = 0; refresh(); });
   }
   $('#stream-table', main).innerHTML = streams.length ? `<table><tr><th>stream</th><th>codecs</th><th>bit rate</th><th>viewers per node</th><th>path</th></tr>
     ${streams.map((s) => `<tr data-stream="${esc(s.key)}"><td>${esc(s.key)}</td>
@@ -287,6 +312,14 @@ async function viewStreams(main) {
   };
   keep('#play-stream', streams.map((s) => [s.key, s.key]));
   keep('#play-edge', nodes.filter((n) => n.roles?.edge !== false).map((n) => [n.public_addr.http, n.name]));
+  const chosen = $('#play-stream', main).value;
+  if (chosen !== state.chartedStream) { state.chartedStream = chosen; state.chartsAt = 0; }
+  if (!chosen) return;
+  const stream = ['stream', chosen];
+  await charts([
+    ['chart-stream-viewers', (el) => clusterChart(el, `${chosen}: viewers`, 'viewers', stream)],
+    ['chart-stream-bitrate', (el) => clusterChart(el, `${chosen}: bit rate`, 'bitrate_bps', stream)],
+  ]);
 }
 
 function play() {
@@ -305,16 +338,24 @@ function play() {
   video.dataset.url = url;
 }
 
-// Answers per second between two polls of a server's counters (live only: skein-dns keeps no
-// history of its own).
-function dnsRates(server, counts) {
-  const now = Date.now(), last = state.dnsCounts[server];
-  state.dnsCounts[server] = { at: now, counts };
-  if (!last || !counts) return null;
-  const secs = (now - last.at) / 1000;
-  const rate = (group) => Object.fromEntries(Object.entries(counts[group] ?? {})
-    .map(([k, v]) => [k, Math.max(0, v - (last.counts[group]?.[k] ?? 0)) / secs]));
-  return { answers: rate('answers'), rcodes: rate('rcodes') };
+// A GeoDNS server's stored series: answers per second for every region, one line each.
+async function dnsChart(el, index, regions) {
+  const r = RANGES[state.range];
+  const series = await Promise.all(regions.map(async (region) => {
+    const answer = await api(`/api/v1/dns/history?server=${index}&metric=answers&region=${encodeURIComponent(region)}&range=${r.range}&step=${r.step}`);
+    return { name: region, points: answer.points.map((p) => ({ t: p.t, v: p.mean })) };
+  }));
+  drawChart(el, 'answers per second by region', 'per_s', series);
+}
+
+async function dnsQueriesChart(el, index) {
+  const r = RANGES[state.range];
+  const lines = [['queries', 'answered'], ['unanswered', 'not answered'], ['formerr', 'FORMERR'], ['refused', 'REFUSED']];
+  const series = await Promise.all(lines.map(async ([metric, name]) => {
+    const answer = await api(`/api/v1/dns/history?server=${index}&metric=${metric}&range=${r.range}&step=${r.step}`);
+    return { name, points: answer.points.map((p) => ({ t: p.t, v: p.mean })) };
+  }));
+  drawChart(el, 'queries per second', 'per_s', series);
 }
 
 async function viewDns(main) {
@@ -325,20 +366,29 @@ async function viewDns(main) {
   }
   const route = (f) => f.route === 'local' ? (f.addrs ?? []).map((a) => `${a.addr} (${(a.weight ?? 0).toFixed(2)})`).join(', ') || 'no address'
     : f.route === 'spill' ? `spill to ${f.to.join(', ')}` : f.route === 'least-bad' ? (f.addrs.length ? `least bad: ${f.addrs.join(', ')}` : 'no address') : 'nothing (NODATA)';
-  const perSecond = (v) => v == null ? '…' : `${v.toFixed(1)}/s`;
-  main.innerHTML = answer.servers.map((s) => {
-    const rates = dnsRates(s.server, s.view?.counts);
+  const layout = answer.servers.map((s) => s.server).join(' ');
+  if (main.dataset.dnsLayout !== layout) {
+    main.dataset.dnsLayout = layout;
+    main.innerHTML = answer.servers.map((s, i) => `<section class="card dns-server" data-server="${esc(s.server)}"><div class="dns-live"></div>
+      <div class="charts"><div class="chart" id="chart-dns-${i}-regions"></div><div class="chart" id="chart-dns-${i}-queries"></div></div></section>`).join('');
+  }
+  const specs = [];
+  answer.servers.forEach((s, i) => {
     const rcodes = Object.entries(s.view?.counts?.rcodes ?? {}).filter(([, n]) => n > 0);
-    return `<section class="card dns-server" data-server="${esc(s.server)}"><h2>${esc(s.server)} ${s.answered ? '' : '<span class="badge down">no answer</span>'}${s.view?.degraded ? ' <span class="badge down">degraded</span>' : ''}</h2>
-    ${s.view ? `<div class="scroll"><table><tr><th>region</th><th>A answered with</th><th>AAAA answered with</th><th>answers</th></tr>
+    const card = main.querySelectorAll('.dns-server')[i];
+    $('.dns-live', card).innerHTML = `<h2>${esc(s.server)} ${s.answered ? '' : '<span class="badge down">no answer</span>'}${s.view?.degraded ? ' <span class="badge down">degraded</span>' : ''}</h2>
+    ${s.view ? `<div class="scroll"><table><tr><th>region</th><th>A answered with</th><th>AAAA answered with</th><th>answers in all</th></tr>
       ${s.view.regions.map((r) => `<tr><td>${esc(r.region)}</td><td>${esc(route(r.a))}</td><td>${esc(route(r.aaaa))}</td>
-        <td>${perSecond(rates?.answers[r.region])} <span class="muted">(${s.view.counts?.answers?.[r.region] ?? 0} in all)</span></td></tr>`).join('')}</table></div>
-      <p class="muted">queries by response code: ${rcodes.map(([k, n]) => `${esc(k)} ${n} (${perSecond(rates?.rcodes[k])})`).join(' · ') || 'none yet'}</p>
+        <td>${s.view.counts?.answers?.[r.region] ?? 0}</td></tr>`).join('')}</table></div>
+      <p class="muted">queries by response code: ${rcodes.map(([k, n]) => `${esc(k)} ${n}`).join(' · ') || 'none yet'}</p>
       <h2>Edges as this server sees them</h2><div class="scroll"><table><tr><th>region</th><th>edge</th><th>state</th><th>weight</th><th>utilisation</th><th>probe</th></tr>
       ${s.view.edges.map((e) => `<tr data-edge="${esc(e.edge)}" data-state="${esc(e.state)}"><td>${esc(e.region)}</td><td>${esc(e.edge)}</td><td><span class="badge ${e.state === 'up' ? 'up' : e.state === 'down' ? 'down' : ''}">${esc(e.state)}</span></td>
-        <td>${e.weight.toFixed(2)}</td><td>${format(e.utilization, 'ratio')}</td><td>${e.last_probe_ms != null ? `${e.last_probe_ms.toFixed(1)} ms` : '–'}</td></tr>`).join('')}</table></div>` : ''}
-    </section>`;
-  }).join('');
+        <td>${e.weight.toFixed(2)}</td><td>${format(e.utilization, 'ratio')}</td><td>${e.last_probe_ms != null ? `${e.last_probe_ms.toFixed(1)} ms` : '–'}</td></tr>`).join('')}</table></div>` : ''}`;
+    const regions = (s.view?.regions ?? []).map((r) => r.region);
+    specs.push([`chart-dns-${i}-regions`, (el) => dnsChart(el, i, regions)]);
+    specs.push([`chart-dns-${i}-queries`, (el) => dnsQueriesChart(el, i)]);
+  });
+  await charts(specs);
 }
 
 async function viewEvents(main) {
@@ -371,7 +421,14 @@ async function refresh() {
     $('#status').textContent = `${state.me.name} · ${new Date().toLocaleTimeString()}`;
     if (route().view === view) document.body.dataset.rendered = view;
   } catch (e) {
-    $('#status').textContent = `error: ${e.message}`;
+    if (e.status === 401) {
+      const refused = Boolean(sessionStorage.getItem(TOKEN_KEY));
+      sessionStorage.removeItem(TOKEN_KEY);
+      askToken(main, refused);
+      $('#status').textContent = 'the admin token is needed';
+    } else {
+      $('#status').textContent = `error: ${e.message}`;
+    }
   } finally {
     busy = false;
     if (again) { again = false; refresh(); }
@@ -387,6 +444,7 @@ document.querySelectorAll('#range button').forEach((b) => b.addEventListener('cl
 window.addEventListener('hashchange', () => {
   if (state.player) { state.player.destroy(); state.player = null; }
   $('#view').innerHTML = '';
+  delete $('#view').dataset.dnsLayout;
   document.body.dataset.rendered = '';
   state.chartsAt = 0;
   refresh();

@@ -7,6 +7,9 @@
 //   play <stream> <edge name> <timeout_ms>  play the stream in the streams view's player until
 //                                        the video time advances by 2 s with decoded frames
 //   dns <edge> <state> <timeout_ms>      wait until the GeoDNS view shows the edge in that state
+//   login <token> <ok|refused> <timeout_ms>  give the token the page asks for (dashboard.public
+//                                        = false); wait for the cluster view, or for the form
+//                                        to come back saying the token was refused
 //   shot <hash> <file>                   show a view and save a full-page screenshot
 //   viewport <width> <height>            resize the page (a phone: 390 844)
 //   quit                                 close the browser; the last line (finish) says ok
@@ -76,6 +79,17 @@ const commands = {
     const started = Date.now();
     await page.waitForSelector(`tr[data-edge="${edge}"][data-state="${edgeState}"]`, { timeout: Number(timeout) });
     return { ok: true, ms: Date.now() - started };
+  },
+  async login(token, expect, timeout) {
+    await page.waitForSelector('#login', { timeout: Number(timeout) });
+    await page.fill('#token', token);
+    await page.click('#login button');
+    if (expect === 'refused') {
+      await page.waitForFunction(() => document.querySelector('#login')?.textContent.includes('refused'), null, { timeout: Number(timeout) });
+    } else {
+      await page.waitForSelector('body[data-rendered="cluster"] .node', { timeout: Number(timeout) });
+    }
+    return { ok: true };
   },
   async viewport(width, height) {
     await page.setViewportSize({ width: Number(width), height: Number(height) });

@@ -116,11 +116,15 @@ impl Member {
         self.process.insert(Process::spawn(command))
     }
 
-    /// Waits until the node serves HTTP (it does once it is a member), and learns its id.
+    /// Waits until the node serves HTTP (it does once it is a member), and learns its id. The
+    /// node's admin token is sent, for a node that keeps its views for it.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some((200, body)) = http_request(self.http, "GET", "/api/v1/relay", "") {
+            let auth = std::fs::read_to_string(self.data_dir.join("admin.token"))
+                .map(|t| format!("Authorization: Bearer {}\r\n", t.trim()))
+                .unwrap_or_default();
+            if let Some((200, body)) = http_request(self.http, "GET", "/api/v1/relay", &auth) {
                 let view: Value = serde_json::from_str(&body).unwrap();
                 self.id = view["node"].as_u64().expect("relay view names the node");
                 return;

@@ -171,11 +171,100 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
             .unwrap()
             .contains(&cluster.node("n2").http.to_string())
     );
+    // The stream's own series: its viewer on n2 (the page's player), and its bit rate on n1
+    // where it is published; the page charts them for the chosen stream.
+    let stream_range = || format!("stream={STREAM}&node=cluster&range=2m&step=5s");
+    let seen = |metric: &str, node: &str, ok: fn(f64) -> bool| {
+        let (status, answer) = history(
+            cluster.node("n1"),
+            &format!("metric={metric}&{}", stream_range()),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["stream"], STREAM, "{answer}");
+        answer["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == node)?["points"]
+            .as_array()?
+            .iter()
+            .any(|p| p["mean"].as_f64().is_some_and(ok))
+            .then_some(())
+    };
+    wait_for(
+        "the stream's viewer on n2 in its history",
+        Duration::from_secs(30),
+        || seen("viewers", "n2", |v| v >= 1.0),
+    );
+    wait_for(
+        "the stream's bit rate on n1 in its history",
+        Duration::from_secs(30),
+        || seen("bitrate_bps", "n1", |v| v > 10_000.0),
+    );
+    let (status, refused) = history(
+        cluster.node("n1"),
+        &format!("metric=cpu&stream={STREAM}&range=1m"),
+    );
+    assert_eq!(status, 400, "a node metric is not a stream's: {refused}");
+    browser.run("points #streams 60000");
     browser.run(&format!("shot #streams {}", shot("streams")));
     browser.run("points #node/n2 60000");
     browser.run(&format!("shot #node/n2 {}", shot("node")));
     browser.run(&format!("shot #cluster {}", shot("cluster")));
     browser.run("dns n1 up 60000");
+    // skein-dns keeps its own history: answers per second for region a, after real queries.
+    for _ in 0..20 {
+        dns.dig(&["live.example.com", "A"]);
+    }
+    let dns_history = |query: &str| {
+        let (status, body) = http_request(
+            format!("127.0.0.1:{}", dns.metrics_port).parse().unwrap(),
+            "GET",
+            &format!("/api/v1/history?{query}"),
+            "",
+        )
+        .expect("skein-dns answers its history");
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    wait_for(
+        "GeoDNS queries in its history",
+        Duration::from_secs(30),
+        || {
+            let (_, answer) = dns_history("metric=queries&range=2m&step=5s");
+            answer["points"]
+                .as_array()?
+                .iter()
+                .any(|p| p["mean"].as_f64() > Some(0.0))
+                .then_some(())
+        },
+    );
+    let (status, catalogue) = dns_history("");
+    assert_eq!(status, 200);
+    let regions: Vec<&str> = catalogue["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "region")
+        .and_then(|f| f["series"].as_array())
+        .expect("region series")
+        .iter()
+        .filter_map(|s| s["label"].as_str())
+        .collect();
+    assert!(regions.contains(&"a"), "{catalogue}");
+    let (status, body) = dns_history("metric=answers&region=a&range=1h&step=3s");
+    assert_eq!(status, 400, "{body}");
+    // The same through n1, as the page reads it.
+    let (status, body) = http_request(
+        cluster.node("n1").http,
+        "GET",
+        "/api/v1/dns/history?server=0&metric=answers&region=a&range=5m&step=5s",
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    browser.run("points #dns 60000");
     browser.run(&format!("shot #dns {}", shot("dns")));
 
     // Bad ranges and steps are refused, with the reason.
@@ -292,6 +381,55 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
     let last = browser.quit();
     drop(browser);
     assert_eq!(last["ok"], true, "{last}");
+
+    // With dashboard.public = false, n2's views need its admin token; health, the cluster
+    // document and the page's files do not. The page asks for the token and sends it.
+    let n2 = cluster.node_mut("n2");
+    let mut config = std::fs::read_to_string(&n2.config).unwrap();
+    config.push_str("[dashboard]\npublic = false\n");
+    std::fs::write(&n2.config, config).unwrap();
+    n2.kill();
+    n2.restart();
+    let n2 = cluster.node("n2");
+    let token = std::fs::read_to_string(n2.data_dir.join("admin.token")).unwrap();
+    let token = token.trim();
+    for (path, open) in [
+        ("/api/v1/health", true),
+        ("/api/v1/cluster", true),
+        ("/dashboard/", true),
+        ("/dashboard/app.js", true),
+        ("/api/v1/summary", false),
+        ("/api/v1/streams", false),
+        ("/api/v1/history?metric=cpu&range=5m", false),
+        ("/api/v1/events", false),
+        ("/api/v1/members/n1/summary", false),
+    ] {
+        let (status, body) = http_request(n2.http, "GET", path, "").unwrap();
+        assert_eq!(
+            status == 200,
+            open,
+            "{path} without a token: {status} {body}"
+        );
+        if !open {
+            assert_eq!(status, 401, "{path}: {body}");
+            let (status, body) = http_request(
+                n2.http,
+                "GET",
+                path,
+                &format!("Authorization: Bearer {token}\r\n"),
+            )
+            .unwrap();
+            assert_eq!(status, 200, "{path} with the token: {body}");
+        }
+    }
+    let mut gated = Browser::open(&format!("http://{}/dashboard/", n2.http));
+    gated.run("login not-the-token refused 30000");
+    gated.run(&format!("login {token} ok 30000"));
+    gated.run("node n1 up 30000");
+    gated.run(&format!("shot #cluster {}", shot("cluster-with-token")));
+    let last = gated.quit();
+    drop(gated);
+    assert_eq!(last["ok"], true, "{last}");
     for name in [
         "streams",
         "node",
@@ -299,6 +437,7 @@ fn the_dashboard_follows_a_real_cluster_and_plays_its_stream() {
         "dns",
         "cluster-n3-down",
         "events",
+        "cluster-with-token",
     ] {
         let file = shots.join(format!("{name}.png"));
         assert!(

@@ -2,14 +2,16 @@
 //! vendored) built into the binary and served at `/dashboard/`, so every node serves it with
 //! nothing else to run. Its data comes from this node's API, from the other members' through
 //! `/api/v1/members/{name}/{view}` (asked by this node, so the page needs no cross-origin
-//! calls), and from the GeoDNS servers named by `dashboard.dns` through `/api/v1/dns`.
+//! calls), and from the GeoDNS servers named by `dashboard.dns` through `/api/v1/dns` (their
+//! live views) and `/api/v1/dns/history` (their stored series). With `dashboard.public = false`
+//! the data routes need the admin token (the page asks for it and sends it); the files do not.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -45,8 +47,8 @@ const FILES: [(&str, &str, &[u8]); 4] = [
 /// Member views the proxy passes on (all read-only and public).
 const MEMBER_VIEWS: [&str; 5] = ["summary", "node", "streams", "relay", "events"];
 
-/// The dashboard's routes.
-pub fn routes() -> Router<Arc<Node>> {
+/// The dashboard's files (no data in them: open even when the views are not).
+pub fn files() -> Router<Arc<Node>> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/dashboard/") }))
         .route(
@@ -58,7 +60,13 @@ pub fn routes() -> Router<Arc<Node>> {
             get(|s| file(s, Path("index.html".to_owned()))),
         )
         .route("/dashboard/{file}", get(file))
+}
+
+/// The views the dashboard reads through this node: the GeoDNS servers' and the members'.
+pub fn views() -> Router<Arc<Node>> {
+    Router::new()
         .route("/api/v1/dns", get(dns))
+        .route("/api/v1/dns/history", get(dns_history))
         .route("/api/v1/members/{name}/{view}", get(member))
 }
 
@@ -96,7 +104,8 @@ async fn dns(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, A
     enabled(&node)?;
     let servers = &node.config.dashboard.dns;
     let views =
-        futures_util::future::join_all(servers.iter().map(|s| get_json(s, "/api/v1/view"))).await;
+        futures_util::future::join_all(servers.iter().map(|s| get_json(s, "/api/v1/view", None)))
+            .await;
     let servers: Vec<_> = servers
         .iter()
         .zip(views)
@@ -105,10 +114,60 @@ async fn dns(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, A
     Ok(Json(json!({ "servers": servers })))
 }
 
-/// A member's read-only view, asked by this node.
+/// A GeoDNS server's stored series: `server` is its place in `dashboard.dns` (default 0), the
+/// rest of the query string is passed on to its `/api/v1/history`.
+async fn dns_history(
+    State(node): State<Arc<Node>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    enabled(&node)?;
+    let (server, passed) = dns_server_and_query(query.as_deref().unwrap_or_default())?;
+    let servers = &node.config.dashboard.dns;
+    let address = servers.get(server).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no GeoDNS server {server}: dashboard.dns names {}",
+                servers.len()
+            ),
+        )
+    })?;
+    let path = format!("/api/v1/history?{passed}");
+    get_json(address, &path, None)
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("{address} did not answer its history (or refused the query)"),
+            )
+        })
+}
+
+/// Splits `server=N` (default 0) off a query string; the rest is the GeoDNS server's query.
+fn dns_server_and_query(query: &str) -> Result<(usize, String), ApiError> {
+    let mut server = 0;
+    let mut passed = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == "server" {
+            server = value.parse().map_err(|_| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("server = {value:?} is not a number"),
+                )
+            })?;
+        } else {
+            passed.append_pair(&key, &value);
+        }
+    }
+    Ok((server, passed.finish()))
+}
+
+/// A member's read-only view, asked by this node (with the caller's token, if any).
 async fn member(
     State(node): State<Arc<Node>>,
     Path((name, view)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     enabled(&node)?;
     if !MEMBER_VIEWS.contains(&view.as_str()) {
@@ -125,6 +184,7 @@ async fn member(
     get_json(
         &member.public_addr.http.to_string(),
         &format!("/api/v1/{view}"),
+        headers.get(header::AUTHORIZATION),
     )
     .await
     .map(Json)

@@ -42,20 +42,29 @@ use crate::server::context::Node;
 use listener::{ConnectionSlot, HttpAdmission, PeerAddr};
 use tls::TlsFiles;
 
-/// The read-only routes every listener serves: health, the API views and the dashboard (views that
-/// show addresses need the admin token unless `http.public_details` is set).
-fn read_only_routes() -> Router<Arc<Node>> {
-    Router::new()
-        .route("/api/v1/health", get(api::health))
+/// The read-only routes every listener serves: health and the cluster document (always open:
+/// load balancers and GeoDNS read them), the API views and the dashboard's data (open unless
+/// `dashboard.public = false`, then for the admin token), the dashboard's files. Views that
+/// show addresses need the admin token unless `http.public_details` is set.
+fn read_only_routes(node: &Arc<Node>) -> Router<Arc<Node>> {
+    let views = Router::new()
         .route("/api/v1/streams", get(api::streams))
         .route("/api/v1/clients", get(api::clients))
         .route("/api/v1/summary", get(api::summary))
-        .route("/api/v1/cluster", get(cluster::status))
         .route("/api/v1/relay", get(cluster::relay))
         .route("/api/v1/history", get(history::history))
         .route("/api/v1/node", get(history::node_view))
         .route("/api/v1/events", get(history::events))
-        .merge(dashboard::routes())
+        .merge(dashboard::views())
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            api::views_gate,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/cluster", get(cluster::status))
+        .merge(views)
+        .merge(dashboard::files())
 }
 
 /// The admin calls (they need the admin token).
@@ -76,7 +85,7 @@ fn admin_routes() -> Router<Arc<Node>> {
 /// The public listener's routes: without the admin calls when they have a listener of their own.
 fn public_router(node: Arc<Node>) -> Router {
     let http = &node.config.http;
-    let mut routes = read_only_routes().route("/{app}/{file}", get(play));
+    let mut routes = read_only_routes(&node).route("/{app}/{file}", get(play));
     if http.admin_listen.is_none() {
         routes = routes.merge(admin_routes());
     }
@@ -105,7 +114,7 @@ async fn play(
 
 /// The admin listener's routes: the admin calls, the read-only API and `/metrics`, no playback.
 fn admin_router(node: Arc<Node>) -> Router {
-    read_only_routes()
+    read_only_routes(&node)
         .merge(admin_routes())
         .route("/metrics", get(api::metrics))
         .with_state(node)
