@@ -438,6 +438,22 @@ fn malformed_packets_get_formerr_or_nothing_and_server_keeps_answering(engine: &
         rcode(&exchange(s.port, &ecs_query(&two)).expect("answer")),
         1
     );
+    // a /24 sent with all four octets (RFC 7871 §6: cut to the prefix, else FORMERR)
+    let four_octets = [0, 8, 0, 8, 0, 1, 24, 0, 127, 0, 1, 0];
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&four_octets)).expect("answer")),
+        1
+    );
+    // bytes after the last record, with and without EDNS
+    for mut trailing in [ecs_query(&valid), raw_query("example.com", 6)] {
+        trailing.push(0);
+        assert_eq!(rcode(&exchange(s.port, &trailing).expect("answer")), 1);
+    }
+    // a refused query spoils nothing for the next one
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&valid)).expect("answer")),
+        0
+    );
     // NOTIFY opcode: NOTIMP
     let mut notify = raw_query("example.com", 6);
     notify[2] = 4 << 3;
