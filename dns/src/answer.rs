@@ -2,7 +2,7 @@
 //! zones, locates the client (ECS or source address), asks the Automap plan for addresses and
 //! writes the response (with TC when it does not fit the UDP payload).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use crate::automap::{Family, Plan, RegionView, Rng};
 use crate::config::{Config, RateLimitConfig};
 use crate::ecs::ClientSubnet;
-use crate::geo::{GeoDb, Hit, Location};
+use crate::geo::GeoDb;
+use crate::region_map::{HomeRules, RegionMap};
 use crate::wire::{
     self, Edns, LowerName, Owner, ParseError, QNAME_OFFSET, Query, Rcode, ResponseHeader,
     ResponseWriter, rtype,
@@ -42,15 +43,10 @@ pub enum Limit {
 pub struct Snapshot {
     /// Zone data.
     pub zones: Arc<Zones>,
-    /// The geolocation database, if configured.
-    pub geo: Option<Arc<GeoDb>>,
     /// Which addresses each region answers with.
     pub plan: Plan,
-    continent: HashMap<[u8; 2], usize>,
-    country: HashMap<[u8; 2], usize>,
-    /// Most specific first.
-    subnets: Vec<(IpNet, usize)>,
-    default_region: Option<usize>,
+    /// Every client address's home region and widest ECS scope.
+    homes: Arc<RegionMap>,
     /// TTL of service answers.
     pub ttl: u32,
     /// Rate limiting in force (UDP workers rebuild their limiter when it changes).
@@ -75,26 +71,30 @@ impl Snapshot {
                 .filter_map(|(k, v)| Some((*k, plan.region_index(v)?)))
                 .collect()
         };
-        let continent = by_code(&o.continent);
-        let country = by_code(&o.country);
         let mut subnets: Vec<(IpNet, usize)> = o
             .subnet
             .iter()
             .filter_map(|(k, v)| Some((k.trunc(), plan.region_index(v)?)))
             .collect();
         subnets.sort_by_key(|s| std::cmp::Reverse(s.0.prefix_len()));
-        let default_region = match &config.geo.default_region {
-            Some(name) => plan.region_index(name),
-            None => (plan.region_count() > 0).then_some(0),
+        let rules = HomeRules {
+            coordinates: plan.coordinates(),
+            country: by_code(&o.country),
+            continent: by_code(&o.continent),
+            subnets,
+            default_region: match &config.geo.default_region {
+                Some(name) => plan.region_index(name),
+                None => (plan.region_count() > 0).then_some(0),
+            },
+        };
+        let homes = match &geo {
+            Some(geo) => geo.region_map(&rules),
+            None => Arc::new(RegionMap::build(None, &rules)),
         };
         Snapshot {
             zones,
-            geo,
             plan,
-            continent,
-            country,
-            subnets,
-            default_region,
+            homes,
             ttl: config.answer.ttl,
             rate_limit: config.rate_limit.clone(),
             region_answers: Vec::new(),
@@ -102,26 +102,19 @@ impl Snapshot {
     }
 }
 
-/// Per-worker mutable state: the output buffer, the RNG and a cache of decoded locations.
+/// Per-worker mutable state: the output buffer and the generator of weighted choices.
 pub struct Scratch {
     /// The response being written (the batched engine sends it from here).
     pub out: Vec<u8>,
     rng: Rng,
-    geo_cache: HashMap<Hit, Option<Location>>,
-    /// Identity of the geo database the cache belongs to.
-    cache_owner: usize,
 }
 
-const GEO_CACHE_MAX: usize = 65_536;
-
 impl Scratch {
-    /// Empty buffers and cache; `seed` starts the generator of weighted choices.
+    /// An empty buffer; `seed` starts the generator of weighted choices.
     pub fn new(seed: u64) -> Self {
         Scratch {
             out: Vec::with_capacity(4096),
             rng: Rng::new(seed),
-            geo_cache: HashMap::new(),
-            cache_owner: 0,
         }
     }
 }
@@ -257,9 +250,9 @@ pub fn resolve<'s>(
                 Some(cs) => (cs.addr, cs.source_prefix),
                 None => (client.to_canonical(), 0),
             };
-            let (home, matched) = locate(snap, scratch, who);
+            let (home, widest) = snap.homes.lookup(who);
             if ecs.is_some() {
-                scope = matched;
+                scope = widest;
             }
             let choice = home.map(|h| {
                 let hash = client_hash(who, who_prefix);
@@ -471,39 +464,6 @@ pub fn write_truncated(out: &mut Vec<u8>, h: &impl QueryHeader, edns: Option<Edn
         w.opt(Rcode::NoError, e.dnssec_ok, None);
     }
     w.finish();
-}
-
-/// Home region of an address and the prefix length of the network that decided it.
-fn locate(snap: &Snapshot, scratch: &mut Scratch, ip: IpAddr) -> (Option<usize>, u8) {
-    if let Some((net, region)) = snap.subnets.iter().find(|(n, _)| n.contains(&ip)) {
-        return (Some(*region), net.prefix_len());
-    }
-    let Some(geo) = &snap.geo else {
-        return (snap.default_region, 0);
-    };
-    let Some(hit) = geo.find(ip) else {
-        return (snap.default_region, 0);
-    };
-    let owner = Arc::as_ptr(geo) as usize;
-    if scratch.cache_owner != owner || scratch.geo_cache.len() >= GEO_CACHE_MAX {
-        scratch.geo_cache.clear();
-        scratch.cache_owner = owner;
-    }
-    let loc = *scratch
-        .geo_cache
-        .entry(hit)
-        .or_insert_with(|| geo.decode(ip, hit));
-    let Some(loc) = loc else {
-        return (snap.default_region, hit.prefix_len);
-    };
-    let region = loc
-        .country
-        .and_then(|c| snap.country.get(&c))
-        .or_else(|| loc.continent.and_then(|c| snap.continent.get(&c)))
-        .copied()
-        .or_else(|| snap.plan.nearest(loc.lat, loc.lon))
-        .or(snap.default_region);
-    (region, hit.prefix_len)
 }
 
 /// A stable hash of the client's network (/24 or /56, or the ECS prefix if shorter), so one

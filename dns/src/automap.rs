@@ -163,6 +163,17 @@ struct RegionPlan {
     routes: [Route; 2],
 }
 
+/// Index of the region nearest to a location among `coordinates` (latitude, longitude), all
+/// regions, healthy or not: failover is the route's job.
+pub fn nearest(coordinates: &[(f64, f64)], lat: f64, lon: f64) -> Option<usize> {
+    coordinates
+        .iter()
+        .enumerate()
+        .map(|(i, &(rlat, rlon))| (distance_km(lat, lon, rlat, rlon), i))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, i)| i)
+}
+
 /// The answer plan: rebuilt on every health/load/membership change.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -296,14 +307,9 @@ impl Plan {
         self.regions.iter().position(|r| r.name == name)
     }
 
-    /// Nearest region to a location (all regions, healthy or not: failover is the route's job).
-    pub fn nearest(&self, lat: f64, lon: f64) -> Option<usize> {
-        self.regions
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (distance_km(lat, lon, r.lat, r.lon), i))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, i)| i)
+    /// Latitude and longitude of every region, by index.
+    pub fn coordinates(&self) -> Vec<(f64, f64)> {
+        self.regions.iter().map(|r| (r.lat, r.lon)).collect()
     }
 
     /// What each region's clients are answered with now, for the HTTP view: per family, the
@@ -657,8 +663,8 @@ mod tests {
             region("b", 40.0, -74.0, vec![]),
         ];
         let plan = Plan::build(&r, &policy());
-        assert_eq!(plan.nearest(41.0, -70.0), Some(1));
-        assert_eq!(plan.nearest(48.0, 2.0), Some(0));
+        assert_eq!(nearest(&plan.coordinates(), 41.0, -70.0), Some(1));
+        assert_eq!(nearest(&plan.coordinates(), 48.0, 2.0), Some(0));
         assert_eq!(plan.region_index("b"), Some(1));
     }
 }

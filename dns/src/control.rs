@@ -336,12 +336,18 @@ impl Control {
             .map(|(k, v)| (k.clone(), &v.tracker))
             .collect();
         let views = views(&self.regions, &trackers);
-        let mut snap = Snapshot::new(
-            self.loaded.zones.clone(),
-            self.loaded.geo.clone(),
-            &views,
-            &self.loaded.config,
-        );
+        // After a change of regions or overrides this walks the whole geo database (seconds
+        // for a full-size one): the runtime moves this thread's other tasks, such as the
+        // hickory engine's queries, to another thread meanwhile. (`app` runs the control loop
+        // on a multi-threaded runtime, which `block_in_place` needs.)
+        let mut snap = tokio::task::block_in_place(|| {
+            Snapshot::new(
+                self.loaded.zones.clone(),
+                self.loaded.geo.clone(),
+                &views,
+                &self.loaded.config,
+            )
+        });
         let metrics = &self.shared.metrics;
         snap.region_answers = (0..snap.plan.region_count())
             .map(|i| metrics.region_counter(snap.plan.region_name(i)))

@@ -75,9 +75,9 @@ impl ClientSubnet {
         Self::from_parts(addr, source_prefix, scope_prefix)
     }
 
-    /// Validates an option some other parser already split into fields (the address holds
-    /// only the bytes the source prefix covers, the rest zero).
-    pub fn from_parts(addr: IpAddr, source_prefix: u8, scope_prefix: u8) -> Result<Self, EcsError> {
+    /// Validates the fields of an option (the address holds only the bytes the source prefix
+    /// covers, the rest zero).
+    fn from_parts(addr: IpAddr, source_prefix: u8, scope_prefix: u8) -> Result<Self, EcsError> {
         let max_bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
         if source_prefix > max_bits {
             return Err(EcsError::SourcePrefix(source_prefix));

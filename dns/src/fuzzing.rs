@@ -177,9 +177,11 @@ impl Harness {
 
     /// Runs one packet through both engines over UDP and TCP. Every response must be well
     /// formed; where the batched engine's strict parser accepts the query, hickory's engine
-    /// must give the same response (header, sections, OPT). Where ours says FORMERR, hickory's
-    /// more lenient parser may answer (e.g. trailing bytes after the message).
-    pub fn query_path(&self, scratch: &mut Scratch, data: &[u8]) {
+    /// must give the same response (header, sections, OPT); where it refuses it with FORMERR,
+    /// so must hickory's engine. Returns the batched engine's response code over UDP (`None`:
+    /// no response).
+    pub fn query_path(&self, scratch: &mut Scratch, data: &[u8]) -> Option<Rcode> {
+        let mut udp_rcode = None;
         let client: SocketAddr = ([127, 0, 1, 7], 5300).into();
         for transport in [Transport::Udp, Transport::Tcp] {
             let o = respond(&self.snap, scratch, data, client, transport, Limit::Pass);
@@ -189,11 +191,21 @@ impl Harness {
             let theirs = self
                 .hickory(data, client, transport)
                 .map(|out| check_response(&out, data, transport));
+            if transport == Transport::Udp && o.send {
+                udp_rcode = Some(o.rcode);
+            }
             match (o.send, o.rcode, ours, theirs) {
                 (false, _, _, theirs) => {
                     assert!(theirs.is_none(), "hickory engine answered a dropped packet")
                 }
-                (true, Rcode::FormErr, _, _) => {}
+                (true, Rcode::FormErr, _, theirs) => {
+                    let rcode = theirs.map(|m| u16::from(m.metadata.response_code));
+                    assert_eq!(
+                        rcode,
+                        Some(1),
+                        "{transport:?}: FORMERR vs {rcode:?} from the hickory engine"
+                    );
+                }
                 (true, Rcode::NotImp, _, theirs) => {
                     let rcode = theirs.map(|m| u16::from(m.metadata.response_code));
                     assert!(
@@ -235,6 +247,7 @@ impl Harness {
                 "slip must be truncated (or an error answer)"
             );
         }
+        udp_rcode
     }
 }
 
@@ -254,6 +267,53 @@ mod tests {
             n += 1;
         }
         assert!(n >= 8, "only {n} seeds");
+    }
+
+    /// `live.example.com A` with RD, and an OPT record holding `options` when given.
+    fn live_query(options: Option<&[u8]>) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["live", "example", "com"] {
+            q.push(label.len() as u8);
+            q.extend(label.as_bytes());
+        }
+        q.extend([0, 0, 1, 0, 1]);
+        if let Some(options) = options {
+            q[11] = 1;
+            q.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+            q.extend((options.len() as u16).to_be_bytes());
+            q.extend(options);
+        }
+        q
+    }
+
+    #[test]
+    fn both_engines_refuse_long_ecs_addresses_and_trailing_bytes() {
+        let harness = Harness::default();
+        let mut scratch = Scratch::new(1);
+        let mut run = |q: &[u8]| harness.query_path(&mut scratch, q);
+        let valid = [0, 8, 0, 7, 0, 1, 24, 0, 127, 0, 1];
+        assert_eq!(run(&live_query(Some(&valid))), Some(Rcode::NoError));
+        assert_eq!(run(&live_query(None)), Some(Rcode::NoError));
+        // /24 with all four octets: RFC 7871 §6 wants the address cut to three.
+        let four_octets = [0, 8, 0, 8, 0, 1, 24, 0, 127, 0, 1, 0];
+        assert_eq!(run(&live_query(Some(&four_octets))), Some(Rcode::FormErr));
+        // IPv6 /56 sent as a whole address.
+        let mut v6 = vec![0, 8, 0, 20, 0, 2, 56, 0];
+        v6.extend(
+            "2001:db8:1::"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(run(&live_query(Some(&v6))), Some(Rcode::FormErr));
+        // /20 with a bit set past the prefix.
+        let host_bits = [0, 8, 0, 7, 0, 1, 20, 0, 127, 0, 0x11];
+        assert_eq!(run(&live_query(Some(&host_bits))), Some(Rcode::FormErr));
+        // A byte after the last record, with and without EDNS.
+        for mut q in [live_query(Some(&valid)), live_query(None)] {
+            q.push(0);
+            assert_eq!(run(&q), Some(Rcode::FormErr));
+        }
     }
 
     /// Deterministic mutations of the seeds (byte changes, cuts, appended bytes) through

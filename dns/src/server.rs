@@ -79,8 +79,8 @@ fn seed() -> u64 {
 }
 
 /// The query state of one worker (a batched UDP thread, or a tokio worker thread running the
-/// hickory handler): the snapshot it answers from, scratch buffers and geo cache, and its own
-/// rate-limit buckets. No locks on the query path.
+/// hickory handler): the snapshot it answers from, scratch buffers, and its own rate-limit
+/// buckets. No locks on the query path.
 pub struct Worker {
     shared: Arc<Shared>,
     generation: u64,

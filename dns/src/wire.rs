@@ -105,29 +105,6 @@ impl LowerName {
         &self.buf[..usize::from(self.len)]
     }
 
-    /// Builds a name from its labels (root label excluded), lowercasing; `None` when longer than
-    /// 255 bytes in wire form or a label is empty or longer than 63 bytes.
-    pub fn from_labels<'l>(labels: impl IntoIterator<Item = &'l [u8]>) -> Option<LowerName> {
-        let mut name = LowerName {
-            buf: [0; 255],
-            len: 0,
-        };
-        let mut n = 0usize;
-        for label in labels {
-            if label.is_empty() || label.len() > 63 || n + 1 + label.len() + 1 > 255 {
-                return None;
-            }
-            name.buf[n] = label.len() as u8;
-            for (dst, src) in name.buf[n + 1..n + 1 + label.len()].iter_mut().zip(label) {
-                *dst = src.to_ascii_lowercase();
-            }
-            n += 1 + label.len();
-        }
-        name.buf[n] = 0;
-        name.len = (n + 1) as u8;
-        Some(name)
-    }
-
     /// Offsets of every label start; the last entry is the root label.
     pub fn label_starts(&self) -> impl Iterator<Item = usize> + '_ {
         let bytes = self.as_bytes();
@@ -582,21 +559,6 @@ mod tests {
             &apex
         ));
         assert!(!is_subdomain(&name_from_str("com").unwrap(), &apex));
-    }
-
-    #[test]
-    fn name_from_labels_matches_the_parser() {
-        let p = query("Live.Example.COM", rtype::A);
-        let parsed = parse_query(&p).unwrap().qname;
-        let built = LowerName::from_labels([&b"LIVE"[..], b"example", b"com"]).unwrap();
-        assert_eq!(parsed, built);
-        assert_eq!(LowerName::from_labels([]).unwrap().as_bytes(), &[0]);
-        assert!(LowerName::from_labels([&[b'x'; 64][..]]).is_none());
-        let long: Vec<&[u8]> = vec![&[b'x'; 63][..]; 4];
-        assert!(
-            LowerName::from_labels(long).is_none(),
-            "256 bytes in wire form"
-        );
     }
 
     #[test]

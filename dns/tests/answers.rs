@@ -216,9 +216,11 @@ fn clients_get_their_regions_edges_via_ecs_and_source_address(engine: &str) {
 
     let ecs_a = s.dig(&["live.example.com", "A", "+subnet=127.0.1.0/24"]);
     assert!(in_region(&ecs_a.addrs(), 1), "{}", ecs_a.raw);
+    // The scope is the widest network of one region: 127.0.1.0/24 is a, 127.0.2.0/24 b, so
+    // 127.0.0.0/23 (127.0.0.0/24 is not in the database: the default region, a).
     assert_eq!(
         ecs_a.client_subnet.as_deref(),
-        Some("127.0.1.0/24/24"),
+        Some("127.0.1.0/24/23"),
         "scope echoed"
     );
     let ecs_b = s.dig(&["live.example.com", "A", "+subnet=127.0.2.0/24"]);
@@ -251,9 +253,15 @@ fn clients_get_their_regions_edges_via_ecs_and_source_address(engine: &str) {
         "+subnet=127.0.2.0/24",
     ]);
     assert!(in_region(&both.addrs(), 2), "{}", both.raw);
-    // unknown location → default region (first: a)
+    // unknown location → default region (first: a), valid for all of 0.0.0.0/2, where
+    // nothing maps elsewhere
     let unknown = s.dig(&["live.example.com", "A", "+subnet=10.9.8.0/24"]);
     assert!(in_region(&unknown.addrs(), 1), "{}", unknown.raw);
+    assert_eq!(unknown.client_subnet.as_deref(), Some("10.9.8.0/24/2"));
+    // an IPv6 client network in Virginia's /48
+    let v6 = s.dig(&["live.example.com", "A", "+subnet=2001:db8:2::/56"]);
+    assert!(in_region(&v6.addrs(), 2), "{}", v6.raw);
+    assert_eq!(v6.client_subnet.as_deref(), Some("2001:db8:2::/56/48"));
 }
 
 fn overrides_by_subnet_and_country(engine: &str) {
@@ -437,6 +445,22 @@ fn malformed_packets_get_formerr_or_nothing_and_server_keeps_answering(engine: &
     assert_eq!(
         rcode(&exchange(s.port, &ecs_query(&two)).expect("answer")),
         1
+    );
+    // a /24 sent with all four octets (RFC 7871 §6: cut to the prefix, else FORMERR)
+    let four_octets = [0, 8, 0, 8, 0, 1, 24, 0, 127, 0, 1, 0];
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&four_octets)).expect("answer")),
+        1
+    );
+    // bytes after the last record, with and without EDNS
+    for mut trailing in [ecs_query(&valid), raw_query("example.com", 6)] {
+        trailing.push(0);
+        assert_eq!(rcode(&exchange(s.port, &trailing).expect("answer")), 1);
+    }
+    // a refused query spoils nothing for the next one
+    assert_eq!(
+        rcode(&exchange(s.port, &ecs_query(&valid)).expect("answer")),
+        0
     );
     // NOTIFY opcode: NOTIMP
     let mut notify = raw_query("example.com", 6);
