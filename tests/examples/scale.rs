@@ -18,7 +18,10 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let model = Model::build(&size);
+    let model = Model::build(&size).unwrap_or_else(|e| {
+        eprintln!("scale model: {e}");
+        std::process::exit(2);
+    });
     let built = started.elapsed();
     let report = model.report();
     println!("{}", report.markdown());

@@ -6,8 +6,23 @@
 use std::collections::BTreeSet;
 
 use skein_raft::policy::STEPS_PER_TICK;
-use skein_tests::scale::leader::TICK_MS;
 use skein_tests::scale::{Model, Size, streams};
+
+#[test]
+fn a_size_the_model_cannot_run_is_refused_with_the_reason() {
+    let one_region = Size {
+        regions: 1,
+        ..Size::small()
+    };
+    let err = Model::build(&one_region).err().expect("refused");
+    assert!(err.contains("at least 2"), "{err}");
+    let few_origins = Size {
+        origins: 3,
+        ..Size::small()
+    };
+    let err = Model::build(&few_origins).err().expect("refused");
+    assert!(err.contains("one origin per region"), "{err}");
+}
 
 #[test]
 fn the_small_cluster_keeps_the_design_s_bounds() {
@@ -17,7 +32,7 @@ fn the_small_cluster_keeps_the_design_s_bounds() {
         streams(&size, 1),
         "the model is deterministic"
     );
-    let model = Model::build(&size);
+    let model = Model::build(&size).expect("the small size is valid");
 
     // The leader's policies formed it: every origin promoted, five voters, origins a minority
     // of them (the bootstrap node, the leader, is an origin).
@@ -131,7 +146,7 @@ fn the_small_cluster_keeps_the_design_s_bounds() {
         .copied()
         .unwrap_or(0);
     assert!(health_entries > 0 && health_entries <= 2 * r.churn.failures as u64);
-    let ticks_per_second = 1000 / TICK_MS;
+    let ticks_per_second = 1000 / r.timings.policy_tick_ms;
     assert!(r.churn.busiest_second <= STEPS_PER_TICK as u64 * ticks_per_second);
     assert!(r.storm.1 >= size.edges_per_region);
 

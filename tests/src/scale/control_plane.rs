@@ -11,7 +11,7 @@ use skein_raft::ring::Ring;
 use skein_raft::{Command, LoadReport, NodeHealth, NodeId, StreamLoad, wire_size};
 
 use super::Stream;
-use super::leader::{Leader, LogCount, TICK_MS};
+use super::leader::{Leader, LogCount};
 
 const DAY_MS: f64 = 86_400_000.0;
 
@@ -91,7 +91,8 @@ pub fn churn(leader: &mut Leader, rate: &ChurnRate, streams: &[Stream], seed: u6
     let s = leader.state.settings.clone();
     let mut events: BTreeMap<u64, Vec<(NodeId, bool)>> = BTreeMap::new();
     let mut ticks: BTreeSet<u64> = BTreeSet::new();
-    let tick_of = |ms: u64| ms.div_ceil(TICK_MS);
+    let tick_ms = leader.timings.policy_tick_ms;
+    let tick_of = |ms: u64| ms.div_ceil(tick_ms);
     for o in &outages {
         events.entry(o.from_ms).or_default().push((o.node, false));
         events.entry(o.until_ms).or_default().push((o.node, true));
@@ -120,7 +121,7 @@ pub fn churn(leader: &mut Leader, rate: &ChurnRate, streams: &[Stream], seed: u6
     let (mut ring_changes, mut streams_moved) = (0, 0);
     let base_ms = leader.now_ms;
     while let Some(tick) = ticks.pop_first() {
-        let now = tick * TICK_MS;
+        let now = tick * tick_ms;
         while let Some(entry) = events.first_entry() {
             if *entry.key() > now {
                 break;
@@ -187,10 +188,11 @@ pub fn region_storm(leader: &mut Leader, region: &str) -> (u64, u64) {
     }
     let before = leader.log.total();
     // Past the voter replacement time, so every threshold has been crossed.
-    let deadline = leader.now_ms + leader.state.settings.voter_replace_after_ms + 10 * TICK_MS;
+    let tick_ms = leader.timings.policy_tick_ms;
+    let deadline = leader.now_ms + leader.state.settings.voter_replace_after_ms + 10 * tick_ms;
     let mut acting = 0;
     while leader.now_ms < deadline {
-        leader.now_ms += TICK_MS;
+        leader.now_ms += tick_ms;
         acting += u64::from(leader.tick());
     }
     (acting, leader.log.total() - before)

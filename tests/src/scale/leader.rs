@@ -7,14 +7,44 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use skein_raft::policy::{self, Action, HealthView};
-use skein_raft::{ClusterState, Command, CommandResult, NodeId, PublicAddrs, Region, Roles};
+use skein_raft::{
+    ClusterConfig, ClusterState, Command, CommandResult, NodeId, PublicAddrs, Region, Roles,
+};
 use uuid::Uuid;
 
-/// Policy tick of the leader (`ClusterConfig::policy_interval`, 500 ms by default).
-pub const TICK_MS: u64 = 500;
+/// The timings of a cluster member with the defaults of `ClusterConfig::new`, in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// The leader's policy tick (`policy_interval`).
+    pub policy_tick_ms: u64,
+    /// Raft heartbeats to every follower (`raft_heartbeat`).
+    pub raft_heartbeat_ms: u64,
+    /// Load reports from every node to the leader (`heartbeat_interval`).
+    pub load_report_ms: u64,
+}
 
-/// How long ago a live node's last load report arrived, on average (reports every 500 ms).
-const LIVE_SILENCE_MS: u64 = 250;
+impl Timings {
+    /// The defaults every node runs with.
+    pub fn defaults() -> Timings {
+        let addr = node_addr(0, 0);
+        let config = ClusterConfig::new(
+            "",
+            "",
+            "",
+            addr,
+            PublicAddrs {
+                rtmp: addr,
+                http: addr,
+            },
+        );
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        Timings {
+            policy_tick_ms: ms(config.policy_interval),
+            raft_heartbeat_ms: ms(config.raft_heartbeat),
+            load_report_ms: ms(config.heartbeat_interval),
+        }
+    }
+}
 
 /// Log entries the leader wrote, by what wrote them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,8 +86,9 @@ fn command_name(command: &Command) -> &'static str {
 
 /// The address the model gives node number `n` (never dialled: only its bytes count).
 pub fn node_addr(n: u64, port: u16) -> SocketAddr {
-    let [_, a, b, c] = (n as u32).to_be_bytes();
-    SocketAddr::from((Ipv4Addr::new(127, a.max(1), b, c), port))
+    // 127.1.0.0 and up: distinct for every n below 2^24 - 2^16.
+    let [_, a, b, c] = (n as u32 + (1 << 16)).to_be_bytes();
+    SocketAddr::from((Ipv4Addr::new(127, a, b, c), port))
 }
 
 /// A leader over a simulated cluster: the committed state, the leader's health view and the
@@ -71,6 +102,8 @@ pub struct Leader {
     pub log: LogCount,
     /// Simulated clock, ms.
     pub now_ms: u64,
+    /// The timings the leader and the nodes run with.
+    pub timings: Timings,
     /// Nodes that are down, with the time they went silent.
     down_since: BTreeMap<NodeId, u64>,
 }
@@ -98,6 +131,7 @@ impl Leader {
             index: 1,
             log: LogCount::default(),
             now_ms: 0,
+            timings: Timings::defaults(),
             down_since: BTreeMap::new(),
         };
         leader.view.leader = 1;
@@ -163,11 +197,9 @@ impl Leader {
 
     fn refresh_view(&mut self) {
         let now = self.now_ms;
-        let silent = |id: &NodeId| {
-            self.down_since
-                .get(id)
-                .map_or(LIVE_SILENCE_MS, |since| now - since)
-        };
+        // A live node's last report is half an interval old on average.
+        let live = self.timings.load_report_ms / 2;
+        let silent = |id: &NodeId| self.down_since.get(id).map_or(live, |since| now - since);
         self.view.now_ms = now;
         self.view.silent_ms = self
             .state
@@ -230,7 +262,7 @@ impl Leader {
         let mut ticks = 0;
         while ticks < max_ticks && self.tick() {
             ticks += 1;
-            self.now_ms += TICK_MS;
+            self.now_ms += self.timings.policy_tick_ms;
         }
         ticks
     }

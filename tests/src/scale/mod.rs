@@ -24,7 +24,7 @@ use skein_raft::{NodeId, Roles};
 
 use audience::{Copies, Geo, RegionLoss, Viewer};
 use control_plane::{ChurnRate, ChurnResult, ORIGIN_EVERY, Sizes};
-use leader::{Leader, LogCount, TICK_MS};
+use leader::{Leader, LogCount, Timings};
 use placement::{Balance, Moves};
 
 /// The size of the modelled cluster and its audience.
@@ -90,6 +90,34 @@ impl Size {
             raft_sizes: vec![100, 400],
             ..Size::full()
         }
+    }
+}
+
+impl Size {
+    /// Why the model cannot run at this size, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.regions < 2 {
+            return Err(format!(
+                "{} regions: at least 2 (one is lost)",
+                self.regions
+            ));
+        }
+        if self.origins < self.regions {
+            return Err(format!(
+                "{} origins over {} regions: at least one origin per region",
+                self.origins, self.regions
+            ));
+        }
+        if self.edges_per_region == 0 || self.streams == 0 {
+            return Err("edges per region and streams must be at least 1".into());
+        }
+        if !(self.zipf_exponent.is_finite() && self.zipf_exponent >= 0.0) {
+            return Err(format!(
+                "Zipf exponent {}: a number ≥ 0",
+                self.zipf_exponent
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -172,8 +200,10 @@ fn region_name(r: u64) -> String {
 
 impl Model {
     /// Registers every node, runs the leader's policies until they are done (learners,
-    /// voters, the origin pool), places the streams and the viewers.
-    pub fn build(size: &Size) -> Model {
+    /// voters, the origin pool), places the streams and the viewers; an error when the size
+    /// is not one the model can run ([`Size::check`]).
+    pub fn build(size: &Size) -> Result<Model, String> {
+        size.check()?;
         let mut rng = StdRng::seed_from_u64(size.seed);
         let mut leader = Leader::bootstrap(size.origins as usize);
         for r in 0..size.regions {
@@ -213,7 +243,7 @@ impl Model {
             size.seed + 2,
         );
         let viewers = geo.place_viewers(&streams, size.seed + 3);
-        Model {
+        Ok(Model {
             size: size.clone(),
             leader,
             formation,
@@ -222,7 +252,7 @@ impl Model {
             owners,
             geo,
             viewers,
-        }
+        })
     }
 
     /// The origins of region `r`.
@@ -302,6 +332,7 @@ impl Model {
             size: self.size.clone(),
             nodes: self.leader.state.nodes.len(),
             voters: self.leader.state.voters.len(),
+            timings: self.leader.timings,
             formation: self.formation.clone(),
             plain,
             bounded,
@@ -370,6 +401,8 @@ pub struct Report {
     pub nodes: usize,
     /// Voters after formation (and churn).
     pub voters: usize,
+    /// The timings the cluster ran with.
+    pub timings: Timings,
     /// Ticks that acted while the cluster formed, and the entries written.
     pub formation: (u64, LogCount),
     /// Origin balance on the plain ring.
@@ -447,11 +480,6 @@ impl Ceiling {
     }
 }
 
-/// Raft heartbeat interval (`ClusterConfig::raft_heartbeat`).
-const HEARTBEAT_MS: u64 = 100;
-/// Load report interval (`ClusterConfig::heartbeat_interval`).
-const REPORT_MS: u64 = 500;
-
 /// Rates the leader carries, computed from measured sizes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ControlRates {
@@ -475,14 +503,15 @@ impl ControlRates {
     /// The rates of a cluster whose sizes are `z`.
     pub fn of(z: &Sizes) -> ControlRates {
         let followers = z.nodes.saturating_sub(1) as f64;
-        let heartbeat_rpcs = followers * 1000.0 / HEARTBEAT_MS as f64;
+        let t = Timings::defaults();
+        let heartbeat_rpcs = followers * 1000.0 / t.raft_heartbeat_ms as f64;
         let origins = z.nodes as f64 / ORIGIN_EVERY as f64;
         let reports =
             (z.nodes as f64 - origins) * z.edge_report as f64 + origins * z.origin_report as f64;
         ControlRates {
             heartbeat_rpcs,
             heartbeat_bps: heartbeat_rpcs * z.heartbeat as f64 * 8.0,
-            report_bps: reports * 8.0 * 1000.0 / REPORT_MS as f64,
+            report_bps: reports * 8.0 * 1000.0 / t.load_report_ms as f64,
             membership_change_bytes: followers * z.membership_entry as f64,
             snapshot_of_limit: z.snapshot.sent as f64 / skein_raft::transport::MAX_MESSAGE as f64,
             formation_bytes: {
@@ -527,8 +556,8 @@ impl Report {
             out,
             "Formation through the leader's policies: {} acting ticks ({:.0} s at {} ms), {} entries ({} membership), {} voters.\n",
             ticks,
-            *ticks as f64 * TICK_MS as f64 / 1000.0,
-            TICK_MS,
+            *ticks as f64 * self.timings.policy_tick_ms as f64 / 1000.0,
+            self.timings.policy_tick_ms,
             log.total(),
             log.membership,
             self.voters
@@ -727,7 +756,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nComputed from the measured sizes (Raft heartbeat every {HEARTBEAT_MS} ms to every follower, a load report from every node every {REPORT_MS} ms, one node in {ORIGIN_EVERY} an origin):\n"
+            "\nComputed from the measured sizes (Raft heartbeat every {} ms to every follower, a load report from every node every {} ms, one node in {ORIGIN_EVERY} an origin):\n",
+            self.timings.raft_heartbeat_ms, self.timings.load_report_ms
         );
         let _ = writeln!(
             out,
