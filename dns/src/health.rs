@@ -15,10 +15,13 @@ use crate::http;
 /// Consecutive-result counters of one edge.
 #[derive(Debug, Clone)]
 pub struct Tracker {
+    /// The state the answers use.
     pub state: EdgeState,
     successes: u32,
     failures: u32,
+    /// The load of the last successful probe.
     pub load: Option<Load>,
+    /// Why the last probe failed, while it is failing.
     pub last_error: Option<String>,
 }
 

@@ -3,7 +3,10 @@
 //!
 //! The binary (`skein-dns`) only reads its arguments and prints; everything it runs is here:
 //! [`run`] serves a configuration until SIGTERM or SIGINT, [`check_config`] validates one,
-//! [`write_demo_mmdb`] writes the demo geolocation database.
+//! [`write_demo_mmdb`] writes the demo geolocation database. The answer planner
+//! ([`automap`], with [`AnswerConfig`]) and the health hysteresis ([`Tracker`], with
+//! [`HealthConfig`]) are public for models of the whole system (the scale model in
+//! `skein-tests`).
 //!
 //! # Layout
 //!
@@ -50,7 +53,7 @@
 
 mod answer;
 mod app;
-mod automap;
+pub mod automap;
 mod cluster;
 mod config;
 mod control;
@@ -70,6 +73,7 @@ mod zone;
 
 pub use answer::Scratch;
 pub use app::{ConfigSummary, RunOptions, SHUTDOWN_GRACE, check_config, init_logging, run};
-pub use config::FieldError;
+pub use config::{AnswerConfig, FieldError, HealthConfig};
 pub use fuzzing::Harness;
 pub use geo::write_demo_mmdb;
+pub use health::Tracker;

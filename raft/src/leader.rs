@@ -73,7 +73,7 @@ pub(crate) async fn policy_loop(inner: Arc<Inner>) {
         });
         // A bounded number of steps per tick, each waiting for its commit; a membership change
         // ends the tick so the next decision sees the settled configuration.
-        for _ in 0..8 {
+        for _ in 0..policy::STEPS_PER_TICK {
             let m = inner.raft.metrics().borrow_watched().clone();
             if m.state != ServerState::Leader || m.membership_config.get_joint_config().len() > 1 {
                 break;

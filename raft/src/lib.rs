@@ -15,7 +15,8 @@
 //!   state and its commands), [`status`], [`ring`] (origin routing), [`token`] (join tokens),
 //!   [`policy`] (the leader's pure decisions), [`pki`] (CA, node certificates, CA hashes),
 //!   [`error`] (errors and peer failure classes), [`transport`] (the cluster transport: the
-//!   QUIC endpoint shared by Raft, joins and relay, and its ALPNs);
+//!   QUIC endpoint shared by Raft, joins and relay, and its ALPNs), [`wire_size`] (bytes of the
+//!   Raft traffic and snapshot, for capacity planning);
 //! - the node: `cluster` (the [`Cluster`] handle), `config` ([`ClusterConfig`]), `inner` (the
 //!   state the handle, server and loops share), `identity` (files in the data directory),
 //!   `join` (both sides of a join), `join_guard` (bounds of the unauthenticated join endpoint),
@@ -51,6 +52,7 @@ pub mod transport;
 mod trust;
 mod typecfg;
 pub mod types;
+pub mod wire_size;
 
 pub use cluster::Cluster;
 pub use config::ClusterConfig;

@@ -53,6 +53,10 @@ pub enum Action {
     RemoveFromMembership(NodeId),
 }
 
+/// Most policy steps the leader takes per policy tick; each waits for its commit, and a
+/// membership change ends the tick early (the next decision sees the settled configuration).
+pub const STEPS_PER_TICK: usize = 8;
+
 /// Voters wanted for `members` registered nodes: 1, 3, or 5 from five nodes on.
 pub fn voter_target(members: usize) -> usize {
     match members {

@@ -63,22 +63,29 @@ impl Ring {
 
     /// All origins in preference order for `key`: clockwise from its hash, each once.
     pub fn candidates(&self, key: &str) -> Vec<NodeId> {
-        let mut out = Vec::with_capacity(self.origins.len());
-        if self.points.is_empty() {
-            return out;
-        }
-        let h = key_hash(key);
-        let start = self.points.partition_point(|&(p, _)| p < h);
-        for k in 0..self.points.len() {
-            let node = self.points[(start + k) % self.points.len()].1;
-            if !out.contains(&node) {
-                out.push(node);
-                if out.len() == self.origins.len() {
-                    break;
+        self.preference(key).collect()
+    }
+
+    /// [`Ring::candidates`] one at a time, walking the ring only as far as the caller reads:
+    /// a bounded-load lookup usually stops at the first or second origin.
+    fn preference(&self, key: &str) -> impl Iterator<Item = NodeId> + '_ {
+        let mut next = self.points.partition_point(|&(p, _)| p < key_hash(key));
+        let mut seen = vec![false; self.origins.len()];
+        let mut found = 0;
+        std::iter::from_fn(move || {
+            // Every origin has points, so one lap of the ring meets all of them.
+            while found < seen.len() {
+                let node = self.points[next % self.points.len()].1;
+                next += 1;
+                let i = self.origins.binary_search(&node).ok()?;
+                if !seen[i] {
+                    seen[i] = true;
+                    found += 1;
+                    return Some(node);
                 }
             }
-        }
-        out
+            None
+        })
     }
 
     /// Plain consistent-hash owner (no load bound).
@@ -102,15 +109,12 @@ impl Ring {
         loads: &BTreeMap<NodeId, u64>,
         epsilon: f64,
     ) -> Option<NodeId> {
-        let candidates = self.candidates(key);
         let load = |n: &NodeId| loads.get(n).copied().unwrap_or(0);
         let total: u64 = self.origins.iter().map(load).sum::<u64>() + bitrate;
         let cap = (1.0 + epsilon) * total as f64 / self.origins.len().max(1) as f64;
-        candidates
-            .iter()
-            .copied()
+        self.preference(key)
             .find(|n| (load(n) + bitrate) as f64 <= cap)
-            .or_else(|| candidates.iter().copied().min_by_key(|n| load(n)))
+            .or_else(|| self.preference(key).min_by_key(|n| load(n)))
     }
 
     /// Deterministic placement of a whole stream set (`(key, bitrate)`): heaviest first (ties by

@@ -51,8 +51,9 @@ pub const ALPN_JOIN: &[u8] = b"skein-join/1";
 /// ALPN of media relay streams between nodes.
 pub const ALPN_RELAY: &[u8] = b"skein-relay/1";
 
-/// Largest message accepted on a control stream (snapshots included).
-pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+/// Largest message accepted on a control stream (snapshots included): a state whose snapshot
+/// request is larger cannot be sent to a follower.
+pub const MAX_MESSAGE: usize = 64 << 20;
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -2,7 +2,8 @@
 //! run them as child processes that are killed when the test ends; a cluster of `skein`
 //! processes (`cluster`); a standalone node (`node`); `skein-dns` and dig (`dns`); ffmpeg
 //! publishers and recorders (`media`); fetching HLS and checking playlists against RFC 8216bis
-//! (`hls`).
+//! (`hls`); the scale model of a whole cluster, computed with the cluster's own algorithms
+//! (`scale`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -16,6 +17,7 @@ pub mod dns;
 pub mod hls;
 pub mod media;
 pub mod node;
+pub mod scale;
 
 /// Path of a binary of this workspace, built next to the test executable
 /// (`scripts/test.sh` builds all binaries before running the tests).

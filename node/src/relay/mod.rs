@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use conn::RelayError;
-pub use routing::Routing;
+pub use routing::{Routing, mesh_edges, pull_source};
 
 use crate::hub::{
     FeedEnd, FeedItem, Hub, PlayerFeed, PublishError, PublisherHandle, PublisherInfo,

@@ -83,30 +83,17 @@ impl Routing {
     /// This region's edges in the mesh: committed up, edge role, not in the origin pool, not
     /// seen dead here. Empty while there are fewer than `mesh_min_edges` (the mesh is off).
     pub fn mesh_edges(&self) -> Vec<NodeId> {
-        if self.mesh_min_edges == 0 {
-            return Vec::new();
-        }
         let state = self.state.borrow();
         let Some(region) = state.nodes.get(&self.me).map(|n| n.region.as_str()) else {
             return Vec::new();
         };
         let dead = self.dead.lock();
-        let edges: Vec<NodeId> = state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.region == region
-                    && n.roles.edge
-                    && n.health == NodeHealth::Up
-                    && !state.origins.contains_key(&n.id)
-                    && !dead.contains_key(&n.id)
-            })
-            .map(|n| n.id)
-            .collect();
-        if edges.len() < self.mesh_min_edges {
-            return Vec::new();
-        }
-        edges
+        mesh_edges(
+            &state,
+            region,
+            |n| dead.contains_key(&n),
+            self.mesh_min_edges,
+        )
     }
 
     /// The regional relay edge of `stream`: the first of the region's mesh edges on their
@@ -124,13 +111,7 @@ impl Routing {
     /// origin is reachable; `Some(me)` when this node owns the stream.
     pub fn upstream(&self, stream: &str) -> Option<NodeId> {
         let owner = self.owner(stream)?;
-        if owner == self.me {
-            return Some(owner);
-        }
-        match self.relay_edge(stream) {
-            Some(edge) if edge != self.me => Some(edge),
-            _ => Some(owner),
-        }
+        Some(pull_source(self.me, owner, || self.relay_edge(stream)))
     }
 
     /// Routes around `node` from now on, until a probe reaches it again.
@@ -194,6 +175,52 @@ impl Routing {
         let mut epoch = self.epoch.subscribe();
         epoch.mark_unchanged();
         RouteWatcher { state, epoch }
+    }
+}
+
+/// The edges of `region` in its mesh: committed up, edge role, not in the origin pool, not
+/// `routed_around`; empty when fewer than `min_edges` remain (or `min_edges` is 0: never).
+pub fn mesh_edges(
+    state: &ClusterState,
+    region: &str,
+    routed_around: impl Fn(NodeId) -> bool,
+    min_edges: usize,
+) -> Vec<NodeId> {
+    if min_edges == 0 {
+        return Vec::new();
+    }
+    let edges: Vec<NodeId> = state
+        .nodes
+        .values()
+        .filter(|n| {
+            n.region == region
+                && n.roles.edge
+                && n.health == NodeHealth::Up
+                && !state.origins.contains_key(&n.id)
+                && !routed_around(n.id)
+        })
+        .map(|n| n.id)
+        .collect();
+    if edges.len() < min_edges {
+        return Vec::new();
+    }
+    edges
+}
+
+/// Where node `me` pulls a stream owned by `owner` from for its own viewers: the owner when
+/// `me` is the owner, else the region's relay edge (asked only then) unless that is `me` or
+/// the mesh is off.
+pub fn pull_source(
+    me: NodeId,
+    owner: NodeId,
+    relay_edge: impl FnOnce() -> Option<NodeId>,
+) -> NodeId {
+    if owner == me {
+        return owner;
+    }
+    match relay_edge() {
+        Some(edge) if edge != me => edge,
+        _ => owner,
     }
 }
 
