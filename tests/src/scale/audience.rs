@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
-use skein_dns::automap::{EdgeState, EdgeView, Family, Load, Plan, RegionView, Rng};
+use skein_dns::automap::{EdgeState, EdgeView, Family, Load, Plan, RegionView, Rng, nearest};
 use skein_dns::{AnswerConfig, HealthConfig, Tracker};
 use skein_node::relay::{mesh_edges, pull_source};
 use skein_raft::ring::Ring;
@@ -116,6 +116,7 @@ impl Geo {
             .collect();
         let answer = AnswerConfig::default();
         let plan = Plan::build(&regions, &answer);
+        let coordinates = plan.coordinates();
         let subnets = (0..regions.len() * SUBNETS_PER_REGION)
             .map(|i| {
                 let centre = &regions[i % regions.len()];
@@ -123,7 +124,7 @@ impl Geo {
                     (centre.lat + rng.random_range(-SPREAD_DEG..SPREAD_DEG)).clamp(-89.0, 89.0);
                 let lon = centre.lon + rng.random_range(-SPREAD_DEG..SPREAD_DEG);
                 Subnet {
-                    home: plan.nearest(lat, lon).expect("regions exist"),
+                    home: nearest(&coordinates, lat, lon).expect("regions exist"),
                     hash: rng.random(),
                 }
             })
