@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use skein_raft::NodeId;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +41,8 @@ pub(super) struct Continuity {
     replaced: Option<CancellationToken>,
     last_audio: Option<u32>,
     last_video: Option<u32>,
-    headers: Vec<Bytes>,
+    /// The headers and metadata viewers have (the latest few), to give a new timeline.
+    headers: Vec<Media>,
     /// Set when the origin was lost while viewers were being fed: media time then.
     gap_since: Option<Instant>,
     last_media_at: Option<Instant>,
@@ -65,10 +65,10 @@ impl Continuity {
         } = *media;
         if kind == MediaKind::Metadata || flags.sequence_header {
             // Headers repeat on every (re)connect; only a changed one is news.
-            if self.headers.contains(payload) {
+            if self.headers.iter().any(|h| h.payload == *payload) {
                 return false;
             }
-            self.headers.push(payload.clone());
+            self.headers.push(media.clone());
             if self.headers.len() > 8 {
                 self.headers.remove(0);
             }
@@ -85,6 +85,29 @@ impl Continuity {
         true
     }
 
+    /// Whether `media` starts a new timeline: a frame further behind the last one of its track
+    /// than any cached GOP reaches back. The publisher published again and its new origin never
+    /// had the old timeline (no `Unpublished` reached this pull), so dropping its frames as
+    /// repeats would starve the viewers until the new clock caught up with the old one.
+    pub(super) fn starts_over(&self, media: &Media) -> bool {
+        if media.kind == MediaKind::Metadata || media.flags.sequence_header {
+            return false;
+        }
+        let last = match media.kind {
+            MediaKind::Audio => self.last_audio,
+            _ => self.last_video,
+        };
+        last.is_some_and(|l| media.timestamp.saturating_add(NEW_TIMELINE_MS) < l)
+    }
+
+    /// Starts again for a new timeline; returns the headers viewers had, which the new local
+    /// publish needs before its first frame.
+    pub(super) fn restart(&mut self) -> Vec<Media> {
+        let headers = std::mem::take(&mut self.headers);
+        self.forget();
+        headers
+    }
+
     pub(super) fn forget(&mut self) {
         self.handle = None;
         self.replaced = None;
@@ -94,6 +117,10 @@ impl Continuity {
         self.gap_since = None;
     }
 }
+
+/// How far behind the last frame a frame must be to start a new timeline rather than repeat a
+/// cached GOP (GOPs are a few seconds; the hub bounds them in bytes, not time).
+const NEW_TIMELINE_MS: u32 = 15_000;
 
 pub(super) async fn run(relay: Arc<Relay>, stream: String) {
     relay.metrics.relay_pulls.inc();
@@ -281,8 +308,34 @@ fn forward(
     if continuity.handle.is_none() && relay.hub.get(stream).is_some_and(|s| s.is_published()) {
         return false;
     }
+    if continuity.starts_over(&media) {
+        tracing::info!(
+            stream = %stream,
+            owner,
+            "the origin's stream started over (a new publish); publishing it anew here"
+        );
+        for header in continuity.restart() {
+            let header = Media {
+                timestamp: media.timestamp,
+                ..header
+            };
+            deliver(relay, stream, owner, continuity, header);
+        }
+    }
+    deliver(relay, stream, owner, continuity, media);
+    true
+}
+
+/// Publishes `media` into the local hub if it is news to the viewers.
+fn deliver(
+    relay: &Arc<Relay>,
+    stream: &str,
+    owner: NodeId,
+    continuity: &mut Continuity,
+    media: Media,
+) {
     if !continuity.is_new(&media) {
-        return true;
+        return;
     }
     let now = Instant::now();
     if let Some(since) = continuity.gap_since.take() {
@@ -302,5 +355,4 @@ fn forward(
         relay.hub.publish_relayed(stream, info)
     });
     handle.push_classified(media.kind, media.timestamp, media.payload, media.flags);
-    true
 }

@@ -267,6 +267,29 @@ fn after_switching_origins_a_pull_forwards_only_what_viewers_have_not_seen() {
     assert!(seen.is_new(&media(MediaKind::Video, 80, Bytes::from(other))));
     assert!(seen.is_new(&media(MediaKind::Metadata, 0, Bytes::from_static(b"meta"))));
 
+    // A publisher that published again on an origin that never had the old timeline: its
+    // frames are far behind; that starts over (with the headers), a cached GOP does not.
+    assert!(!seen.starts_over(&media(
+        MediaKind::Video,
+        10,
+        synthetic::video_frame(true, 64, 1)
+    )));
+    let late = media(
+        MediaKind::Video,
+        60_000,
+        synthetic::video_frame(true, 64, 1),
+    );
+    assert!(seen.is_new(&late));
+    let fresh = media(MediaKind::Video, 40, synthetic::video_frame(true, 64, 1));
+    assert!(seen.starts_over(&fresh));
+    assert!(!seen.starts_over(&header), "headers never start a timeline");
+    let headers = seen.restart();
+    assert!(
+        headers.iter().any(|h| h.payload == header.payload),
+        "{headers:?}"
+    );
+    assert!(seen.is_new(&fresh));
+
     // A publisher that really left: the next one starts from scratch.
     seen.forget();
     assert!(seen.is_new(&header));
