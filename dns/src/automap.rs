@@ -439,7 +439,11 @@ fn least_bad(regions: &[RegionView], home: usize, f: Family, k: usize) -> Vec<Ip
     for r in regions {
         let d = distance_km(hlat, hlon, r.lat, r.lon);
         for e in &r.edges {
+            // A draining edge is about to stop: worse than one failing its probes, and left
+            // out altogether while any other edge remains (full edges are all "least bad" when
+            // a loaded machine reports high CPU, and a draining one must not come back then).
             let rank = match e.state {
+                _ if e.load.is_some_and(|l| l.draining) => 3,
                 EdgeState::Up => 0,
                 EdgeState::Unknown => 1,
                 EdgeState::Down => 2,
@@ -454,6 +458,9 @@ fn least_bad(regions: &[RegionView], home: usize, f: Family, k: usize) -> Vec<Ip
             .then(a.2.total_cmp(&b.2))
             .then(a.1.total_cmp(&b.1))
     });
+    if all.iter().any(|x| x.0 < 3) {
+        all.retain(|x| x.0 < 3);
+    }
     all.into_iter().take(k).map(|x| x.3).collect()
 }
 
@@ -654,6 +661,20 @@ mod tests {
                 .addrs
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_draining_edge_is_least_bad_only_when_nothing_else_is_left() {
+        let mut drain = edge("a1", "127.0.1.1", EdgeState::Up, 99);
+        drain.load.as_mut().unwrap().draining = true;
+        let full = edge("a2", "127.0.1.2", EdgeState::Up, 99);
+        let r = vec![region("a", 50.0, 8.0, vec![drain.clone(), full])];
+        let plan = Plan::build(&r, &policy());
+        let c = plan.choose(0, Family::V4, 0, &mut Rng::new(1));
+        assert_eq!(c.addrs, vec!["127.0.1.2".parse::<IpAddr>().unwrap()]);
+        let alone = Plan::build(&[region("a", 50.0, 8.0, vec![drain])], &policy());
+        let c = alone.choose(0, Family::V4, 0, &mut Rng::new(1));
+        assert_eq!(c.addrs, vec!["127.0.1.1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
