@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skein_tests::cluster::{Cluster, Member, ids, wait_for};
-use skein_tests::netns::{self, Network};
+use skein_tests::media::{self, Recording};
+use skein_tests::netns::{self, Network, Place};
 
 /// Whether namespaces can be made here; prints why not (the test then skips).
 fn namespaces_available(test: &str) -> bool {
@@ -176,5 +177,146 @@ fn an_isolated_leader_steps_down_and_the_majority_goes_on() {
          old leader stopped claiming leadership after {stepped_down_ms} ms; the join committed \
          on the majority side {committed_ms} ms after the split; after healing every node \
          agreed within {agreed_ms} ms (leader {leader:?})"
+    );
+}
+
+/// The nodes whose relay has `stream` pushed in: its owners.
+fn owners(c: &Cluster, stream: &str) -> BTreeSet<u64> {
+    c.nodes
+        .iter()
+        .filter(|n| {
+            n.try_json("/api/v1/relay")
+                .is_some_and(|v| v["pushed_in"].get(stream).is_some())
+        })
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Two origins (regions a, b) and edges in b and c; a broadcaster on the b edge, RTMP and
+/// HTTP-FLV viewers on the edges. The stream's origin is cut from every edge while it still
+/// reaches the other origin (and the leader keeps it up in the committed state): the edges
+/// move the push and the pulls to the other origin on their own, every viewer keeps its
+/// connection with timestamps that never go back and no frame twice, and after healing exactly
+/// one node owns the stream.
+#[test]
+fn an_origin_cut_from_the_edges_loses_no_viewer_and_heals_to_one_owner() {
+    if !namespaces_available("an_origin_cut_from_the_edges_loses_no_viewer_and_heals_to_one_owner")
+    {
+        return;
+    }
+    skein_tests::require("ffmpeg", "ffmpeg");
+    skein_tests::require("ffprobe", "ffmpeg");
+    const STREAM: &str = "live/cut";
+    let mut net = Network::new("sko", &["a", "b", "c"]);
+    let o1 = net.add_node("o1", "a");
+    let o2 = net.add_node("o2", "b");
+    let eb = net.add_node("eb", "b");
+    let ec = net.add_node("ec", "c");
+    let mut c = Cluster::init_at(
+        "partition-origin",
+        &o1,
+        Some("origin"),
+        &["--origin-target", "2"],
+    );
+    c.join_at(&o2, Some("origin"));
+    c.join_at(&eb, Some("edge"));
+    c.join_at(&ec, Some("edge"));
+    c.wait_status("four nodes up, two origins", Duration::from_secs(90), |s| {
+        s["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 4 && n.iter().all(|n| n["health"] == "up"))
+            && ids(&s["origin_pool"]["live"]).len() == 2
+    });
+    let dir = c.root().to_owned();
+    let edge = |name: &str| c.node(name);
+    let _publisher = media::publish_from(
+        edge("eb").command("ffmpeg"),
+        &edge("eb").rtmp_url(STREAM),
+        900,
+    );
+    let viewers = [
+        (
+            "ec rtmp",
+            edge("ec").command("ffmpeg"),
+            edge("ec").rtmp_url(STREAM),
+        ),
+        (
+            "ec flv",
+            edge("ec").command("ffmpeg"),
+            edge("ec").flv_url(STREAM),
+        ),
+        (
+            "eb flv",
+            edge("eb").command("ffmpeg"),
+            edge("eb").flv_url(STREAM),
+        ),
+    ]
+    .map(|(name, ffmpeg, url)| {
+        let file = dir.join(format!("{}.flv", name.replace(' ', "-")));
+        (name, Recording::start_from(ffmpeg, &url, 40, &file))
+    });
+    for (_, viewer) in &viewers {
+        viewer.wait_playing(Duration::from_secs(30));
+    }
+    let owner = c.wait_stream_origin(STREAM, Duration::from_secs(10));
+    let owner_name = c.by_id(owner).name.clone();
+    std::thread::sleep(Duration::from_secs(3));
+
+    for edge in ["eb", "ec"] {
+        net.cut(Place::Node(owner_name.clone()), Place::Node(edge.into()));
+    }
+    let cut = Instant::now();
+    let moved = wait_for(
+        "the stream to move to the other origin",
+        Duration::from_secs(30),
+        || {
+            let now = owners(&c, STREAM);
+            (!now.is_empty() && !now.contains(&owner)).then_some(now)
+        },
+    );
+    let moved_ms = cut.elapsed().as_millis();
+    std::thread::sleep(Duration::from_secs(8));
+    // The leader still sees the cut origin: it stays up in the committed state.
+    let status = c.node(&owner_name).status();
+    let cut_origin = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == owner)
+        .unwrap();
+    assert_eq!(
+        cut_origin["health"], "up",
+        "the leader must still see the cut origin: {status:#}"
+    );
+
+    for edge in ["eb", "ec"] {
+        net.heal(Place::Node(owner_name.clone()), Place::Node(edge.into()));
+    }
+    let healed = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let settled = wait_for(
+        "exactly one owner of the stream",
+        Duration::from_secs(30),
+        || {
+            let now = owners(&c, STREAM);
+            (now.len() == 1).then_some(now)
+        },
+    );
+    let settled_ms = healed.elapsed().as_millis();
+    let mut gaps = Vec::new();
+    for (name, viewer) in viewers {
+        let got = media::continuity(&viewer.finish(Duration::from_secs(90)));
+        assert!(
+            got.span_ms >= 35_000.0,
+            "viewer {name} stopped early: {got:?}"
+        );
+        assert_eq!(got.repeated, 0, "viewer {name} got a frame twice: {got:?}");
+        gaps.push(format!("{name} {:.0} ms", got.largest_step_ms));
+    }
+    println!(
+        "origin {owner_name} cut from the edges: the stream left it after {moved_ms} ms (to \
+         {moved:?}); after healing one owner {settled:?} within {settled_ms} ms; largest \
+         timestamp step per viewer: {}",
+        gaps.join(", ")
     );
 }
