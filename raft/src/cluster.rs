@@ -304,9 +304,10 @@ impl Cluster {
         self.inner.state.clone()
     }
 
-    /// Current Raft leader as known here.
+    /// Current Raft leader as known here (not this node once a quorum stopped answering it).
     pub fn leader(&self) -> Option<NodeId> {
-        self.inner.raft.metrics().borrow_watched().current_leader
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        self.inner.known_leader(&metrics)
     }
 
     /// Records this node's load; it goes to the leader with the next heartbeat (not logged).

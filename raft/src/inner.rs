@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::{Raft, ServerState};
+use openraft::{Instant as _, Raft, RaftMetrics, ServerState};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -50,6 +50,26 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The leader as known here, except that a leader of several voters that no quorum has
+    /// acknowledged for two election timeouts does not name itself: openraft keeps the role
+    /// until it hears a higher term, but a majority it cannot reach may have elected another
+    /// leader by then.
+    pub(crate) fn known_leader(&self, m: &RaftMetrics<TypeConfig>) -> Option<NodeId> {
+        let leader = m.current_leader?;
+        let several_voters = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .nth(1)
+            .is_some();
+        let lease = 2 * self.config.election_timeout;
+        let lapsed = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() > lease);
+        (leader != self.id || !several_voters || !lapsed).then_some(leader)
+    }
+
     /// Status as seen from this node; with loads and heartbeats only when it is the leader.
     pub(crate) fn local_status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow_watched().clone();
@@ -73,7 +93,7 @@ impl Inner {
             &state,
             LiveInfo {
                 reported_by: self.id,
-                leader: m.current_leader,
+                leader: self.known_leader(&m),
                 term: m.current_term,
                 last_applied: m.last_applied.map(|l| l.index),
                 heard,

@@ -1,7 +1,10 @@
 //! A cluster of real `skein` processes on loopback: `skein init` on the first node, the printed
 //! `skein join` on the others, `skein run` to restart one, SIGKILL to kill one. Regions map to
 //! loopback networks (`a` → 127.0.1.x, `b` → 127.0.2.x, `c` → 127.0.3.x); every node gets its
-//! own address, free ports and data directory. Everything is killed and removed on drop.
+//! own address, free ports and data directory. Everything is killed and removed on drop. A
+//! member can instead live in a network namespace of a [`crate::netns::Network`]
+//! ([`Cluster::init_at`], [`Cluster::join_at`]): it runs there under `ip netns exec`, and the
+//! test reaches it from inside that namespace.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -14,7 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::netns::{self, NetNode};
 use crate::{Process, binary, free_port, http_request};
+
+/// Ports of a member in its own namespace: the defaults, nothing else listens there.
+const NETNS_PORTS: (u16, u16, u16) = (1935, 8080, 7000);
 
 /// How long a starting node may take to answer on its HTTP port.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +58,8 @@ pub struct Member {
     pub config: PathBuf,
     /// Node id, known once the node answered.
     pub id: u64,
+    /// The network namespace the node runs in; `None` on the host's loopback.
+    pub netns: Option<String>,
     log: PathBuf,
     process: Option<Process>,
 }
@@ -58,6 +67,34 @@ pub struct Member {
 impl Member {
     fn new(root: &Path, name: &str, region: &str, roles: Option<&str>) -> Self {
         let ip = format!("127.0.{}.{}", region_net(region), next_host());
+        let ports = (free_port(&ip), free_port(&ip), free_port(&ip));
+        Self::at(root, name, region, roles, &ip, ports, None)
+    }
+
+    /// A member in its own namespace of a test network.
+    fn in_netns(root: &Path, node: &NetNode, roles: Option<&str>) -> Self {
+        let ip = node.ip.to_string();
+        let netns = Some(node.netns.clone());
+        Self::at(
+            root,
+            &node.name,
+            &node.region,
+            roles,
+            &ip,
+            NETNS_PORTS,
+            netns,
+        )
+    }
+
+    fn at(
+        root: &Path,
+        name: &str,
+        region: &str,
+        roles: Option<&str>,
+        ip: &str,
+        (rtmp, http, internal): (u16, u16, u16),
+        netns: Option<String>,
+    ) -> Self {
         let addr = |port: u16| -> SocketAddr { format!("{ip}:{port}").parse().unwrap() };
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -67,14 +104,31 @@ impl Member {
             name: name.to_owned(),
             region: region.to_owned(),
             roles: roles.map(str::to_owned),
-            rtmp: addr(free_port(&ip)),
-            http: addr(free_port(&ip)),
-            internal: addr(free_port(&ip)),
+            rtmp: addr(rtmp),
+            http: addr(http),
+            internal: addr(internal),
             log: root.join(format!("{name}.log")),
             data_dir,
             config,
             id: 0,
+            netns,
             process: None,
+        }
+    }
+
+    /// A command that runs `program` where the node runs: inside its namespace, if it has one.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            Some(ns) => netns::command(ns, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// [`http_request`] to the node's HTTP port, from where the node can be reached.
+    pub fn request(&self, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
+        match &self.netns {
+            Some(ns) => netns::in_netns(ns, || http_request(self.http, method, path, headers)),
+            None => http_request(self.http, method, path, headers),
         }
     }
 
@@ -124,7 +178,7 @@ impl Member {
             let auth = std::fs::read_to_string(self.data_dir.join("admin.token"))
                 .map(|t| format!("Authorization: Bearer {}\r\n", t.trim()))
                 .unwrap_or_default();
-            if let Some((200, body)) = http_request(self.http, "GET", "/api/v1/relay", &auth) {
+            if let Some((200, body)) = self.request("GET", "/api/v1/relay", &auth) {
                 let view: Value = serde_json::from_str(&body).unwrap();
                 self.id = view["node"].as_u64().expect("relay view names the node");
                 return;
@@ -171,12 +225,8 @@ impl Member {
         assert!(self.process.is_none(), "{} is still running", self.name);
         let before = self.id;
         let args = self.run_args();
-        self.spawn(
-            Command::new(binary("skein"))
-                .arg("run")
-                .args(args)
-                .stdout(Stdio::null()),
-        );
+        let mut command = self.command(binary("skein"));
+        self.spawn(command.arg("run").args(args).stdout(Stdio::null()));
         self.wait_ready();
         assert_eq!(self.id, before, "{} came back with another id", self.name);
     }
@@ -191,7 +241,7 @@ impl Member {
 
     /// GET `path` on the node's HTTP port as JSON; `None` while it does not answer 200.
     pub fn try_json(&self, path: &str) -> Option<Value> {
-        match http_request(self.http, "GET", path, "")? {
+        match self.request("GET", path, "")? {
             (200, body) => serde_json::from_str(&body).ok(),
             _ => None,
         }
@@ -215,7 +265,7 @@ impl Member {
     /// Runs a `skein` operator command against this node: `--api` added, and `--data-dir` (for
     /// the admin token) to every command but `status`.
     pub fn admin(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(binary("skein"));
+        let mut command = self.command(binary("skein"));
         command.args(args).arg("--api").arg(self.http.to_string());
         if args.first() != Some(&"status") {
             command.arg("--data-dir").arg(&self.data_dir);
@@ -261,13 +311,23 @@ pub struct Cluster {
 impl Cluster {
     /// `skein init` of the first node; `extra` are more `init` flags (e.g. `--origin-target`).
     pub fn init(test: &str, name: &str, region: &str, roles: Option<&str>, extra: &[&str]) -> Self {
+        Self::init_member(test, extra, |root| Member::new(root, name, region, roles))
+    }
+
+    /// [`Cluster::init`] of a first node in its namespace of a test network.
+    pub fn init_at(test: &str, node: &NetNode, roles: Option<&str>, extra: &[&str]) -> Self {
+        Self::init_member(test, extra, |root| Member::in_netns(root, node, roles))
+    }
+
+    fn init_member(test: &str, extra: &[&str], member: impl FnOnce(&Path) -> Member) -> Self {
         let root = std::env::temp_dir().join(format!("skein-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let mut first = Member::new(&root, name, region, roles);
+        let mut first = member(&root);
         let args = first.run_args();
+        let mut command = first.command(binary("skein"));
         let process = first.spawn(
-            Command::new(binary("skein"))
+            command
                 .arg("init")
                 .args(args)
                 .args(extra)
@@ -311,11 +371,24 @@ impl Cluster {
         index
     }
 
+    /// [`Cluster::join`] of a node in its namespace of a test network.
+    pub fn join_at(&mut self, node: &NetNode, roles: Option<&str>) -> usize {
+        let member = Member::in_netns(&self.root, node, roles);
+        let index = self.start_join_member(member);
+        self.nodes[index].wait_ready();
+        index
+    }
+
     /// Starts `skein join` of a new node without waiting for it. Returns its index.
     pub fn start_join(&mut self, name: &str, region: &str, roles: Option<&str>) -> usize {
+        let member = Member::new(&self.root, name, region, roles);
+        self.start_join_member(member)
+    }
+
+    fn start_join_member(&mut self, node: Member) -> usize {
         let join = self.join.clone();
         let seeds = self.live_seeds(&join.seeds);
-        let node = Member::new(&self.root, name, region, roles);
+        let name = node.name.clone();
         if !self.member_config.is_empty() {
             let mut config = std::fs::read_to_string(&node.config).unwrap();
             config.push_str(&self.member_config);
@@ -326,8 +399,9 @@ impl Cluster {
         // The token from a file, as operators should pass it (not visible in the process list).
         let token_file = self.root.join(format!("{name}.join-token"));
         std::fs::write(&token_file, format!("{}\n", join.token)).unwrap();
+        let mut command = node.command(binary("skein"));
         node.spawn(
-            Command::new(binary("skein"))
+            command
                 .args(["join", &seeds, "--token-file"])
                 .arg(&token_file)
                 .args(["--ca-hash", &join.ca_hash])

@@ -3,7 +3,8 @@
 //! processes (`cluster`); a standalone node (`node`); `skein-dns` and dig (`dns`); ffmpeg
 //! publishers and recorders (`media`); fetching HLS and checking playlists against RFC 8216bis
 //! (`hls`); the scale model of a whole cluster, computed with the cluster's own algorithms
-//! (`scale`).
+//! (`scale`); network namespaces joined by routers, for cutting links between nodes and
+//! regions (`netns`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod dns;
 pub mod hls;
 pub mod media;
+pub mod netns;
 pub mod node;
 pub mod scale;
 

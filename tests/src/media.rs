@@ -13,8 +13,13 @@ use crate::cluster::{run_bounded, wait_child};
 /// ffmpeg publishing a lavfi test pattern (H.264, keyframe every second, + AAC) in real time to
 /// `url` for `seconds`; killed on drop.
 pub fn publish(url: &str, seconds: u32) -> Process {
+    publish_from(Command::new("ffmpeg"), url, seconds)
+}
+
+/// [`publish`] with a given `ffmpeg` command (e.g. one that runs in a network namespace).
+pub fn publish_from(mut ffmpeg: Command, url: &str, seconds: u32) -> Process {
     Process::spawn(
-        Command::new("ffmpeg")
+        ffmpeg
             .args(["-hide_banner", "-loglevel", "error", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
@@ -97,9 +102,14 @@ pub struct Recording {
 
 impl Recording {
     pub fn start(url: &str, seconds: u32, file: &Path) -> Self {
+        Self::start_from(Command::new("ffmpeg"), url, seconds, file)
+    }
+
+    /// [`Recording::start`] with a given `ffmpeg` command (e.g. one in a network namespace).
+    pub fn start_from(mut ffmpeg: Command, url: &str, seconds: u32, file: &Path) -> Self {
         let _ = std::fs::remove_file(file);
         let process = Process::spawn(
-            Command::new("ffmpeg")
+            ffmpeg
                 .args(["-hide_banner", "-loglevel", "error", "-y"])
                 .args(["-rw_timeout", "30000000", "-i", url])
                 .args(["-c", "copy", "-t", &seconds.to_string(), "-f", "flv"])

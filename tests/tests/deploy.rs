@@ -319,22 +319,10 @@ impl Drop for Testbed {
         namespaces.push(self.client_ns.clone());
         namespaces.push(self.bridge_ns.clone());
         // Every process of an instance (services, supervisors) lives in its namespace.
-        for ns in &namespaces {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill(2) has no memory effects.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-        }
+        skein_tests::netns::remove_namespaces(&namespaces);
         self.extra.clear();
         for i in &mut self.instances {
             i.init.take();
-        }
-        for ns in &namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
